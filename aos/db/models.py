@@ -1,0 +1,341 @@
+"""The data model, as SQLAlchemy 2 typed models.
+
+Every tenant-owned table carries ``tenant_id``; indexes follow the real access
+paths (a tenant's runs by time and status, a run's checkpoints and events, the
+outbox's pending rows, the reaper's silent runs).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from aos.db.types import Embedding
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead_lettered")
+FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled", "dead_lettered"})
+CHECKPOINT_STATUSES = ("running", "succeeded", "failed", "skipped")
+OUTBOX_STATUSES = ("pending", "delivered", "dead")
+
+Money = Numeric(14, 6)
+
+
+def _uuid() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def _in(col: str, values: tuple[str, ...]) -> str:
+    return f"{col} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB, Any: JSONB}
+
+
+def _now_col() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+def _tenant_col() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    daily_budget_usd: Mapped[Decimal | None] = mapped_column(Money)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now_col()
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored; ``prefix`` finds the row without a scan."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True, nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    scopes: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    created_at: Mapped[datetime] = _now_col()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index(None, "tenant_id"),)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    # allowed_skills, http_hosts, db_connections, max_cost_usd
+    capabilities: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now_col()
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+
+class Workflow(Base):
+    """A stored plan; each change is a new row with the next version."""
+
+    __tablename__ = "workflows"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    plan_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = _now_col()
+    __table_args__ = (UniqueConstraint("tenant_id", "name", "version"),)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("agents.id", ondelete="SET NULL"))
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("workflows.id", ondelete="SET NULL"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    # the plan and skill versions the run started with: a deploy never changes a run in flight
+    plan: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    plan_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    skill_versions: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    step_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="queued")
+    # optimistic locking: every state change is `UPDATE … WHERE version = :seen`
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    next_step: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # budget limits (NULL = unlimited) and spend, reserved before a step and settled after
+    max_cost_usd: Mapped[Decimal | None] = mapped_column(Money)
+    max_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    max_steps: Mapped[int | None] = mapped_column(Integer)
+    max_wall_s: Mapped[int | None] = mapped_column(Integer)
+    spent_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    spent_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    reserved_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    steps_started: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    budget_warned: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # liveness: who holds the run's current step and until when we expect to hear from it
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    wake_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now_col()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = _now_col()
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        Index(None, "tenant_id", "created_at"),
+        Index(None, "tenant_id", "status", "created_at"),
+        Index(None, "agent_id", "created_at"),
+        Index("ix_runs_active", "status", "lease_expires_at",
+              postgresql_where=text("status IN ('queued', 'running')")),
+    )
+
+
+class Checkpoint(Base):
+    """One attempt of one step. At most one succeeded row per (run, step): a partial unique index."""
+
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("runs.id", ondelete="CASCADE"),
+                                              nullable=False)
+    step_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    step_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    deliveries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    skill: Mapped[str] = mapped_column(String(100), nullable=False)
+    args_hash: Mapped[str | None] = mapped_column(String(64))
+    args: Mapped[Any | None] = mapped_column(JSONB)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    raw: Mapped[Any | None] = mapped_column(JSONB)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    input_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    worker: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime] = _now_col()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float | None] = mapped_column(Numeric(12, 3))
+    __table_args__ = (
+        CheckConstraint(_in("status", CHECKPOINT_STATUSES), name="status"),
+        UniqueConstraint("run_id", "step_index", "attempt"),
+        Index("uq_checkpoints_one_success", "run_id", "step_index", unique=True,
+              postgresql_where=text("status IN ('succeeded', 'skipped')")),
+        Index(None, "tenant_id", "skill", "finished_at"),
+    )
+
+
+class RunEvent(Base):
+    """The timeline: every state change of a run and its steps."""
+
+    __tablename__ = "run_events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("runs.id", ondelete="CASCADE"),
+                                              nullable=False)
+    type: Mapped[str] = mapped_column(String(50), nullable=False)
+    step_id: Mapped[str | None] = mapped_column(String(100))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now_col()
+    __table_args__ = (Index(None, "run_id", "id"), Index(None, "tenant_id", "created_at"))
+
+
+class OutboxMessage(Base):
+    """Written in the transaction of the state change it announces; delivered later."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    topic: Mapped[str] = mapped_column(String(50), nullable=False)  # run.enqueue, run.succeeded, …
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now_col()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now_col()
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        CheckConstraint(_in("status", OUTBOX_STATUSES), name="status"),
+        Index("ix_outbox_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+
+class _DeadLetterColumns:
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    kind: Mapped[str] = mapped_column(String(30), nullable=False)  # step, outbox, task
+    run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    step_id: Mapped[str | None] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    error_code: Mapped[str] = mapped_column(String(64), nullable=False)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    created_at: Mapped[datetime] = _now_col()
+
+
+class DeadLetter(_DeadLetterColumns, Base):
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="open")
+    __table_args__ = (Index(None, "tenant_id", "status", "created_at"),)
+
+
+class DeadLetterArchive(_DeadLetterColumns, Base):
+    __tablename__ = "dead_letter_archive"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the dead letter's own id
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    archived_at: Mapped[datetime] = _now_col()
+    __table_args__ = (Index(None, "archived_at"),)
+
+
+class ReplayLog(Base):
+    """A dead-letter replay happens once, even if asked twice or after a Redis restart."""
+
+    __tablename__ = "replay_log"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    dead_letter_id: Mapped[int] = mapped_column(BigInteger, nullable=False, unique=True)
+    result: Mapped[str] = mapped_column(String(30), nullable=False)
+    replayed_at: Mapped[datetime] = _now_col()
+    __table_args__ = (Index(None, "replayed_at"),)
+
+
+class DistributedLock(Base):
+    """Leader election for singleton jobs: a lease with a fencing token that only grows."""
+
+    __tablename__ = "distributed_locks"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200), nullable=False)
+    fencing_token: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    acquired_at: Mapped[datetime] = _now_col()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class FailurePattern(Base):
+    """A known failure and the recovery that worked, for the hybrid recovery lookup."""
+
+    __tablename__ = "failure_patterns"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    error_code: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature: Mapped[str] = mapped_column(String(64), nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False)  # sanitized before storing
+    recovery: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    source: Mapped[str] = mapped_column(String(20), nullable=False)  # cache, embedding, llm, human
+    embedding: Mapped[list[float] | None] = mapped_column(Embedding())
+    success_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    failure_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    created_at: Mapped[datetime] = _now_col()
+    updated_at: Mapped[datetime] = _now_col()
+    __table_args__ = (UniqueConstraint("tenant_id", "signature"), Index(None, "tenant_id", "error_code"))
+
+
+class Schedule(Base):
+    __tablename__ = "schedules"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    workflow_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("workflows.id", ondelete="CASCADE"),
+                                                   nullable=False)
+    cron: Mapped[str] = mapped_column(String(100), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC")
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    next_fire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now_col()
+    __table_args__ = (Index(None, "enabled", "next_fire_at"), Index(None, "tenant_id"))
+
+
+class TenantDailySpend(Base):
+    """A tenant's spend per UTC day, reserved and settled like a run's budget."""
+
+    __tablename__ = "tenant_daily_spend"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    spent_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    reserved_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    spent_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

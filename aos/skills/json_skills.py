@@ -1,0 +1,101 @@
+"""json.transform (JMESPath) and json.validate (JSON Schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import jsonschema
+
+from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
+
+
+class JsonTransform(Skill):
+    name = "json.transform"
+    version = 1
+    description = "Select or reshape JSON with a JMESPath expression; the output is the selected value."
+    input_schema = {
+        "type": "object",
+        "required": ["input", "expr"],
+        "additionalProperties": False,
+        "properties": {
+            "input": {"description": "any JSON value"},
+            "expr": {"type": "string", "minLength": 1, "description": "a JMESPath expression"},
+        },
+    }
+    output_schema: dict[str, Any] = {}
+    side_effect = SideEffect.PURE
+    deterministic = True
+    cost_model = CostModel(fixed_usd=0.0, latency_ms=0.2)
+    default_timeout_s = 10.0
+    default_retry = RetryPolicy(max_attempts=1)
+    recommended = 1
+
+    def check_args(self, args: dict[str, Any]) -> list[dict[str, str]]:
+        # A syntax error in a literal expression is the submitter's mistake: catch it at submission.
+        try:
+            jmespath.compile(args["expr"])
+        except jmespath.exceptions.JMESPathError as exc:
+            msg = " ".join(str(exc).split())
+            return [{"path": "args.expr", "code": "EXPR_INVALID", "message": f"JMESPath does not parse: {msg}"}]
+        return []
+
+    def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
+        try:
+            compiled = jmespath.compile(args["expr"])
+        except jmespath.exceptions.JMESPathError as exc:
+            raise SkillError("EXPR_INVALID", f"JMESPath expression does not parse: {exc}") from None
+        try:
+            return SkillResult(output=compiled.search(args["input"]))
+        except jmespath.exceptions.JMESPathError as exc:
+            raise SkillError("EXPR_INVALID", f"JMESPath evaluation failed: {exc}") from None
+
+
+class JsonValidate(Skill):
+    name = "json.validate"
+    version = 1
+    description = "Validate JSON against a JSON Schema; the output says whether it is valid and lists every error."
+    input_schema = {
+        "type": "object",
+        "required": ["input", "schema"],
+        "additionalProperties": False,
+        "properties": {
+            "input": {"description": "any JSON value"},
+            "schema": {"type": "object", "description": "a JSON Schema (draft 2020-12)"},
+            "raise_on_invalid": {"type": "boolean", "default": False,
+                                 "description": "fail the step (JSON_SCHEMA_MISMATCH) when invalid"},
+        },
+    }
+    output_schema = {
+        "type": "object",
+        "required": ["valid", "errors"],
+        "properties": {"valid": {"type": "boolean"}, "errors": {"type": "array"}},
+    }
+    side_effect = SideEffect.PURE
+    deterministic = True
+    cost_model = CostModel(fixed_usd=0.0, latency_ms=0.5)
+    default_timeout_s = 10.0
+    default_retry = RetryPolicy(max_attempts=1)
+    recommended = 4
+
+    def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
+        schema = args["schema"]
+        try:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise SkillError("SKILL_ARGS_INVALID", f"the schema itself is invalid: {exc.message}") from None
+        validator = cls(schema)
+        errors = [
+            {"path": "$" + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in e.absolute_path),
+             "message": e.message}
+            for e in sorted(validator.iter_errors(args["input"]), key=lambda e: list(map(str, e.absolute_path)))
+        ]
+        if errors and args.get("raise_on_invalid"):
+            raise SkillError("JSON_SCHEMA_MISMATCH", f"{len(errors)} schema error(s); first: {errors[0]['message']}",
+                             details={"errors": errors})
+        return SkillResult(output={"valid": not errors, "errors": errors})
+
+
+SKILLS: list[Skill] = [JsonTransform(), JsonValidate()]
