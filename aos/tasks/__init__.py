@@ -1,0 +1,1 @@
+"""Celery entry points: thin tasks named aos.<area>.<verb> that call services."""

@@ -1,0 +1,71 @@
+"""The Celery app. Settings marked "requirement" come from ARCHITECTURE.md and dodge known Celery bugs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from aos.config import Settings, get_settings
+
+app = Celery("aos", include=["aos.tasks.steps", "aos.tasks.beat"])
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.effective_broker_url(),
+        # requirement: state is ours (Postgres); Celery results would be a second, lossy copy
+        "task_ignore_result": True,
+        "result_backend": None,
+        # requirement: at-least-once delivery; a step that dies mid-way is redelivered, not lost
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # requirement: JSON only — a pickled message is code execution on the worker
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # requirement: retry countdowns (capped at AOS_MAX_COUNTDOWN_S) stay below the visibility timeout,
+        # or Redis redelivers a message that is only waiting for its ETA (celery#5935)
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 3,
+        # requirement: Flower sees everything
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": "aos.default",
+        "task_routes": {"aos.steps.execute": {"queue": settings.step_queue},
+                        "aos.runs.continue": {"queue": settings.step_queue}},
+        # requirement: hard limit above the soft one (per-step limits are set on each message)
+        "task_soft_time_limit": 300,
+        "task_time_limit": 300 + int(settings.hard_timeout_grace_s),
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "beat_schedule": {
+            "aos.outbox.drain": {"task": "aos.outbox.drain", "schedule": settings.outbox_interval_s},
+            "aos.runs.reap": {"task": "aos.runs.reap", "schedule": settings.reaper_interval_s},
+        },
+        "timezone": "UTC",
+    }
+
+
+@app.on_configure.connect
+def _configure(sender: Celery, **_: Any) -> None:
+    # Read configuration when Celery first needs it, not at import time.
+    sender.conf.update(celery_config(get_settings()))
+
+
+@worker_process_init.connect
+def _fresh_engine_per_child(**_: Any) -> None:
+    # requirement: one SQLAlchemy engine per worker process, never inherited across fork
+    from aos.db.session import reset_engine
+
+    reset_engine()
+
+
+def worker_id() -> str:
+    """Who holds a lease: host and process, so an operator can find it."""
+    return f"{socket.gethostname()}:{os.getpid()}"

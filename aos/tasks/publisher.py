@@ -1,0 +1,36 @@
+"""The broker side of the outbox: runs become Celery chains of immutable step signatures."""
+
+from __future__ import annotations
+
+from celery import chain
+
+from aos.config import get_settings
+from aos.tasks.app import app
+
+# A chain message carries the rest of its chain; segments keep a long run's messages small.
+SEGMENT = 64
+# Publishing gives up fast when the broker is down: the outbox row stays pending and beat retries.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5}
+
+
+def step_task_id(run_id: str, index: int, generation: int) -> str:
+    return f"{run_id}:{index}:{generation}"
+
+
+class CeleryPublisher:
+    def enqueue_run(self, run_id: str, from_step: int, step_timeouts: list[float], generation: int = 0) -> None:
+        from aos.tasks.steps import continue_run, execute
+
+        grace = get_settings().hard_timeout_grace_s
+        end = min(len(step_timeouts), from_step + SEGMENT)
+        sigs = [execute.si(run_id, i).set(task_id=step_task_id(run_id, i, generation),
+                                          soft_time_limit=step_timeouts[i],
+                                          time_limit=step_timeouts[i] + grace)
+                for i in range(from_step, end)]
+        if end < len(step_timeouts):
+            sigs.append(continue_run.si(run_id, end, generation))
+        chain(*sigs).apply_async(retry=True, retry_policy=PUBLISH_RETRY)
+
+    def revoke(self, task_ids: list[str]) -> None:
+        if task_ids:
+            app.control.revoke(task_ids)

@@ -1,0 +1,68 @@
+"""The Flask app factory: read it top to bottom as the table of contents of the API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from aos import __version__
+from aos.config import get_settings
+from aos.web.errors import register_error_handlers
+from aos.web.extensions import api
+
+
+def create_app(publisher: Any = None, **overrides: Any) -> Flask:
+    """Build the API. ``publisher`` is how runs reach the broker (Celery unless a test passes another)."""
+    app = Flask("aos")
+    configure(app, overrides)
+    register_extensions(app, publisher)
+    register_blueprints(app)
+    register_error_handlers(app)
+    return app
+
+
+def configure(app: Flask, overrides: dict[str, Any]) -> None:
+    """Flask and OpenAPI settings from aos.config."""
+    settings = get_settings()
+    app.config.update(
+        SECRET_KEY=settings.secret_key or "development-only",
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        API_TITLE="AOS — Agent Operating System",
+        API_VERSION=f"v1 ({__version__})",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_REDOC_PATH="redoc",
+        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc/bundles/redoc.standalone.js",
+        API_SPEC_OPTIONS={
+            "info": {"description": "Submit plans, follow runs. Errors are application/problem+json with a "
+                                    "failure-catalog `code`; see /api/v1/errors."},
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearerAuth": []}],
+        },
+        **overrides,
+    )
+    logging.getLogger("aos").setLevel(settings.log_level)
+
+
+def register_extensions(app: Flask, publisher: Any) -> None:
+    """flask-smorest, and the publisher the run services use."""
+    if publisher is None:
+        from aos.tasks.publisher import CeleryPublisher
+
+        publisher = CeleryPublisher()
+    app.extensions["aos.publisher"] = publisher
+    api.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    """One blueprint per resource."""
+    from aos.web.resources.health.routes import blp as health
+    from aos.web.resources.runs.routes import blp as runs
+
+    api.register_blueprint(health)
+    api.register_blueprint(runs)

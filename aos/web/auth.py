@@ -1,0 +1,33 @@
+"""Bearer API keys → the tenant of the request (``g.tenant``), declared once for every protected blueprint."""
+
+from __future__ import annotations
+
+from flask import g, request
+from flask_smorest import Blueprint
+
+from aos.db.session import session_scope
+from aos.errors import AosError
+from aos.services.tenancy import TenantContext, authenticate
+
+
+def current_tenant() -> TenantContext:
+    return g.tenant
+
+
+def _authenticate_request() -> None:
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise AosError("AUTH_MISSING", "send `Authorization: Bearer <api key>`; `aos keys create` makes one")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AosError("AUTH_INVALID", "the Authorization header must be `Bearer <api key>`")
+    with session_scope() as s:
+        g.tenant = authenticate(s, key.strip())
+
+
+class ProtectedBlueprint(Blueprint):
+    """A blueprint whose every route needs an API key; the OpenAPI document says so."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.before_request(_authenticate_request)

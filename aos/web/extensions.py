@@ -1,0 +1,17 @@
+"""Extensions live unbound here; create_app binds them."""
+
+from __future__ import annotations
+
+from flask_smorest import Api
+
+from aos.web.errors import problem_from_http_exception
+
+
+class AosApi(Api):
+    """flask-smorest's Api with every HTTP error rendered as problem+json carrying a catalog code."""
+
+    def handle_http_exception(self, error):  # noqa: ANN001, ANN201
+        return problem_from_http_exception(error)
+
+
+api = AosApi()

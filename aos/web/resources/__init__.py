@@ -1,0 +1,1 @@
+"""One folder per API resource: routes.py (views) and schemas.py (marshmallow)."""
