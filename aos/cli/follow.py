@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -36,12 +37,12 @@ def follow_run(url: str, key: str, run_id: str, *, timeout: float = 300.0, poll_
     deadline = time.monotonic() + timeout
     console.print(f"run {run_id}", markup=False)
     while True:
-        events = _check(httpx.get(f"{url}/api/v1/runs/{run_id}/timeline", params={}, headers=headers,
-                                  timeout=30))["items"]
+        # the run first, then its events: a run seen final has all its events written already
+        run = _check(httpx.get(f"{url}/api/v1/runs/{run_id}", headers=headers, timeout=30))
+        events = _check(httpx.get(f"{url}/api/v1/runs/{run_id}/timeline", headers=headers, timeout=30))["items"]
         for ev in events[shown_events:]:
             _print_event(ev)
         shown_events = len(events)
-        run = _check(httpx.get(f"{url}/api/v1/runs/{run_id}", headers=headers, timeout=30))
         if run["status"] in ("succeeded", "failed", "cancelled", "dead_lettered"):
             _print_outcome(run)
             return run
@@ -72,6 +73,11 @@ def _print_outcome(run: dict[str, Any]) -> None:
     if run["status"] == "succeeded":
         console.print(f"[green]run succeeded[/green]: {run['steps_total']} steps, ${b['spent_cost_usd']:.6f}, "
                       f"{b['spent_tokens']} tokens")
+        last = run["steps"][-1] if run.get("steps") else None
+        if last and last.get("output") is not None:
+            out = last["output"]
+            text = out.get("text") if isinstance(out, dict) and "text" in out else json.dumps(out)[:300]
+            console.print(f"  {last['id']}: {text}", markup=False, soft_wrap=True)
         return
     err = run.get("error") or {}
     from aos.runtime.catalog import CATALOG
