@@ -41,6 +41,8 @@ def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
         raise AosError("VALIDATION_ERROR", "inputs must be a JSON object")
     plan = parse_plan(plan_data, default_registry(), inputs=inputs)
     with session_scope() as s:
+        if agent_id is not None:
+            check_capabilities(s, ctx, agent_id, plan)
         run = Run(
             tenant_id=ctx.tenant_id, agent_id=agent_id, workflow_id=workflow_id, name=plan.name,
             plan=plan.raw, plan_hash=plan.hash, inputs=plan.inputs, step_count=len(plan.steps),
@@ -61,6 +63,30 @@ def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
 
         deliver_one(outbox_id, publisher)
     return run_id
+
+
+def check_capabilities(s: Session, ctx: TenantContext, agent_id: uuid.UUID, plan: Plan) -> None:
+    """Submission-time capability check (execution re-checks hosts and connections in the skills)."""
+    from aos.db.models import Agent
+
+    agent = s.scalar(select(Agent).where(Agent.id == agent_id, Agent.tenant_id == ctx.tenant_id))
+    if agent is None:
+        raise AosError("NOT_FOUND", f"no agent {agent_id}")
+    caps = agent.capabilities or {}
+    allowed = caps.get("allowed_skills")
+    problems = []
+    if allowed is not None:
+        for st in plan.steps:
+            if st.skill.split("@")[0] not in allowed:
+                problems.append({"path": f"$.steps[{st.index}].skill", "code": "CAPABILITY_DENIED",
+                                 "message": f"agent {agent.name!r} may not use {st.skill}"})
+    max_cost = caps.get("max_cost_usd")
+    if max_cost is not None and (plan.budget.max_cost_usd is None or plan.budget.max_cost_usd > max_cost):
+        problems.append({"path": "$.budget.max_cost_usd", "code": "CAPABILITY_DENIED",
+                         "message": f"agent {agent.name!r} may spend at most {max_cost} USD per run; "
+                                    "set budget.max_cost_usd within it"})
+    if problems:
+        raise AosError("CAPABILITY_DENIED", f"{problems[0]['path']}: {problems[0]['message']}", problems=problems)
 
 
 def _get_run(s: Session, tenant_id: uuid.UUID, run_id: uuid.UUID | str) -> Run:

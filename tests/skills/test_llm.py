@@ -440,7 +440,8 @@ def test_cost_model_estimates_prompt_chars_and_max_tokens_at_the_model_price(mon
     monkeypatch.delenv("AOS_LLM_PRICING", raising=False)
     reset_settings()
     try:
-        est = SKILL.cost_model.estimate({"prompt": "x" * 400, "model": "claude-sonnet-4-5", "max_tokens": 100})
+        est = SKILL.cost_model.estimate({"prompt": "x" * 400, "model": "claude-sonnet-4-5", "max_tokens": 100,
+                                         "provider": "anthropic"})
     finally:
         reset_settings()
 
