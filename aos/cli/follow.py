@@ -30,21 +30,25 @@ def submit(url: str, key: str, plan: dict[str, Any], inputs: dict[str, Any] | No
     return _check(httpx.post(f"{url}/api/v1/runs", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30))
 
 
-def follow_run(url: str, key: str, run_id: str, *, timeout: float = 300.0, poll_s: float = 0.3) -> dict[str, Any]:
-    """Print each step as it finishes (duration, cost), budget warnings, and the outcome; return the run."""
+def follow_run(url: str, key: str, run_id: str, *, timeout: float = 300.0, poll_s: float = 0.3,
+               show: bool = True) -> dict[str, Any]:
+    """Print each step as it finishes (duration, cost), budget warnings, and the outcome; return the run.
+    ``show=False`` prints nothing (for `--json`, whose stdout must be one JSON document)."""
     headers = {"Authorization": f"Bearer {key}"}
     shown_events = 0
     deadline = time.monotonic() + timeout
-    console.print(f"run {run_id}", markup=False)
+    if show:
+        console.print(f"run {run_id}", markup=False)
     while True:
         # the run first, then its events: a run seen final has all its events written already
         run = _check(httpx.get(f"{url}/api/v1/runs/{run_id}", headers=headers, timeout=30))
         events = _check(httpx.get(f"{url}/api/v1/runs/{run_id}/timeline", headers=headers, timeout=30))["items"]
-        for ev in events[shown_events:]:
+        for ev in events[shown_events:] if show else ():
             _print_event(ev)
         shown_events = len(events)
         if run["status"] in ("succeeded", "failed", "cancelled", "dead_lettered"):
-            _print_outcome(run)
+            if show:
+                _print_outcome(run)
             return run
         if time.monotonic() > deadline:
             console.print(f"still {run['status']} after {timeout:.0f}s; follow it with `aos runs show {run_id}`")

@@ -6,7 +6,7 @@ import sys
 
 import click
 import httpx
-from rich.table import Table
+from rich.table import Column, Table
 
 from aos.cli.base import console, emit_json, load_json_file
 from aos.cli.follow import _check, follow_run, submit
@@ -38,7 +38,7 @@ def runs_submit(plan_file: str, inputs_file: str | None, follow: bool, url: str,
     if not follow:
         emit_json(run) if as_json else console.print(f"run {run['id']} {run['status']}")
         return
-    final = _guard(lambda: follow_run(url, api_key, run["id"]))
+    final = _guard(lambda: follow_run(url, api_key, run["id"], show=not as_json))
     if as_json:
         emit_json(final)
     sys.exit(0 if final["status"] == "succeeded" else 1)
@@ -139,7 +139,8 @@ def skills_list(recommended: bool, as_json: bool) -> None:
     if as_json:
         emit_json([s.describe() for s in items])
         return
-    table = Table("skill", "side effect", "deterministic", "rank", "description")
+    table = Table(Column("skill", no_wrap=True), Column("side effect", no_wrap=True), "deterministic", "rank",
+                  "description")
     for s in items:
         table.add_row(s.ref, str(s.side_effect), "yes" if s.deterministic else "no",
                       str(s.recommended or ""), s.description.split(". ")[0])

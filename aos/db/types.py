@@ -35,6 +35,10 @@ class Embedding(TypeDecorator):
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         return None if value is None else [float(x) for x in value]
 
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        # ARRAY(Float)'s own processor cannot read pgvector's type: read both forms ourselves.
+        return lambda value: self.process_result_value(value, dialect)
+
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         if value is None:
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from aos.db.models import ApiKey, Tenant
 from aos.errors import AosError
 
 KEY_PREFIX = "aos_"
+PREFIX_SHAPE = re.compile(r"[0-9a-f]{12}")
 ALL_SCOPES = ("runs:read", "runs:write", "admin")
 DEFAULT_SCOPES = ("runs:read", "runs:write")
 
@@ -77,7 +79,9 @@ def create_api_key(session: Session, tenant: Tenant, name: str = "default",
 def authenticate(session: Session, key: str) -> TenantContext:
     """Resolve a bearer key to its tenant; AUTH_INVALID for anything but a live key."""
     parts = key.split("_", 2)
-    if len(parts) != 3 or f"{parts[0]}_" != KEY_PREFIX or not parts[1]:
+    # check the shape before any query: a NUL byte or a huge string never reaches Postgres
+    if len(parts) != 3 or f"{parts[0]}_" != KEY_PREFIX or not PREFIX_SHAPE.fullmatch(parts[1]) \
+            or not 0 < len(parts[2]) <= 100:
         raise AosError("AUTH_INVALID", "malformed API key; keys look like aos_<prefix>_<secret>")
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, _hash(key)):
