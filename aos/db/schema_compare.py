@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pgvector.sqlalchemy  # noqa: F401 — registers `vector` so reflection recognises the column
+
 from aos.db.types import Embedding
 
 PGVECTOR_ONLY_INDEXES = frozenset({"ix_failure_patterns_embedding_hnsw"})
