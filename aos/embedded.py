@@ -44,6 +44,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._server is not None:
             try:
+                self._server.cleanup_mode = "stop"  # None (chosen at start, to share) makes cleanup() a no-op
                 self._server.cleanup()
             except Exception:  # noqa: BLE001 — stopping is best effort at shutdown
                 log.warning("could not stop embedded Postgres cleanly", exc_info=True)

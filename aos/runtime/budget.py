@@ -34,23 +34,32 @@ def reservation_for(estimate: Estimate) -> Reservation:
     return Reservation(Decimal(str(round(estimate.cost_usd, 6))), int(estimate.tokens), _today())
 
 
+def run_is_limited(run: Run) -> bool:
+    return run.max_cost_usd is not None or run.max_tokens is not None or run.max_steps is not None
+
+
 def reserve_run(s: Session, run_id: uuid.UUID, estimate: Estimate) -> Reservation | None:
-    """Reserve one step's estimate on the run; None when it would exceed a limit."""
+    """Reserve one step's estimate on the run; None when it would exceed a limit.
+
+    ``steps_started`` already counts this step (the claim increments it), hence ``<=``."""
     r = reservation_for(estimate)
     row = s.execute(text("""
         UPDATE runs SET reserved_cost_usd = reserved_cost_usd + :cost,
-                        reserved_tokens = reserved_tokens + :tokens,
-                        steps_started = steps_started + 1
+                        reserved_tokens = reserved_tokens + :tokens
         WHERE id = :id
           AND (max_cost_usd IS NULL OR spent_cost_usd + reserved_cost_usd + :cost <= max_cost_usd)
           AND (max_tokens IS NULL OR spent_tokens + reserved_tokens + :tokens <= max_tokens)
-          AND (max_steps IS NULL OR steps_started + 1 <= max_steps)
+          AND (max_steps IS NULL OR steps_started <= max_steps)
         RETURNING id"""), {"id": run_id, "cost": r.cost_usd, "tokens": r.tokens}).first()
-    return r if row else None
+    return r if row is not None else None
 
 
 def reserve_tenant_day(s: Session, tenant_id: uuid.UUID, r: Reservation) -> bool:
-    """Reserve on the tenant's budget for the day (unlimited when the tenant has none)."""
+    """Reserve on the tenant's budget for the day (unlimited when the tenant has none).
+
+    A zero estimate cannot exceed anything: skip the row, which every step of a tenant would lock."""
+    if r.cost_usd == 0:
+        return True
     s.execute(text("""INSERT INTO tenant_daily_spend (tenant_id, day) VALUES (:t, :d)
                       ON CONFLICT DO NOTHING"""), {"t": tenant_id, "d": r.day})
     row = s.execute(text("""
@@ -75,10 +84,15 @@ def settle(s: Session, run: Run, r: Reservation, usage: Usage) -> None:
     run.reserved_tokens = max(0, run.reserved_tokens - r.tokens)
     run.spent_cost_usd = run.spent_cost_usd + cost
     run.spent_tokens = run.spent_tokens + usage.tokens
-    s.execute(text("""UPDATE tenant_daily_spend SET
-                        reserved_cost_usd = GREATEST(reserved_cost_usd - :res, 0),
-                        spent_cost_usd = spent_cost_usd + :cost, spent_tokens = spent_tokens + :tok
-                      WHERE tenant_id = :t AND day = :d"""),
+    if r.cost_usd == 0 and cost == 0 and usage.tokens == 0:
+        return  # nothing reserved on, nothing spent from, the tenant's day
+    # an upsert: a zero estimate reserved nothing, so the day's row may not exist yet
+    s.execute(text("""INSERT INTO tenant_daily_spend (tenant_id, day, spent_cost_usd, spent_tokens)
+                      VALUES (:t, :d, :cost, :tok)
+                      ON CONFLICT (tenant_id, day) DO UPDATE SET
+                        reserved_cost_usd = GREATEST(tenant_daily_spend.reserved_cost_usd - :res, 0),
+                        spent_cost_usd = tenant_daily_spend.spent_cost_usd + :cost,
+                        spent_tokens = tenant_daily_spend.spent_tokens + :tok"""),
               {"t": run.tenant_id, "d": r.day, "res": r.cost_usd, "cost": cost, "tok": usage.tokens})
 
 
@@ -112,7 +126,7 @@ def explain(s: Session, run_id: uuid.UUID, estimate: Estimate) -> str:
     assert run is not None
     s.refresh(run)
     parts = []
-    if run.max_steps is not None and run.steps_started + 1 > run.max_steps:
+    if run.max_steps is not None and run.steps_started > run.max_steps:
         parts.append(f"max_steps {run.max_steps} reached")
     if run.max_cost_usd is not None and float(run.spent_cost_usd + run.reserved_cost_usd) + estimate.cost_usd > float(
             run.max_cost_usd):

@@ -125,7 +125,10 @@ def _claim(run_id: uuid.UUID, step_index: int, worker: str) -> _Claim | StepDeci
             return StepDecision.stop(f"run is {run.status}")
         if step_index >= run.step_count:
             return StepDecision.stop("no such step")
-        if _has_success(s, run_id, step_index):
+        # The step's latest attempt: a success is always the last one, a 'running' one is a dead delivery's.
+        last = s.scalar(select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.step_index == step_index)
+                        .order_by(Checkpoint.attempt.desc()).limit(1))
+        if last is not None and last.status in ("succeeded", "skipped"):
             return StepDecision.go_on("step already has a successful checkpoint")
         if step_index != run.next_step:
             # An earlier step is unfinished: this message is stale (a duplicate chain); the live one owns the run.
@@ -143,33 +146,34 @@ def _claim(run_id: uuid.UUID, step_index: int, worker: str) -> _Claim | StepDeci
                 (now - run.started_at).total_seconds() > run.max_wall_s:
             return _fail_run(s, run, step, "BUDGET_EXCEEDED",
                              f"run exceeded its wall-time budget of {run.max_wall_s}s")
-        # The claim: a version-checked update that also refuses a run cancelled meanwhile.
+        redelivered = last is not None and last.status == "running"
+        # The claim: a version-checked update that also refuses a run cancelled meanwhile; a new attempt
+        # counts as a started step (max_steps) in the same statement.
         new_version = s.scalar(
             update(Run).where(Run.id == run.id, Run.version == run.version,
                               Run.status.in_(("queued", "running")))
             .values(status="running", version=Run.version + 1, lease_owner=worker,
                     lease_expires_at=now + timedelta(seconds=lease_s), heartbeat_at=now, wake_at=None,
-                    started_at=func.coalesce(Run.started_at, now), updated_at=now)
+                    started_at=func.coalesce(Run.started_at, now), updated_at=now,
+                    steps_started=Run.steps_started + (0 if redelivered else 1))
             .returning(Run.version))
         if new_version is None:
             return StepDecision.retry(0.2, "lost the claim race; re-checking")
         if run.status == "queued":
             timeline.record(s, run.tenant_id, run.id, "run.started")
-        run.version = new_version
-        attempt, cp_id, redelivered = _open_attempt(s, run, step, skill, worker)
+        attempt, cp_id = _open_attempt(s, run, step, skill, worker, last)
         estimate = skill.cost_model.estimate(step.args)
-        if redelivered:  # the crashed delivery's reservation still stands; settle it once
-            reservation = budget.reservation_for(estimate)
-        else:
-            reserved = budget.reserve_run(s, run.id, estimate)
-            if reserved is None:
+        reservation = budget.reservation_for(estimate)
+        if not redelivered:  # a crashed delivery's reservation still stands; it is settled once
+            if budget.run_is_limited(run) and budget.reserve_run(s, run.id, estimate) is None:
                 _close_attempt(s, cp_id, "BUDGET_EXCEEDED")
-                return _fail_run(s, run, step, "BUDGET_EXCEEDED", budget.explain(s, run.id, estimate))
-            if not budget.reserve_tenant_day(s, run.tenant_id, reserved):
-                budget.release_run(s, run.id, reserved)
+                return _fail_run(s, run, step, "BUDGET_EXCEEDED", budget.explain(s, run.id, estimate),
+                                 version=new_version)
+            if not budget.reserve_tenant_day(s, run.tenant_id, reservation):
+                budget.release_run(s, run.id, reservation)
                 _close_attempt(s, cp_id, "BUDGET_EXCEEDED")
-                return _fail_run(s, run, step, "BUDGET_EXCEEDED", "the tenant's daily budget is spent")
-            reservation = reserved
+                return _fail_run(s, run, step, "BUDGET_EXCEEDED", "the tenant's daily budget is spent",
+                                 version=new_version)
         timeline.record(s, run.tenant_id, run.id, "step.redelivered" if redelivered else "step.started",
                         step_id=step.id, attempt=attempt, worker=worker)
         capabilities: dict[str, Any] = {}
@@ -189,27 +193,20 @@ def _close_attempt(s: Session, cp_id: int, code: str) -> None:
     cp.status, cp.error_code, cp.finished_at = "failed", code, _now()
 
 
-def _has_success(s: Session, run_id: uuid.UUID, step_index: int) -> bool:
-    return s.scalar(select(func.count()).select_from(Checkpoint).where(
-        Checkpoint.run_id == run_id, Checkpoint.step_index == step_index,
-        Checkpoint.status.in_(("succeeded", "skipped")))) > 0
-
-
-def _open_attempt(s: Session, run: Run, step: Step, skill: Skill, worker: str) -> tuple[int, int, bool]:
+def _open_attempt(s: Session, run: Run, step: Step, skill: Skill, worker: str,
+                  last: Checkpoint | None) -> tuple[int, int]:
     """The attempt this delivery serves. A 'running' attempt left by a dead worker is taken over, so
     its idempotency key (run:step:attempt) stays the same across redeliveries."""
-    last = s.scalar(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.step_index == step.index)
-                    .order_by(Checkpoint.attempt.desc()).limit(1))
     if last is not None and last.status == "running":
         last.deliveries += 1
         last.worker = worker
-        return last.attempt, last.id, True
+        return last.attempt, last.id
     attempt = (last.attempt + 1) if last is not None else 1
     cp = Checkpoint(tenant_id=run.tenant_id, run_id=run.id, step_index=step.index, step_id=step.id,
                     attempt=attempt, status="running", skill=skill.ref, worker=worker)
     s.add(cp)
     s.flush()
-    return attempt, cp.id, False
+    return attempt, cp.id
 
 
 def _scope_for(c: _Claim, args: Any) -> dict[str, Any]:
@@ -326,9 +323,11 @@ def _advance(s: Session, run: Run, c: _Claim) -> StepDecision:
     return StepDecision.go_on("step done")
 
 
-def _fail_run(s: Session, run: Run, step: Step, code: str, message: str, *, recorded: bool = False) -> StepDecision:
+def _fail_run(s: Session, run: Run, step: Step, code: str, message: str, *, recorded: bool = False,
+              version: int | None = None) -> StepDecision:
     now = _now()
-    res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version).values(
+    seen = version if version is not None else run.version
+    res = s.execute(update(Run).where(Run.id == run.id, Run.version == seen).values(
         status="failed", error_code=code, error_message=message[:2000], finished_at=now, updated_at=now,
         lease_owner=None, lease_expires_at=None, version=Run.version + 1))
     if res.rowcount == 0:  # type: ignore[attr-defined]
