@@ -161,19 +161,18 @@ def _claim(run_id: uuid.UUID, step_index: int, worker: str) -> _Claim | StepDeci
             return StepDecision.retry(0.2, "lost the claim race; re-checking")
         if run.status == "queued":
             timeline.record(s, run.tenant_id, run.id, "run.started")
-        attempt, cp_id = _open_attempt(s, run, step, skill, worker, last)
         estimate = skill.cost_model.estimate(step.args)
         reservation = budget.reservation_for(estimate)
         if not redelivered:  # a crashed delivery's reservation still stands; it is settled once
+            # Reserve before the attempt exists: a refused step never starts and is not counted.
             if budget.run_is_limited(run) and budget.reserve_run(s, run.id, estimate) is None:
-                _close_attempt(s, cp_id, "BUDGET_EXCEEDED")
                 return _fail_run(s, run, step, "BUDGET_EXCEEDED", budget.explain(s, run.id, estimate),
-                                 version=new_version)
+                                 version=new_version, unstart=True)
             if not budget.reserve_tenant_day(s, run.tenant_id, reservation):
                 budget.release_run(s, run.id, reservation)
-                _close_attempt(s, cp_id, "BUDGET_EXCEEDED")
                 return _fail_run(s, run, step, "BUDGET_EXCEEDED", "the tenant's daily budget is spent",
-                                 version=new_version)
+                                 version=new_version, unstart=True)
+        attempt, cp_id = _open_attempt(s, run, step, skill, worker, last)
         timeline.record(s, run.tenant_id, run.id, "step.redelivered" if redelivered else "step.started",
                         step_id=step.id, attempt=attempt, worker=worker)
         capabilities: dict[str, Any] = {}
@@ -185,12 +184,6 @@ def _claim(run_id: uuid.UUID, step_index: int, worker: str) -> _Claim | StepDeci
         return _Claim(run_id=run.id, tenant_id=run.tenant_id, version=new_version, attempt=attempt,
                       checkpoint_id=cp_id, plan=plan, step=step, skill=skill, reserved=reservation,
                       inputs=dict(run.inputs), capabilities=capabilities)
-
-
-def _close_attempt(s: Session, cp_id: int, code: str) -> None:
-    cp = s.get(Checkpoint, cp_id)
-    assert cp is not None
-    cp.status, cp.error_code, cp.finished_at = "failed", code, _now()
 
 
 def _open_attempt(s: Session, run: Run, step: Step, skill: Skill, worker: str,
@@ -324,11 +317,12 @@ def _advance(s: Session, run: Run, c: _Claim) -> StepDecision:
 
 
 def _fail_run(s: Session, run: Run, step: Step, code: str, message: str, *, recorded: bool = False,
-              version: int | None = None) -> StepDecision:
+              version: int | None = None, unstart: bool = False) -> StepDecision:
+    """Fail the run (version-checked). ``unstart``: the claim counted a step that then did not start."""
     now = _now()
     seen = version if version is not None else run.version
     res = s.execute(update(Run).where(Run.id == run.id, Run.version == seen).values(
-        status="failed", error_code=code, error_message=message[:2000], finished_at=now, updated_at=now,
+        steps_started=Run.steps_started - (1 if unstart else 0), status="failed", error_code=code, error_message=message[:2000], finished_at=now, updated_at=now,
         lease_owner=None, lease_expires_at=None, version=Run.version + 1))
     if res.rowcount == 0:  # type: ignore[attr-defined]
         return StepDecision.stop("run changed meanwhile")
