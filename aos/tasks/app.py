@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from aos.config import Settings, get_settings
 
@@ -56,6 +56,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def _configure(sender: Celery, **_: Any) -> None:
     # Read configuration when Celery first needs it, not at import time.
     sender.conf.update(celery_config(get_settings()))
+
+
+@worker_init.connect
+def _load_skills_before_fork(**_: Any) -> None:
+    # Import every skill (the LLM SDKs take seconds) once in the parent, before the pool forks:
+    # loaded lazily, the first step of each child would spend its soft time limit importing.
+    from aos.skills.registry import default_registry
+
+    default_registry()
 
 
 @worker_process_init.connect

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
+
+from aos.runtime.backoff import retry_countdown
 from aos.services.execution import execute_step
+from aos.skills.base import RetryPolicy
 from aos.tasks.app import app, worker_id
+
+INFRA_RETRY = RetryPolicy(max_attempts=1_000_000, backoff_s=0.5, backoff_max_s=30)
 
 
 @app.task(name="aos.steps.execute", bind=True, acks_late=True, reject_on_worker_lost=True,
           ignore_result=True, max_retries=None)
 def execute(self: Any, run_id: str, step_index: int) -> None:
     """Run step ``step_index`` of run ``run_id`` (idempotent: a redelivery finds its checkpoint)."""
-    decision = execute_step(run_id, step_index, worker_id())
+    try:
+        decision = execute_step(run_id, step_index, worker_id())
+    except (SoftTimeLimitExceeded, OperationalError) as exc:
+        # Outside the skill (claiming, writing the checkpoint): the transaction rolled back, nothing
+        # was recorded; deliver again later. The database outage case waits out the backoff.
+        attempt = self.request.retries + 1
+        countdown = retry_countdown(run_id, f"task:{step_index}", attempt, INFRA_RETRY, cap_s=60)
+        raise self.retry(countdown=countdown, max_retries=None, exc=exc) from exc
     if decision.action == "retry":
         # Celery's retry keeps the rest of the chain on the new message.
         raise self.retry(countdown=decision.countdown, max_retries=None)

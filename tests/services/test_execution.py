@@ -166,3 +166,18 @@ def test_unknown_run_id_message_is_ignored(aos_env):
     from aos.services.execution import execute_step
 
     assert execute_step(str(uuid.uuid4()), 0, "w").action == "stop"
+
+
+def test_soft_timeout_stops_a_step_that_outlives_its_timeout(tenant, worker):
+    ctx, _ = tenant
+    with serve_http({"/slow": Reply(200, json={}, delay_s=8.0)}) as srv:
+        # the skill itself would wait 30 s; the step's 1 s soft time limit (Celery) interrupts it
+        plan = {"steps": [{"id": "slow", "skill": "http.request",
+                           "args": {"url": srv.url("/slow"), "timeout_s": 30},
+                           "timeout_s": 1, "retry": {"max_attempts": 1}}]}
+        started = time.monotonic()
+        run_id = submit_run(ctx, plan, PUB)
+        run = wait_for_run(run_id, timeout=30)
+        elapsed = time.monotonic() - started
+    assert run.status == "failed" and run.error_code == "STEP_TIMEOUT", (run.status, run.error_code)
+    assert elapsed < 7, elapsed
