@@ -72,7 +72,8 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def plan_hash(raw: dict[str, Any]) -> str:
+def plan_hash(raw: Any) -> str:
+    """SHA-256 of the canonical JSON of a plan (or of any JSON value, e.g. a step's resolved args)."""
     return hashlib.sha256(canonical_json(raw).encode()).hexdigest()
 
 

@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -30,7 +29,7 @@ from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, DeadLetter, Run
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, Step, parse_plan
-from aos.plan.model import canonical_json
+from aos.plan.model import plan_hash
 from aos.plan.refs import leading_fields, resolve
 from aos.runtime import budget
 from aos.runtime.backoff import retry_countdown
@@ -80,16 +79,20 @@ class _Claim:
     capabilities: dict[str, Any]
 
 
-@lru_cache(maxsize=256)
-def _plan_cached(plan_hash: str, plan_json: str, inputs_json: str) -> Plan:
-    import json
-
-    return parse_plan(json.loads(plan_json), default_registry(), inputs=json.loads(inputs_json))
+_plans: dict[tuple[uuid.UUID, str], Plan] = {}
+_PLAN_CACHE_SIZE = 256
 
 
 def load_plan(run: Run) -> Plan:
-    # parse once per process per (plan, inputs): a 1,000-step run must not re-validate 1,000 times
-    return _plan_cached(run.plan_hash, canonical_json(run.plan), canonical_json(run.inputs))
+    """The run's parsed plan, once per process: a run's plan and inputs never change after submission,
+    so (run id, plan hash) is the key — a 1,000-step run must not re-parse or re-serialise its plan per step."""
+    key = (run.id, run.plan_hash)
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= _PLAN_CACHE_SIZE:
+            _plans.pop(next(iter(_plans)))  # oldest first: dicts keep insertion order
+        plan = _plans[key] = parse_plan(run.plan, default_registry(), inputs=run.inputs)
+    return plan
 
 
 def _now() -> datetime:
@@ -253,7 +256,7 @@ def _finish(c: _Claim, outcome: StructuredOutcome, raw: Any, args: Any, worker: 
         assert cp is not None
         usage = outcome.usage
         cp.args = args
-        cp.args_hash = _sha(canonical_json(args)) if args is not None else None
+        cp.args_hash = plan_hash(args) if args is not None else None
         cp.outcome = outcome.to_dict()
         cp.raw = raw
         cp.cost_usd = Decimal(str(usage.cost_usd))
@@ -336,10 +339,5 @@ def _fail_run(s: Session, run: Run, step: Step, code: str, message: str, *, reco
                     recovery=str(entry.recovery), message=message[:500])
     return StepDecision.stop(f"run failed: {code}")
 
-
-def _sha(data: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(data.encode()).hexdigest()
 
 

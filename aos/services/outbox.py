@@ -16,9 +16,7 @@ from sqlalchemy.orm import Session
 
 from aos.db.models import OutboxMessage, Run, Tenant
 from aos.db.session import session_scope
-from aos.plan import parse_plan
 from aos.services.publisher import Publisher
-from aos.skills.registry import default_registry
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +29,10 @@ def _handle(s: Session, msg: OutboxMessage, publisher: Publisher) -> str | None:
         run = s.get(Run, uuid.UUID(msg.payload["run_id"]))
         if run is None or run.status not in ("queued", "running"):
             return "run no longer queued; nothing to publish"
+        from aos.services.execution import load_plan
         from aos.services.runs import step_timeouts
 
-        plan = parse_plan(run.plan, default_registry(), inputs=run.inputs)
-        publisher.enqueue_run(str(run.id), int(msg.payload.get("from_step", 0)), step_timeouts(plan),
+        publisher.enqueue_run(str(run.id), int(msg.payload.get("from_step", 0)), step_timeouts(load_plan(run)),
                               generation=msg.id)
         return None
     # Webhook topics: delivery to tenant endpoints comes with the webhook processor.

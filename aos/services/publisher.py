@@ -11,5 +11,6 @@ class Publisher(Protocol):
         row's id) makes task ids unique per enqueue, so revoking a cancelled run's tasks never
         blocks the tasks of a later resume."""
 
-    def revoke(self, task_ids: list[str]) -> None:
-        """Revoke queued or countdown-waiting step tasks (best effort: the DB check is the guarantee)."""
+    def revoke_steps(self, run_id: str, steps: range, generations: list[int]) -> None:
+        """Revoke a run's queued or countdown-waiting step tasks of the given enqueue generations
+        (best effort: the status check in every claim is the guarantee)."""

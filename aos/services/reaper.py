@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import String, cast, or_, select
 
 from aos.config import get_settings
 from aos.db.models import OutboxMessage, Run
@@ -28,7 +28,7 @@ def reap_silent_runs(limit: int = 100) -> int:
     with session_scope() as s:
         pending_enqueue = select(OutboxMessage.id).where(
             OutboxMessage.topic == "run.enqueue", OutboxMessage.status == "pending",
-            OutboxMessage.payload["run_id"].astext == Run.id.cast(OutboxMessage.topic.type)).exists()
+            OutboxMessage.payload["run_id"].astext == cast(Run.id, String)).exists()
         runs = s.scalars(
             select(Run).where(
                 Run.status.in_(("queued", "running")),

@@ -121,6 +121,15 @@ def run_summary(run: Run) -> dict[str, Any]:
     }
 
 
+def list_runs(ctx: TenantContext, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """This tenant's runs, newest first."""
+    with session_scope() as s:
+        q = select(Run).where(Run.tenant_id == ctx.tenant_id)
+        if status:
+            q = q.where(Run.status == status)
+        return [run_summary(r) for r in s.scalars(q.order_by(Run.created_at.desc(), Run.id).limit(limit))]
+
+
 def get_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
     """The run with each step's status, attempts, output (or a reference when large), error and timings."""
     large = get_settings().large_output_bytes
@@ -189,10 +198,10 @@ def cancel_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher
         timeline.record(s, ctx.tenant_id, run.id, "run.cancelled")
         generations = s.scalars(select(OutboxMessage.id).where(
             OutboxMessage.topic == "run.enqueue", OutboxMessage.payload["run_id"].astext == str(run.id))).all()
-        task_ids = [f"{run.id}:{i}:{g}" for g in generations for i in range(run.next_step, run.step_count)]
+        pending_steps = range(run.next_step, run.step_count)
     if publisher is not None:
         try:
-            publisher.revoke(task_ids)
+            publisher.revoke_steps(str(run.id), pending_steps, list(generations))
         except Exception:  # noqa: BLE001 — revocation is an optimisation; the status check is the guarantee
             log.warning("could not revoke pending step tasks of run %s", run_id, exc_info=True)
     return get_run(ctx, run_id)

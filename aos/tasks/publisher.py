@@ -31,6 +31,7 @@ class CeleryPublisher:
             sigs.append(continue_run.si(run_id, end, generation))
         chain(*sigs).apply_async(retry=True, retry_policy=PUBLISH_RETRY)
 
-    def revoke(self, task_ids: list[str]) -> None:
+    def revoke_steps(self, run_id: str, steps: range, generations: list[int]) -> None:
+        task_ids = [step_task_id(run_id, i, g) for g in generations for i in steps]
         if task_ids:
             app.control.revoke(task_ids)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 from flask.views import MethodView
-from sqlalchemy import select
 
-from aos.db.models import Run
-from aos.db.session import session_scope
 from aos.services import runs as run_service
 from aos.web.auth import ProtectedBlueprint, current_tenant
 from aos.web.resources.runs.schemas import (
@@ -45,13 +42,7 @@ class Runs(MethodView):
     @blp.response(200, RunListSchema)
     def get(self, args):  # noqa: ANN001, ANN201
         """List this tenant's runs, newest first."""
-        tenant = current_tenant()
-        with session_scope() as s:
-            q = select(Run).where(Run.tenant_id == tenant.tenant_id)
-            if args.get("status"):
-                q = q.where(Run.status == args["status"])
-            rows = s.scalars(q.order_by(Run.created_at.desc(), Run.id).limit(args["limit"])).all()
-            return {"items": [run_service.run_summary(r) for r in rows]}
+        return {"items": run_service.list_runs(current_tenant(), status=args.get("status"), limit=args["limit"])}
 
 
 @blp.route("/<run_id>")
