@@ -1,0 +1,135 @@
+"""Every Prometheus metric AOS exports, and the closed sets their label values come from.
+
+One place for each fact: a label value that is not in its closed set is mapped
+to ``other`` (and logged once), so a typo or a new code can never explode the
+series count, and no series is ever labelled ``unknown``. Call the small
+functions below from services; never create metrics elsewhere.
+
+Multiprocess mode (gunicorn workers, prefork children) is set up by
+``aos.observability`` before prometheus_client is imported; these definitions
+work in both modes.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from aos.db.models import CHECKPOINT_STATUSES, OUTBOX_STATUSES, RUN_STATUSES
+
+log = logging.getLogger(__name__)
+
+OTHER = "other"
+NONE = "none"
+
+# --- closed label sets -----------------------------------------------------------------
+RUN_STATUS = frozenset(RUN_STATUSES)
+STEP_STATUS = frozenset(CHECKPOINT_STATUSES) | {"retrying", "fallback"}
+OUTBOX_TOPICS = frozenset({"run.enqueue", "run.succeeded", "run.failed", "budget.warning"})
+OUTBOX_RESULTS = frozenset({"delivered", "retry", "dead"}) | frozenset(OUTBOX_STATUSES)
+DEAD_LETTER_KINDS = frozenset({"step", "outbox", "task"})
+RETENTION_TABLES = frozenset({"runs", "checkpoints", "run_events", "outbox", "replay_log", "dead_letter_archive"})
+SINGLETON_JOBS = frozenset({"aos.outbox.drain", "aos.runs.reap", "aos.dlq.reconcile", "aos.retention.run",
+                            "aos.schedules.fire", "aos.views.refresh"})
+
+
+@lru_cache(maxsize=1)
+def _skills() -> frozenset[str]:
+    from aos.skills.registry import default_registry
+
+    return frozenset(s.name for s in default_registry().all())
+
+
+@lru_cache(maxsize=1)
+def _codes() -> frozenset[str]:
+    from aos.runtime.catalog import CATALOG
+
+    return frozenset(CATALOG.codes())
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def closed(value: str | None, allowed: frozenset[str], what: str) -> str:
+    """``value`` if it belongs to ``allowed``; ``none`` for None; else ``other`` (logged once)."""
+    if value is None:
+        return NONE
+    if value in allowed:
+        return value
+    if (what, value) not in _warned:
+        _warned.add((what, value))
+        log.warning("metric label %s=%r is outside its closed set; exported as %r", what, value, OTHER)
+    return OTHER
+
+
+def skill_label(skill: str) -> str:
+    return closed(skill.split("@")[0], _skills(), "skill")
+
+
+def code_label(code: str | None) -> str:
+    return closed(code, _codes(), "code")
+
+
+# --- metrics ---------------------------------------------------------------------------
+RUNS_SUBMITTED = Counter("aos_runs_submitted_total", "Runs accepted by the API or a schedule.")
+RUNS_FINISHED = Counter("aos_runs_finished_total", "Runs that reached a final state.", ["status"])
+STEPS = Counter("aos_steps_total", "Step attempts finished, by skill, status and catalog code.",
+                ["skill", "status", "code"])
+STEP_SECONDS = Histogram("aos_step_duration_seconds", "Wall time of one step attempt.", ["skill"],
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+RETRIES = Counter("aos_step_retries_total", "Step retries scheduled, by skill and catalog code.", ["skill", "code"])
+SPEND_USD = Counter("aos_budget_spend_usd_total", "Money spent by steps (USD), by skill.", ["skill"])
+TOKENS = Counter("aos_tokens_total", "LLM tokens spent by steps, by skill.", ["skill"])
+OUTBOX_DELIVERIES = Counter("aos_outbox_deliveries_total", "Outbox delivery attempts, by topic and result.",
+                            ["topic", "result"])
+DEAD_LETTERS = Counter("aos_dead_letters_created_total", "Dead letters written, by kind.", ["kind"])
+LOCK_LEADER = Gauge("aos_lock_leader", "1 while this process holds the lease of a singleton job.", ["job"],
+                    multiprocess_mode="livemax")
+LOCK_ACQUIRED = Counter("aos_lock_acquired_total", "Leases taken over (leadership changes), by job.", ["job"])
+RETENTION_DELETED = Counter("aos_retention_deleted_total", "Rows deleted by retention, by table.", ["table"])
+
+
+def run_submitted() -> None:
+    RUNS_SUBMITTED.inc()
+
+
+def run_finished(status: str) -> None:
+    RUNS_FINISHED.labels(closed(status, RUN_STATUS, "status")).inc()
+
+
+def step_finished(skill: str, status: str, code: str | None, seconds: float | None,
+                  cost_usd: float = 0.0, tokens: int = 0) -> None:
+    sk = skill_label(skill)
+    STEPS.labels(sk, closed(status, STEP_STATUS, "step_status"), code_label(code)).inc()
+    if seconds is not None:
+        STEP_SECONDS.labels(sk).observe(seconds)
+    if cost_usd:
+        SPEND_USD.labels(sk).inc(cost_usd)
+    if tokens:
+        TOKENS.labels(sk).inc(tokens)
+
+
+def step_retried(skill: str, code: str | None) -> None:
+    RETRIES.labels(skill_label(skill), code_label(code)).inc()
+
+
+def outbox_delivery(topic: str, result: str) -> None:
+    OUTBOX_DELIVERIES.labels(closed(topic, OUTBOX_TOPICS, "topic"), closed(result, OUTBOX_RESULTS, "result")).inc()
+
+
+def dead_letter_created(kind: str) -> None:
+    DEAD_LETTERS.labels(closed(kind, DEAD_LETTER_KINDS, "kind")).inc()
+
+
+def lock_leadership(job: str, leader: bool, *, acquired: bool = False) -> None:
+    label = closed(job, SINGLETON_JOBS, "job")
+    LOCK_LEADER.labels(label).set(1 if leader else 0)
+    if acquired:
+        LOCK_ACQUIRED.labels(label).inc()
+
+
+def retention_deleted(table: str, rows: int) -> None:
+    if rows:
+        RETENTION_DELETED.labels(closed(table, RETENTION_TABLES, "table")).inc(rows)
