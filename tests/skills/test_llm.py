@@ -28,9 +28,6 @@ ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 OPENAI_KEY = "sk-proj-test-fedcba9876543210"
 SKILL = LlmComplete()
 
-# the installed anthropic SDK warns that the default claude-sonnet-4-5 nears end of life; that is
-# news for the operator, not a failure of these tests
-pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
 
 @pytest.fixture
@@ -70,7 +67,7 @@ def test_anthropic_request_carries_model_system_messages_and_credentials(server)
     assert outcome.status == "ok", outcome.error
     [req] = server.requests
     assert req.path == ANTHROPIC_PATH
-    assert req.body["model"] == "claude-sonnet-4-5"
+    assert req.body["model"] == "claude-sonnet-4-6"
     assert req.body["max_tokens"] == 64
     assert req.body["system"] == "Answer in one word."
     assert req.body["messages"] == [{"role": "user", "content": "Name a colour."}]
@@ -380,7 +377,7 @@ def test_default_provider_and_model_come_from_settings(server):
 
     assert (server.requests[0].path, server.requests[0].body["model"]) == (OPENAI_PATH, "gpt-4.1")
     # AOS_LLM_MODEL names a model of the default provider only
-    assert (server.requests[1].path, server.requests[1].body["model"]) == (ANTHROPIC_PATH, "claude-sonnet-4-5")
+    assert (server.requests[1].path, server.requests[1].body["model"]) == (ANTHROPIC_PATH, "claude-sonnet-4-6")
 
 
 @pytest.mark.parametrize("args", [

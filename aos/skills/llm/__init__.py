@@ -36,7 +36,7 @@ from aos.skills.llm.providers import (
 )
 
 PROVIDERS = ("anthropic", "openai", "openai_compatible", "offline")
-DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o-mini",
+DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o-mini",
                   "openai_compatible": "gpt-4o-mini", "offline": "offline"}
 DEFAULT_TIMEOUT_S = 60.0
 _FENCED = re.compile(r"^```[A-Za-z0-9_-]*\s*\n(.*)\n\s*```$", re.DOTALL)
