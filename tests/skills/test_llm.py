@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import time
@@ -27,6 +28,8 @@ from tests.support.llm_server import (
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 OPENAI_KEY = "sk-proj-test-fedcba9876543210"
 SKILL = LlmComplete()
+# a plan-chosen base_url passes the SSRF guard: the fake server on loopback must be allowed explicitly
+LOCAL_ALLOWED = {"AOS_HTTP_ALLOW_HOSTS": "127.0.0.1,localhost"}
 
 
 
@@ -224,7 +227,7 @@ def test_openai_compatible_server_at_args_base_url_needs_no_key(server):
     server.push(openai_completion("local answer", model="llama3.1:8b"))
 
     outcome, _ = invoke_skill(SKILL, {"prompt": "hi", "provider": "openai_compatible", "model": "llama3.1:8b",
-                                      "base_url": server.openai_url}, make_ctx({}))
+                                      "base_url": server.openai_url}, make_ctx(LOCAL_ALLOWED))
 
     assert outcome.ok, outcome.error
     assert outcome.output["provider"] == "openai_compatible"
@@ -238,7 +241,7 @@ def test_openai_compatible_server_at_args_base_url_needs_no_key(server):
 
 
 def test_configured_openai_key_is_never_sent_to_a_plan_chosen_base_url(server):
-    env = {"AOS_OPENAI_API_KEY": OPENAI_KEY, "AOS_OPENAI_BASE_URL": "https://api.openai.com/v1"}
+    env = {"AOS_OPENAI_API_KEY": OPENAI_KEY, "AOS_OPENAI_BASE_URL": "https://api.openai.com/v1", **LOCAL_ALLOWED}
 
     outcome, _ = invoke_skill(SKILL, {"prompt": "hi", "provider": "openai_compatible",
                                       "base_url": server.openai_url}, make_ctx(env))
@@ -476,3 +479,20 @@ def test_api_key_never_appears_in_any_outcome(server):
     for outcome in outcomes:
         text = json.dumps(outcome.to_dict())
         assert ANTHROPIC_KEY not in text and OPENAI_KEY not in text, text
+
+
+def test_a_plan_chosen_base_url_passes_the_ssrf_guard():
+    # 169.254.169.254 is the cloud metadata service: a plan must not reach it through llm.complete
+    outcome, _ = invoke_skill(SKILL, {"prompt": "a", "provider": "openai_compatible",
+                                      "base_url": "http://169.254.169.254/v1"}, make_ctx({}))
+    assert outcome.status == "error"
+    assert outcome.error.code == "HTTP_SSRF_BLOCKED"
+
+
+def test_a_plan_chosen_base_url_respects_the_agents_http_hosts(server):
+    ctx = make_ctx(LOCAL_ALLOWED)
+    ctx = dataclasses.replace(ctx, capabilities={"http_hosts": ["llm.example.com"]})
+    outcome, _ = invoke_skill(SKILL, {"prompt": "a", "provider": "openai_compatible",
+                                      "base_url": server.openai_url}, ctx)
+    assert outcome.error.code == "CAPABILITY_DENIED"
+    assert server.requests == []

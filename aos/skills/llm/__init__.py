@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from aos.config import ConfigError, Settings, get_settings
 from aos.runtime.outcome import Usage
 from aos.skills.base import (
@@ -34,6 +36,7 @@ from aos.skills.llm.providers import (
     complete_offline,
     complete_openai,
 )
+from aos.skills.ssrf import AllowList, check_host, host_matches
 
 PROVIDERS = ("anthropic", "openai", "openai_compatible", "offline")
 DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o-mini",
@@ -227,9 +230,25 @@ class LlmComplete(Skill):
         # a plan-chosen base_url never receives the configured OpenAI key: a plan must not be able
         # to send AOS's secret to a host of its choosing
         trusted = not args.get("base_url") or args["base_url"] == settings.openai_base_url
+        if not trusted:
+            _check_plan_base_url(base_url, ctx)
         key = settings.openai_api_key if trusted and settings.openai_api_key else "not-needed"
         return complete_openai(req, provider="openai_compatible", api_key=key, base_url=base_url,
                                timeout_s=timeout_s)
+
+
+def _check_plan_base_url(base_url: str, ctx: SkillContext) -> None:
+    """A plan-chosen server passes the same gate as http.request: the agent's http_hosts capability and the
+    SSRF guard (no private, loopback or metadata address unless AOS_HTTP_ALLOW_HOSTS allows it). The SDK
+    then resolves the name again, so unlike http.request the address is not pinned: DNS rebinding stays a
+    residual risk, written in docs/architecture.md "Known limits"."""
+    url = httpx.URL(base_url)
+    host = url.host
+    allowed = ctx.capabilities.get("http_hosts") if ctx.capabilities else None
+    if allowed is not None and not any(host_matches(host, p) for p in allowed):
+        raise SkillError("CAPABILITY_DENIED", f"the agent may not reach host {host!r} (capability http_hosts)",
+                         details={"host": host, "capability": "http_hosts"})
+    check_host(host, url.port or (443 if url.scheme == "https" else 80), AllowList.parse(ctx.settings.http_allow_hosts))
 
 
 SKILLS: list[Skill] = [LlmComplete()]
