@@ -8,6 +8,8 @@ import jmespath
 import jmespath.exceptions
 import jsonschema
 
+from aos.errors import AosError
+from aos.plan.refs import compile_expr
 from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
 
 
@@ -35,10 +37,9 @@ class JsonTransform(Skill):
     def check_args(self, args: dict[str, Any]) -> list[dict[str, str]]:
         # A syntax error in a literal expression is the submitter's mistake: catch it at submission.
         try:
-            jmespath.compile(args["expr"])
-        except jmespath.exceptions.JMESPathError as exc:
-            msg = " ".join(str(exc).split())
-            return [{"path": "args.expr", "code": "EXPR_INVALID", "message": f"JMESPath does not parse: {msg}"}]
+            compile_expr(args["expr"])
+        except AosError as exc:
+            return [{"path": "args.expr", "code": exc.code, "message": exc.message}]
         return []
 
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:

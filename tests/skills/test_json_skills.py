@@ -117,3 +117,29 @@ def test_an_invalid_schema_is_skill_args_invalid():
 
 def test_validate_without_a_schema_is_skill_args_invalid():
     assert call("json.validate", {"input": ORDER}).error.code == "SKILL_ARGS_INVALID"
+
+
+@pytest.mark.parametrize(("plan_args", "path"), [
+    ({"input": {"x": 1}, "expr": "nope(x)"}, "$.steps[0].args.expr"),
+    ({"input": {"$ref": "uppercase(inputs.x)"}, "expr": "@"}, "$.steps[0].args.input"),
+])
+def test_an_unknown_jmespath_function_is_refused_at_submission(plan_args, path):
+    from aos.errors import AosError
+    from aos.plan import parse_plan
+    from aos.skills.registry import default_registry
+
+    plan = {"inputs": {"x": "a"}, "steps": [{"id": "a", "skill": "json.transform", "args": plan_args}]}
+    with pytest.raises(AosError) as exc:
+        parse_plan(plan, default_registry())
+    [problem] = [p for p in exc.value.problems if p["code"] == "EXPR_INVALID"]
+    assert problem["path"] == path
+    assert "unknown function" in problem["message"]
+
+
+def test_known_jmespath_functions_still_validate():
+    from aos.plan import parse_plan
+    from aos.skills.registry import default_registry
+
+    plan = {"steps": [{"id": "a", "skill": "json.transform",
+                       "args": {"input": [3, 1], "expr": "sort(@) | [0] | to_string(@)"}}]}
+    assert parse_plan(plan, default_registry()).steps[0].id == "a"
