@@ -160,6 +160,107 @@ class Settings:
     golden_secret: str | None = setting(
         "AOS_GOLDEN_SECRET", None, _str, "HMAC-SHA256 key that signs golden files.")
     golden_key_id: str = setting("AOS_GOLDEN_KEY_ID", "k1", _str, "Key id recorded in golden files.")
+    golden_keys: dict[str, Any] = setting(
+        "AOS_GOLDEN_KEYS", {}, _json_obj,
+        "JSON object {key id: secret} of older golden keys that still verify (rotation); never logged.")
+    golden_replay_timeout_s: float = setting(
+        "AOS_GOLDEN_REPLAY_TIMEOUT_S", 300.0, _float,
+        "How long a replay (API or CLI) waits for its replay run to finish.")
+
+    # --- metrics and operations ---------------------------------------------------
+    metrics_dir: str | None = setting(
+        "AOS_METRICS_DIR", None, _str,
+        "Base directory of the Prometheus multiprocess files (unset: <AOS_DATA_DIR>/metrics); `aos api` and "
+        "`aos worker` each use a subdirectory they wipe at start. A tmpfs (/dev/shm) is fastest.")
+    worker_metrics_port: int = setting(
+        "AOS_WORKER_METRICS_PORT", 0, _int,
+        "Port of the worker's Prometheus endpoint, served by the worker parent for all its children (0 = off).")
+    worker_metrics_bind: str = setting(
+        "AOS_WORKER_METRICS_BIND", "0.0.0.0", _str, "Address the worker's Prometheus endpoint listens on.")
+    metrics_token: str | None = setting(
+        "AOS_METRICS_TOKEN", None, _str,
+        "If set, /metrics (API and worker) requires `Authorization: Bearer <token>`; unset = open.")
+
+    # --- outbox, webhooks and dead letters ------------------------------------------
+    outbox_concurrency: int = setting(
+        "AOS_OUTBOX_CONCURRENCY", 8, _int,
+        "Outbox deliveries (webhook POSTs) one drainer process makes at the same time.")
+    outbox_max_attempts: int = setting(
+        "AOS_OUTBOX_MAX_ATTEMPTS", 12, _int,
+        "Delivery attempts of a webhook before it becomes a dead letter (run enqueues retry until the broker is back).")
+    outbox_backoff_s: float = setting(
+        "AOS_OUTBOX_BACKOFF_S", 5.0, _float,
+        "Base of the outbox's exponential backoff (s): attempt n waits up to base * 2**(n-1), full jitter.")
+    outbox_backoff_max_s: float = setting(
+        "AOS_OUTBOX_BACKOFF_MAX_S", 3600.0, _float, "Longest wait between two delivery attempts of one row (s).")
+    outbox_batch: int = setting(
+        "AOS_OUTBOX_BATCH", 200, _int, "Most rows one drain delivers before it returns.")
+    outbox_lease_s: float = setting(
+        "AOS_OUTBOX_LEASE_S", 120.0, _float,
+        "How long a claimed row is hidden from other drainers (s); at least 4 x AOS_WEBHOOK_TIMEOUT_S + 10 is used.")
+    webhook_timeout_s: float = setting(
+        "AOS_WEBHOOK_TIMEOUT_S", 10.0, _float, "Connect/read/write timeout of one webhook POST (s).")
+    dlq_reconcile_interval_s: float = setting(
+        "AOS_DLQ_RECONCILE_INTERVAL_S", 60.0, _float, "How often beat runs dead-letter reconciliation (s).")
+    dlq_redrive_max: int = setting(
+        "AOS_DLQ_REDRIVE_MAX", 3, _int,
+        "Reconciliation re-drives a transient dead letter only while its work has dead-lettered fewer times.")
+    dlq_redrive_after_s: float = setting(
+        "AOS_DLQ_REDRIVE_AFTER_S", 600.0, _float,
+        "Age a transient dead letter must reach before reconciliation re-drives it (s).")
+    dlq_archive_after_s: float = setting(
+        "AOS_DLQ_ARCHIVE_AFTER_S", 86400.0, _float,
+        "Replayed, discarded or resolved dead letters move to dead_letter_archive this long after (s).")
+    dlq_archive_open_after_days: int = setting(
+        "AOS_DLQ_ARCHIVE_OPEN_AFTER_DAYS", 30, _int, "Open dead letters older than this are archived too (days).")
+    dlq_batch: int = setting(
+        "AOS_DLQ_BATCH", 500, _int, "Rows archived per transaction by reconciliation.")
+
+    # --- developer surface: HTTP API ------------------------------------------------
+    sse_poll_s: float = setting(
+        "AOS_SSE_POLL_S", 0.25, _float, "How often a run's event stream (SSE) polls the timeline in Postgres (s).")
+    sse_keepalive_s: float = setting(
+        "AOS_SSE_KEEPALIVE_S", 10.0, _float,
+        "Seconds of silence after which an event stream sends a `: keepalive` comment (proxies close idle ones).")
+    sse_max_s: float = setting(
+        "AOS_SSE_MAX_S", 300.0, _float,
+        "Longest life of one event stream (s); the client reconnects with Last-Event-ID. Bounds a worker's "
+        "time on one request.")
+    inspect_timeout_s: float = setting(
+        "AOS_INSPECT_TIMEOUT_S", 1.0, _float,
+        "How long /inspect waits for workers to answer a ping, and for the broker (s).")
+
+    # --- singletons: leases, beat leadership, retention, user schedules ----------------
+    lock_ttl_s: float = setting(
+        "AOS_LOCK_TTL_S", 60.0, _float,
+        "Lease of a running singleton job (s); each fenced write extends it, and a dead leader's job is taken "
+        "over this long after its last write.")
+    beat_lease_ttl_s: float = setting(
+        "AOS_BEAT_LEASE_TTL_S", 30.0, _float,
+        "Lease of the leading beat process (s): only the leader sends ticks; a standby beat takes over this "
+        "long after the leader stops renewing.")
+    schedules_interval_s: float = setting(
+        "AOS_SCHEDULES_INTERVAL_S", 10.0, _float,
+        "How often beat fires due user schedules (s): the finest real granularity of a schedule.")
+    retention_interval_s: float = setting(
+        "AOS_RETENTION_INTERVAL_S", 3600.0, _float, "How often beat runs retention (s).")
+    retention_batch: int = setting(
+        "AOS_RETENTION_BATCH", 1000, _int, "Rows retention deletes per transaction.")
+    retention_checkpoints_days: float = setting(
+        "AOS_RETENTION_CHECKPOINTS_DAYS", 30.0, _float,
+        "Checkpoints and timeline events of runs finished longer ago than this are deleted; the run row "
+        "(status, error, spend) stays (days; 0 = keep).")
+    retention_runs_days: float = setting(
+        "AOS_RETENTION_RUNS_DAYS", 90.0, _float,
+        "Finished runs older than this are deleted with their checkpoints and events (days; 0 = keep).")
+    retention_outbox_days: float = setting(
+        "AOS_RETENTION_OUTBOX_DAYS", 7.0, _float,
+        "Delivered outbox rows older than this are deleted (days; 0 = keep).")
+    retention_replay_log_days: float = setting(
+        "AOS_RETENTION_REPLAY_LOG_DAYS", 30.0, _float, "replay_log rows older than this are deleted (days; 0 = keep).")
+    retention_archive_days: float = setting(
+        "AOS_RETENTION_ARCHIVE_DAYS", 180.0, _float,
+        "dead_letter_archive rows archived longer ago than this are deleted (days; 0 = keep).")
 
     def effective_database_url(self) -> str:
         """The database URL; fails with the variable's name when none is set."""

@@ -1,93 +1,114 @@
-"""Submitting a plan over HTTP and following its run step by step (quickstart and `runs submit --follow`)."""
+"""Following a run live over the API's event stream (`runs submit --follow`, `runs follow`, quickstart).
+
+Each step is shown as it starts and ends (duration, cost), retries and budget warnings as they happen,
+and at the end the outcome: on failure the catalog code, the suggested recovery mode and what to do.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-import httpx
-
-from aos.cli.base import console
-from aos.errors import AosError
+from aos.cli.base import console, money
+from aos.sdk import AosApiError, Client, Event, Run, RunWaitTimeout
 
 
-def _check(resp: httpx.Response) -> dict[str, Any]:
-    if resp.status_code >= 400:
-        try:
-            body = resp.json()
-            raise AosError(body.get("code", "INTERNAL_ERROR"), body.get("detail", resp.text),
-                           problems=body.get("problems"))
-        except ValueError:
-            raise AosError("INTERNAL_ERROR", f"HTTP {resp.status_code}: {resp.text[:200]}") from None
-    return resp.json()
-
-
-def submit(url: str, key: str, plan: dict[str, Any], inputs: dict[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"plan": plan}
-    if inputs:
-        body["inputs"] = inputs
-    return _check(httpx.post(f"{url}/api/v1/runs", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30))
-
-
-def follow_run(url: str, key: str, run_id: str, *, timeout: float = 300.0, poll_s: float = 0.3,
-               show: bool = True) -> dict[str, Any]:
-    """Print each step as it finishes (duration, cost), budget warnings, and the outcome; return the run.
+def follow_run(client: Client, run_id: str, *, timeout: float | None = None, show: bool = True,
+               after_id: int | None = None) -> Run | None:
+    """Print the run's events until it is final and return the final run (None when ``timeout`` passed first).
     ``show=False`` prints nothing (for `--json`, whose stdout must be one JSON document)."""
-    headers = {"Authorization": f"Bearer {key}"}
-    shown_events = 0
-    deadline = time.monotonic() + timeout
     if show:
         console.print(f"run {run_id}", markup=False)
-    while True:
-        # the run first, then its events: a run seen final has all its events written already
-        run = _check(httpx.get(f"{url}/api/v1/runs/{run_id}", headers=headers, timeout=30))
-        events = _check(httpx.get(f"{url}/api/v1/runs/{run_id}/timeline", headers=headers, timeout=30))["items"]
-        for ev in events[shown_events:] if show else ():
-            _print_event(ev)
-        shown_events = len(events)
-        if run["status"] in ("succeeded", "failed", "cancelled", "dead_lettered"):
+    try:
+        for ev in client.runs.events(run_id, after_id=after_id, timeout=timeout):
+            if ev.type == "end":
+                break
             if show:
-                _print_outcome(run)
-            return run
-        if time.monotonic() > deadline:
-            console.print(f"still {run['status']} after {timeout:.0f}s; follow it with `aos runs show {run_id}`")
-            return run
-        time.sleep(poll_s)
+                print_event(ev)
+    except RunWaitTimeout:
+        if show:
+            console.print(f"still running after {timeout:g}s; the run goes on: `aos runs follow {run_id}` "
+                          f"or `aos runs show {run_id}`", markup=False)
+        return None
+    run = client.runs.get(run_id)
+    if show:
+        print_outcome(client, run)
+    return run
 
 
-def _print_event(ev: dict[str, Any]) -> None:
-    d, t, sid = ev["data"], ev["type"], ev.get("step_id")
-    if t == "step.succeeded":
-        console.print(f"  [green]✓[/green] {sid:<16} {d.get('duration_ms') or 0:>9.1f} ms  ${d.get('cost_usd', 0):.6f}")
+def _ratios(data: dict[str, Any]) -> str:
+    parts = [f"{k} {v * 100:.0f}%" for k, v in sorted((data.get("ratios") or {}).items())]
+    return ", ".join(parts) or "a limit is near"
+
+
+def print_event(ev: Event) -> None:
+    d, t, sid = ev.data, ev.type, ev.step_id or ""
+    if t == "step.started":
+        attempt = d.get("attempt") or 1
+        console.print(f"  [dim]▸ {sid:<16} started{f' (attempt {attempt})' if attempt > 1 else ''}[/dim]")
+    elif t == "step.redelivered":
+        console.print(f"  [yellow]↺[/yellow] {sid:<16} redelivered (its worker was lost); attempt "
+                      f"{d.get('attempt', '?')} continues")
+    elif t == "step.succeeded":
+        console.print(f"  [green]✓[/green] {sid:<16} {d.get('duration_ms') or 0:>9.1f} ms  "
+                      f"{money(d.get('cost_usd') or 0.0)}")
     elif t == "step.retrying":
-        console.print(f"  [yellow]↻[/yellow] {sid:<16} {d['code']} — retry in {d['countdown_s']:.2f}s")
+        console.print(f"  [yellow]↻[/yellow] {sid:<16} {d.get('code')}: retry {(d.get('attempt') or 1) + 1} in "
+                      f"{d.get('countdown_s', 0):.2f}s", soft_wrap=True)
+    elif t == "step.fallback":
+        console.print(f"  [yellow]↪[/yellow] {sid:<16} ran its fallback after {d.get('code')}")
     elif t == "step.skipped":
-        console.print(f"  [yellow]-[/yellow] {sid:<16} skipped after {d['code']}")
+        console.print(f"  [yellow]-[/yellow] {sid:<16} skipped after {d.get('code')}: ", end="")
+        console.print(str(d.get("message", "")), markup=False, soft_wrap=True)
     elif t == "step.failed":
-        console.print(f"  [red]✗[/red] {sid:<16} {d.get('code')}: {d.get('message', '')}", soft_wrap=True)
+        console.print(f"  [red]✗[/red] {sid:<16} {d.get('code')}: ", end="")
+        console.print(str(d.get("message", "")), markup=False, soft_wrap=True)
     elif t == "budget.warning":
-        console.print(f"  [yellow]![/yellow] budget warning: {d.get('ratios')}")
+        console.print(f"  [yellow]![/yellow] budget warning: {_ratios(d)} of the run's budget used "
+                      f"(spent {money(d.get('spent_cost_usd'))}, {d.get('spent_tokens', 0)} tokens)")
     elif t == "budget.exceeded":
-        console.print(f"  [red]![/red] budget exceeded: {d.get('message')}")
+        console.print("  [red]![/red] budget exceeded: ", end="")
+        console.print(str(d.get("message", "")), markup=False, soft_wrap=True)
+    elif t == "run.cancelled":
+        console.print("  [yellow]run cancelled[/yellow]")
+    elif t == "run.resumed":
+        console.print(f"  resumed from step {d.get('from_step')} ({d.get('reason', 'resume')})", markup=False)
 
 
-def _print_outcome(run: dict[str, Any]) -> None:
-    b = run["budget"]
-    if run["status"] == "succeeded":
-        console.print(f"[green]run succeeded[/green]: {run['steps_total']} steps, ${b['spent_cost_usd']:.6f}, "
-                      f"{b['spent_tokens']} tokens")
-        last = run["steps"][-1] if run.get("steps") else None
-        if last and last.get("output") is not None:
-            out = last["output"]
-            text = out.get("text") if isinstance(out, dict) and "text" in out else json.dumps(out)[:300]
-            console.print(f"  {last['id']}: {text}", markup=False, soft_wrap=True)
+def print_outcome(client: Client, run: Run) -> None:
+    b = run.budget
+    took = f" in {(run.finished_at - run.started_at).total_seconds():.2f}s" if run.finished_at and run.started_at \
+        else ""
+    if run.status == "succeeded":
+        console.print(f"[green]run succeeded[/green]: {run.steps_total} steps{took}, {money(b.spent_cost_usd)}, "
+                      f"{b.spent_tokens} tokens")
+        last = run.steps[-1] if run.steps else None
+        if last is not None and last.output is not None:
+            out = last.output
+            text = out["text"] if isinstance(out, dict) and isinstance(out.get("text"), str) else json.dumps(out)
+            console.print(f"  {last.id}: {text[:300]}", markup=False, soft_wrap=True)
         return
-    err = run.get("error") or {}
-    from aos.runtime.catalog import CATALOG
-
-    code = err.get("code") or "INTERNAL_ERROR"
-    recovery = CATALOG.get(code).recovery if code in CATALOG else "ESCALATE"
-    console.print(f"[red]run {run['status']}[/red]: {code}: {err.get('message', '')}", soft_wrap=True)
-    console.print(f"  suggested recovery: {recovery} — {CATALOG.get(code).description if code in CATALOG else ''}",
-                  soft_wrap=True)
+    err = run.error
+    code = err.code if err else "INTERNAL_ERROR"
+    console.print(f"[red]run {run.status}[/red]: {code}: ", end="")
+    console.print((err.message if err else None) or "", markup=False, soft_wrap=True)
+    failed = next((s for s in run.steps if s.status in ("failed", "running") and s.error), None)
+    if failed is not None:
+        console.print(f"  at step {failed.id} ({failed.skill}), after {failed.attempts} attempt(s)", markup=False)
+    mode, suggestion = (err.recovery_mode, err.suggestion) if err else (None, None)
+    if mode is None or suggestion is None:
+        try:  # an older server sends only code and message: ask the catalog
+            entry = client.errors.get(code)
+            mode, suggestion = mode or entry.recovery_mode, suggestion or entry.suggestion or entry.description
+        except AosApiError:
+            pass
+    console.print(f"  suggested recovery: {mode or 'ESCALATE'} — ", end="")
+    console.print(suggestion or "see `aos errors show " + code + "`", markup=False, soft_wrap=True)
+    if run.status == "cancelled":
+        console.print(f"  next: `aos runs resume {run.id}` continues from its first unfinished step", markup=False)
+    elif err is not None and err.retryable:
+        console.print(f"  next: once the cause is gone, `aos runs resume {run.id}` retries from the failed step",
+                      markup=False)
+    else:  # the same step with the same inputs would fail the same way
+        console.print(f"  next: fix the plan or its inputs and submit a new run (`aos runs resume {run.id}` "
+                      "retries the same step with the same inputs)", markup=False)

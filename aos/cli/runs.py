@@ -1,21 +1,52 @@
-"""`aos runs …` (an HTTP client of the API) and `aos skills list` (local registry)."""
+"""`aos runs …`: submit plans and inspect runs through the API (the SDK's client)."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
-import httpx
-from rich.table import Column, Table
+from rich.text import Text
 
-from aos.cli.base import console, emit_json, load_json_file
-from aos.cli.follow import _check, follow_run, submit
+from aos.cli.base import (
+    api_client,
+    api_options,
+    console,
+    emit_json,
+    json_option,
+    load_json_object,
+    money,
+    ms,
+    print_table,
+    when,
+)
+from aos.cli.follow import follow_run
+from aos.sdk import Run
 
-_url = click.option("--url", envvar="AOS_URL", default="http://127.0.0.1:8000", show_default=True,
-                    help="API base URL (env AOS_URL; `aos dev` prints it).")
-_key = click.option("--api-key", envvar="AOS_API_KEY", required=True,
-                    help="API key (env AOS_API_KEY; `aos keys create` makes one).")
-_json = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead_lettered")
+_STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead_lettered": "red", "cancelled": "yellow",
+                 "running": "cyan", "queued": "dim"}
+
+follow_option = click.option("--follow", is_flag=True,
+                             help="Show each step live; exit non-zero unless the run succeeds.")
+timeout_option = click.option("--timeout", type=float, default=None,
+                              help="With --follow: stop following after this many seconds (the run goes on).")
+
+
+def styled_status(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
+
+
+def finish(client: Any, run: Run, follow: bool, timeout: float | None, as_json: bool,
+           after_id: int | None = None) -> None:
+    """What submit-like commands do with a new run: print it, or follow it and exit with its outcome."""
+    if not follow:
+        emit_json(run.raw) if as_json else console.print(f"run {run.id} {run.status}", markup=False)
+        return
+    final = follow_run(client, run.id, timeout=timeout, show=not as_json, after_id=after_id)
+    if as_json:
+        emit_json((final or client.runs.get(run.id)).raw)
+    sys.exit(0 if final is not None and final.status == "succeeded" else 1)
 
 
 @click.group()
@@ -26,122 +57,148 @@ def runs() -> None:
 @runs.command("submit")
 @click.argument("plan_file", type=click.Path(dir_okay=False))
 @click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False), help="A JSON file of inputs.")
-@click.option("--follow", is_flag=True, help="Show each step live; exit non-zero unless the run succeeds.")
-@_url
-@_key
-@_json
-def runs_submit(plan_file: str, inputs_file: str | None, follow: bool, url: str, api_key: str, as_json: bool) -> None:
-    """Submit PLAN_FILE (a plan in JSON) as a new run."""
-    plan = load_json_file(plan_file)
-    inputs = load_json_file(inputs_file) if inputs_file else None
-    run = _guard(lambda: submit(url, api_key, plan, inputs))
-    if not follow:
-        emit_json(run) if as_json else console.print(f"run {run['id']} {run['status']}")
-        return
-    final = _guard(lambda: follow_run(url, api_key, run["id"], show=not as_json))
+@click.option("--agent", "agent_id", default=None, help="Run as this agent (its capabilities apply).")
+@follow_option
+@timeout_option
+@api_options
+@json_option
+def runs_submit(plan_file: str, inputs_file: str | None, agent_id: str | None, follow: bool, timeout: float | None,
+                url: str, api_key: str, as_json: bool) -> None:
+    """Submit PLAN_FILE (a plan in JSON) as a new run.
+
+    With --follow, each step is shown as it runs (duration, cost), budget warnings as they
+    happen, and a failed run ends with its catalog code, the suggested recovery and exit 1."""
+    plan = load_json_object(plan_file, "a plan")
+    inputs = load_json_object(inputs_file, "inputs") if inputs_file else None
+    client = api_client(url, api_key)
+    finish(client, client.runs.create(plan, inputs=inputs, agent_id=agent_id), follow, timeout, as_json)
+
+
+@runs.command("follow")
+@click.argument("run_id")
+@timeout_option
+@api_options
+@json_option
+def runs_follow(run_id: str, timeout: float | None, url: str, api_key: str, as_json: bool) -> None:
+    """Follow a run live from its first event until it is final; exit 1 unless it succeeds."""
+    client = api_client(url, api_key)
+    finish(client, client.runs.get(run_id), True, timeout, as_json)
+
+
+@runs.command("list")
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only runs in this status.")
+@click.option("--agent", "agent_id", default=None, help="Only runs of this agent id.")
+@click.option("--workflow", default=None, help="Only runs of this stored workflow (by name).")
+@click.option("--since", "created_after", default=None, help="Created at or after this ISO 8601 time.")
+@click.option("--before", "created_before", default=None, help="Created before this ISO 8601 time.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 200), help="Runs per page.")
+@click.option("--cursor", default=None, help="Continue from the cursor a previous page printed.")
+@click.option("--all", "all_pages", is_flag=True, help="Every matching run (all pages), not one page.")
+@api_options
+@json_option
+def runs_list(status: str | None, agent_id: str | None, workflow: str | None, created_after: str | None,
+              created_before: str | None, limit: int, cursor: str | None, all_pages: bool, url: str, api_key: str,
+              as_json: bool) -> None:
+    """List runs, newest first, one page at a time (or --all)."""
+    client = api_client(url, api_key)
+    filters = {"status": status, "agent_id": agent_id, "workflow": workflow, "created_after": created_after,
+               "created_before": created_before}
+    if all_pages:
+        pager = client.runs.list(page_size=limit, **filters)
+        items, next_cursor = [r for page in pager.pages(cursor) for r in page.items], None
+    else:
+        page = client.runs.page(cursor=cursor, limit=limit, **filters)
+        items, next_cursor = page.items, page.next_cursor
     if as_json:
-        emit_json(final)
-    sys.exit(0 if final["status"] == "succeeded" else 1)
+        emit_json({"items": [r.raw for r in items], "next_cursor": next_cursor})
+        return
+    if console.width >= 110:
+        print_table(["id", "status", "steps", "cost", "created", "error", "name"],
+                    [[r.id, styled_status(r.status), f"{r.next_step}/{r.steps_total}", money(r.budget.spent_cost_usd),
+                      when(r.created_at), r.error.code if r.error else "", Text(r.name or "")] for r in items],
+                    keep=("id", "status", "steps", "error"))
+    else:  # 80 columns: the id whole, and what matters most
+        print_table(["id", "status", "created", "error / name"],
+                    [[r.id, styled_status(r.status), when(r.created_at)[5:16],
+                      Text(r.error.code if r.error else r.name or "")] for r in items], keep=("id", "status"))
+    if next_cursor:
+        console.print(f"more: aos runs list --cursor {next_cursor}" + (f" --limit {limit}" if limit != 20 else ""),
+                      markup=False, style="dim", soft_wrap=True)
+
+
+def print_run(run: Run) -> None:
+    console.print(Text.assemble(f"run {run.id}  ", styled_status(run.status), f"  {run.name or ''}"))
+    b = run.budget
+    limits = ", ".join(f"{k} {v}" for k, v in (("max_cost_usd", b.max_cost_usd), ("max_tokens", b.max_tokens),
+                                               ("max_steps", b.max_steps), ("max_wall_s", b.max_wall_s)) if v)
+    console.print(f"  spent {money(b.spent_cost_usd)}, {b.spent_tokens} tokens, {b.steps_started} step(s) started"
+                  + (f" (budget: {limits})" if limits else ""), markup=False)
+    took = f" ({(run.finished_at - run.started_at).total_seconds():.2f}s)" if run.finished_at and run.started_at else ""
+    console.print(f"  created {when(run.created_at)}  finished {when(run.finished_at) or '—'}{took}", markup=False)
+    if run.error:
+        e = run.error
+        console.print(f"  [red]error[/red] {e.code}: ", end="")
+        console.print(e.message or "", markup=False, soft_wrap=True)
+        if e.recovery_mode:
+            console.print(f"  suggested recovery: {e.recovery_mode} — {e.suggestion or ''}", markup=False,
+                          soft_wrap=True)
+    print_table(["step", "status", "error", "tries", "duration", "cost", "skill"],
+                [[st.id, styled_status(st.status), st.error.code if st.error else "", str(st.attempts),
+                  ms(st.duration_ms), money(st.cost_usd), st.skill] for st in run.steps],
+                keep=("step", "status", "error"))
 
 
 @runs.command("show")
 @click.argument("run_id")
-@_url
-@_key
-@_json
+@api_options
+@json_option
 def runs_show(run_id: str, url: str, api_key: str, as_json: bool) -> None:
-    """Show a run and its steps."""
-    run = _guard(lambda: _check(httpx.get(f"{url}/api/v1/runs/{run_id}", headers=_h(api_key), timeout=30)))
-    if as_json:
-        emit_json(run)
-        return
-    console.print(f"run {run['id']}  {run['status']}  {run.get('name') or ''}", markup=False)
-    if run.get("error"):
-        console.print(f"  error: {run['error']['code']}: {run['error']['message']}", markup=False)
-    table = Table("step", "skill", "status", "attempts", "ms", "cost $", "error")
-    for st in run["steps"]:
-        table.add_row(st["id"], st["skill"], st["status"], str(st["attempts"]),
-                      f"{st['duration_ms'] or 0:.1f}", f"{st['cost_usd']:.6f}",
-                      (st["error"] or {}).get("code") or "")
-    console.print(table)
+    """Show a run: status, budget, error with its suggested recovery, and a table of its steps."""
+    run = api_client(url, api_key).runs.get(run_id)
+    emit_json(run.raw) if as_json else print_run(run)
 
 
-@runs.command("list")
-@click.option("--status", default=None, help="Only runs in this status.")
-@click.option("--limit", default=20, show_default=True)
-@_url
-@_key
-@_json
-def runs_list(status: str | None, limit: int, url: str, api_key: str, as_json: bool) -> None:
-    """List recent runs."""
-    params: dict = {"limit": limit}
-    if status:
-        params["status"] = status
-    data = _guard(lambda: _check(httpx.get(f"{url}/api/v1/runs", params=params, headers=_h(api_key), timeout=30)))
+@runs.command("step")
+@click.argument("run_id")
+@click.argument("step_id")
+@api_options
+@json_option
+def runs_step(run_id: str, step_id: str, url: str, api_key: str, as_json: bool) -> None:
+    """Show one step of a run with every attempt (status, error, cost, tokens, worker, duration)."""
+    st = api_client(url, api_key).runs.step(run_id, step_id)
     if as_json:
-        emit_json(data)
+        emit_json(st.raw)
         return
-    table = Table("id", "status", "name", "steps", "created")
-    for r in data["items"]:
-        table.add_row(r["id"], r["status"], r.get("name") or "", f"{r['next_step']}/{r['steps_total']}",
-                      r["created_at"] or "")
-    console.print(table)
+    console.print(Text.assemble(f"step {st.id} ({st.skill}) of run {run_id}: ", styled_status(st.status)))
+    print_table(["attempt", "status", "error", "duration", "cost", "tokens in/out", "worker"],
+                [[str(a.attempt), styled_status(a.status), a.error.code if a.error else "", ms(a.duration_ms),
+                  money(a.cost_usd), f"{a.input_tokens}/{a.output_tokens}", Text(a.worker or "")]
+                 for a in st.attempts], keep=("attempt", "status", "error"))
+    for a in st.attempts:
+        if a.error and a.error.message:
+            console.print(f"  attempt {a.attempt}: {a.error.code}: ", end="", markup=False)
+            console.print(a.error.message, markup=False)
 
 
 @runs.command("cancel")
 @click.argument("run_id")
-@_url
-@_key
-def runs_cancel(run_id: str, url: str, api_key: str) -> None:
-    """Cancel a queued or running run."""
-    run = _guard(lambda: _check(httpx.post(f"{url}/api/v1/runs/{run_id}/cancel", headers=_h(api_key), timeout=30)))
-    console.print(f"run {run['id']} {run['status']}")
+@api_options
+@json_option
+def runs_cancel(run_id: str, url: str, api_key: str, as_json: bool) -> None:
+    """Cancel a queued or running run: no step starts after this returns."""
+    run = api_client(url, api_key).runs.cancel(run_id)
+    emit_json(run.raw) if as_json else console.print(f"run {run.id} {run.status}", markup=False)
 
 
 @runs.command("resume")
 @click.argument("run_id")
-@_url
-@_key
-def runs_resume(run_id: str, url: str, api_key: str) -> None:
-    """Resume a failed or cancelled run from its first unfinished step."""
-    run = _guard(lambda: _check(httpx.post(f"{url}/api/v1/runs/{run_id}/resume", headers=_h(api_key), timeout=30)))
-    console.print(f"run {run['id']} {run['status']}")
-
-
-def _h(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def _guard(call):  # noqa: ANN001, ANN202
-    from aos.errors import AosError
-
-    try:
-        return call()
-    except httpx.HTTPError as exc:
-        raise AosError("SERVICE_UNAVAILABLE", f"cannot reach the API ({type(exc).__name__}: {exc}); "
-                       "is `aos dev` running and AOS_URL right?") from None
-
-
-@click.group()
-def skills() -> None:
-    """The skill registry."""
-
-
-@skills.command("list")
-@click.option("--recommended", is_flag=True, help="Only the skills recommended for new users, best first.")
-@_json
-def skills_list(recommended: bool, as_json: bool) -> None:
-    """List skills with their versions, side effects and determinism."""
-    from aos.skills.registry import default_registry
-
-    reg = default_registry()
-    items = reg.recommended() if recommended else sorted(reg.all(), key=lambda s: s.ref)
-    if as_json:
-        emit_json([s.describe() for s in items])
-        return
-    table = Table(Column("skill", no_wrap=True), Column("side effect", no_wrap=True), "deterministic", "rank",
-                  "description")
-    for s in items:
-        table.add_row(s.ref, str(s.side_effect), "yes" if s.deterministic else "no",
-                      str(s.recommended or ""), s.description.split(". ")[0])
-    console.print(table)
+@follow_option
+@timeout_option
+@api_options
+@json_option
+def runs_resume(run_id: str, follow: bool, timeout: float | None, url: str, api_key: str, as_json: bool) -> None:
+    """Resume a failed, cancelled or dead-lettered run from its first unfinished step."""
+    client = api_client(url, api_key)
+    # follow from the resume on, not the run's earlier history (the failure being resumed)
+    before = client.runs.timeline(run_id) if follow else []
+    finish(client, client.runs.resume(run_id), follow, timeout, as_json, after_id=before[-1].id if before else None)

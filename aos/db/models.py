@@ -46,6 +46,8 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead_l
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled", "dead_lettered"})
 CHECKPOINT_STATUSES = ("running", "succeeded", "failed", "skipped")
 OUTBOX_STATUSES = ("pending", "delivered", "dead")
+DEAD_LETTER_STATUSES = ("open", "replayed", "discarded", "resolved")
+DEAD_LETTER_KINDS = ("step", "outbox", "task")
 
 Money = Numeric(14, 6)
 
@@ -105,6 +107,8 @@ class Agent(Base):
     # allowed_skills, http_hosts, db_connections, max_cost_usd
     capabilities: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     state: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    # developer surface (issue 4): when PUT /agents/{id}/state last replaced the state
+    state_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now_col()
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
@@ -160,6 +164,8 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # a golden replay: the recorded run it re-executes (skills see that run's identity); NULL otherwise
+    replay_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = _now_col()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -171,6 +177,9 @@ class Run(Base):
         Index(None, "agent_id", "created_at"),
         Index("ix_runs_active", "status", "lease_expires_at",
               postgresql_where=text("status IN ('queued', 'running')")),
+        # retention: old finished runs, without a scan
+        Index("ix_runs_finished", "finished_at",
+              postgresql_where=text("status IN ('succeeded', 'failed', 'cancelled', 'dead_lettered')")),
     )
 
 
@@ -200,6 +209,8 @@ class Checkpoint(Base):
     started_at: Mapped[datetime] = _now_col()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[float | None] = mapped_column(Numeric(12, 3))
+    # when the step's fallback produced this checkpoint: the primary call's {"args", "outcome"}
+    fallback_from: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     __table_args__ = (
         CheckConstraint(_in("status", CHECKPOINT_STATUSES), name="status"),
         UniqueConstraint("run_id", "step_index", "attempt"),
@@ -207,6 +218,20 @@ class Checkpoint(Base):
               postgresql_where=text("status IN ('succeeded', 'skipped')")),
         Index(None, "tenant_id", "skill", "finished_at"),
     )
+
+
+class GoldenReplayCall(Base):
+    """A recorded call of a non-deterministic skill that a golden replay run answers from."""
+
+    __tablename__ = "golden_replay_calls"
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("runs.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role: Mapped[str] = mapped_column(String(10), primary_key=True)  # primary | fallback
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    call: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)  # {skill, args, outcome, raw}
+    __table_args__ = (CheckConstraint("role IN ('primary', 'fallback')", name="role"),)
 
 
 class RunEvent(Base):
@@ -241,6 +266,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         CheckConstraint(_in("status", OUTBOX_STATUSES), name="status"),
         Index("ix_outbox_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_outbox_delivered", "delivered_at", postgresql_where=text("status = 'delivered'")),  # retention
     )
 
 
@@ -254,13 +280,18 @@ class _DeadLetterColumns:
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     created_at: Mapped[datetime] = _now_col()
+    # when it stopped being open (replayed, discarded, resolved): archiving counts from here
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DeadLetter(_DeadLetterColumns, Base):
     __tablename__ = "dead_letters"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="open")
-    __table_args__ = (Index(None, "tenant_id", "status", "created_at"),)
+    __table_args__ = (
+        Index(None, "tenant_id", "status", "created_at"),
+        CheckConstraint(_in("status", DEAD_LETTER_STATUSES), name="status"),
+    )
 
 
 class DeadLetterArchive(_DeadLetterColumns, Base):
@@ -325,6 +356,9 @@ class Schedule(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     next_fire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     last_fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # what the last tick did: the run it started, or why it could not start one
+    last_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now_col()
     __table_args__ = (Index(None, "enabled", "next_fire_at"), Index(None, "tenant_id"))
 

@@ -131,6 +131,10 @@ def parse_plan(data: Any, registry: SkillRegistry, *, inputs: dict[str, Any] | N
     return Plan(name=name, inputs=merged_inputs, budget=budget, steps=tuple(steps), raw=data)
 
 
+# the largest values the runs table can hold: a bigger one is a plan error, not a 500 when it is stored
+BUDGET_MAX = {"max_cost_usd": 99_999_999.0, "max_tokens": 2**63 - 1, "max_steps": 2**31 - 1, "max_wall_s": 2**31 - 1}
+
+
 def _parse_budget(p: _Problems, b: Any) -> Budget:
     if not isinstance(b, dict):
         p.add("$.budget", "PLAN_INVALID", "must be an object")
@@ -138,7 +142,7 @@ def _parse_budget(p: _Problems, b: Any) -> Budget:
     _unknown_keys(p, "$.budget", b, BUDGET_KEYS)
     vals: dict[str, Any] = {}
     for key in BUDGET_KEYS & set(b):
-        vals[key] = _number(p, f"$.budget.{key}", b[key], integer=key != "max_cost_usd")
+        vals[key] = _number(p, f"$.budget.{key}", b[key], integer=key != "max_cost_usd", maximum=BUDGET_MAX[key])
     return Budget(**vals)
 
 

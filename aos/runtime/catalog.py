@@ -236,6 +236,9 @@ ENTRIES: list[CatalogEntry] = [
     _e("VALIDATION_ERROR", C.REQUEST, False, R.ABORT, 422,
        "The request does not match the operation's schema (a missing or unknown field, a wrong type); "
        "fix the fields named in `problems` and send it again."),
+    _e("CURSOR_INVALID", C.REQUEST, False, R.ABORT, 400,
+       "The pagination cursor was not returned by this API (or was altered); pass `next_cursor` from the "
+       "previous page unchanged, or omit it to start from the first page."),
     _e("NOT_FOUND", C.REQUEST, False, R.ABORT, 404,
        "No such object for this tenant; check the id and the API key's tenant."),
     _e("METHOD_NOT_ALLOWED", C.REQUEST, False, R.ABORT, 405,
@@ -271,6 +274,9 @@ ENTRIES: list[CatalogEntry] = [
        "The run has no step with this id; the plan's step ids are listed in the run's JSON."),
     _e("DEAD_LETTER_NOT_FOUND", C.REQUEST, False, R.ABORT, 404,
        "No such dead letter (it may have been replayed, discarded or archived); list them with `aos dlq list`."),
+    _e("DEAD_LETTER_NOT_REPLAYABLE", C.REQUEST, False, R.ABORT, 409,
+       "This dead letter cannot be replayed (it was discarded or resolved, or its work is a periodic job or is "
+       "gone); discard it, or fix the cause and start the work anew."),
     _e("RUN_NOT_RESUMABLE", C.REQUEST, False, R.ABORT, 409,
        "Only a failed or dead-lettered run can be resumed; check the run's status before resuming it."),
     _e("RUN_ALREADY_FINISHED", C.REQUEST, False, R.ABORT, 409,
@@ -383,6 +389,16 @@ ENTRIES: list[CatalogEntry] = [
        "The file is not a golden file of a format version AOS reads; re-record it with `aos golden record`."),
     _e("GOLDEN_SECRET_MISSING", C.DETERMINISM, False, R.ABORT, 500,
        "Golden files cannot be signed or verified because AOS_GOLDEN_SECRET is not set; set it and try again."),
+    _e("GOLDEN_KEY_UNKNOWN", C.DETERMINISM, False, R.ABORT, 422,
+       "The golden file was signed with a key id this AOS does not know; add that key's secret to "
+       "AOS_GOLDEN_KEYS (key rotation keeps old keys there) or re-record the run."),
+    _e("GOLDEN_REPLAY_MISSING", C.DETERMINISM, False, R.ABORT, 409,
+       "A replay needed a response of a non-deterministic skill that the recording does not have (the replay "
+       "took another path, e.g. one more attempt); a replay never calls out, so the step fails: see the "
+       "divergence the replay reports."),
+    _e("GOLDEN_REPLAY_TIMEOUT", C.DETERMINISM, False, R.ABORT, 504,
+       "The replay run did not finish within AOS_GOLDEN_REPLAY_TIMEOUT_S; it goes on: check that workers are "
+       "running and follow the run named in the details."),
     # --- data a skill handles ---
     _e("ENCODING_ERROR", C.DATA, False, R.ABORT, 422,
        "Text could not be encoded or decoded in the expected charset; check the input's or the upstream "

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from aos import metrics
 from aos.config import get_settings
 from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, DeadLetter, Run
 from aos.db.session import session_scope
@@ -77,6 +78,7 @@ class _Claim:
     reserved: budget.Reservation
     inputs: dict[str, Any]
     capabilities: dict[str, Any]
+    replay_of: uuid.UUID | None = None  # a golden replay: the recorded run it re-executes
 
 
 _plans: dict[tuple[uuid.UUID, str], Plan] = {}
@@ -106,15 +108,17 @@ def execute_step(run_id: str, step_index: int, worker: str) -> StepDecision:
         return claimed
     c = claimed
     step, skill = c.step, c.skill
+    # a golden replay shows skills the recorded run's identity (calendar UIDs derive from it)
+    identity = str(c.replay_of) if c.replay_of is not None else run_id
     ctx = SkillContext(run_id=run_id, step_id=step.id, attempt=c.attempt, tenant_id=str(c.tenant_id),
-                       settings=settings, idempotency_key=f"{run_id}:{step.id}:{c.attempt}",
+                       settings=settings, idempotency_key=f"{identity}:{step.id}:{c.attempt}",
                        timeout_s=step.timeout_s or skill.default_timeout_s, capabilities=c.capabilities)
     outcome, raw, args = _run_skill(c, skill, step.args, ctx)
     if not outcome.ok and step.on_error.mode == "FALLBACK" and not _retry_left(c, outcome):
         fb = step.on_error.fallback or {}
         fb_skill = default_registry().resolve(fb["skill"])
-        fb_outcome, fb_raw, fb_args = _run_skill(c, fb_skill, fb.get("args", {}), ctx)
-        return _finish(c, fb_outcome, fb_raw, fb_args, worker, fallback_from=outcome)
+        fb_outcome, fb_raw, fb_args = _run_skill(c, fb_skill, fb.get("args", {}), ctx, role="fallback")
+        return _finish(c, fb_outcome, fb_raw, fb_args, worker, fallback_from=outcome, primary_args=args)
     return _finish(c, outcome, raw, args, worker)
 
 
@@ -186,7 +190,7 @@ def _claim(run_id: uuid.UUID, step_index: int, worker: str) -> _Claim | StepDeci
             capabilities = dict(agent.capabilities) if agent else {}
         return _Claim(run_id=run.id, tenant_id=run.tenant_id, version=new_version, attempt=attempt,
                       checkpoint_id=cp_id, plan=plan, step=step, skill=skill, reserved=reservation,
-                      inputs=dict(run.inputs), capabilities=capabilities)
+                      inputs=dict(run.inputs), capabilities=capabilities, replay_of=run.replay_of)
 
 
 def _open_attempt(s: Session, run: Run, step: Step, skill: Skill, worker: str,
@@ -224,7 +228,8 @@ def _scope_for(c: _Claim, args: Any) -> dict[str, Any]:
     return {"inputs": c.inputs, "steps": steps}
 
 
-def _run_skill(c: _Claim, skill: Skill, raw_args: Any, ctx: SkillContext) -> tuple[StructuredOutcome, Any, Any]:
+def _run_skill(c: _Claim, skill: Skill, raw_args: Any, ctx: SkillContext,
+               role: str = "primary") -> tuple[StructuredOutcome, Any, Any]:
     try:
         args = resolve(raw_args, _scope_for(c, raw_args))
     except AosError as exc:
@@ -232,7 +237,12 @@ def _run_skill(c: _Claim, skill: Skill, raw_args: Any, ctx: SkillContext) -> tup
     except Exception as exc:  # noqa: BLE001 — a JMESPath runtime error while resolving
         entry = CATALOG.get("REF_UNRESOLVED")
         return StructuredOutcome.failure(outcome_error(entry, f"resolving args: {exc}")), None, None
-    outcome, raw = invoke_skill(skill, args, ctx)
+    if c.replay_of is not None and not skill.deterministic:
+        from aos.services.golden import replayed_skill  # a golden replay answers from the recording
+
+        skill = replayed_skill(c.run_id, c.step.id, c.attempt, role, skill)
+    with metrics.step_running(skill.name):
+        outcome, raw = invoke_skill(skill, args, ctx)
     return outcome, raw, args
 
 
@@ -243,7 +253,7 @@ def _retry_left(c: _Claim, outcome: StructuredOutcome) -> bool:
 
 
 def _finish(c: _Claim, outcome: StructuredOutcome, raw: Any, args: Any, worker: str, *,
-            fallback_from: StructuredOutcome | None = None) -> StepDecision:
+            fallback_from: StructuredOutcome | None = None, primary_args: Any = None) -> StepDecision:
     settings = get_settings()
     with session_scope() as s:
         run = s.get(Run, c.run_id, with_for_update=True)
@@ -259,6 +269,8 @@ def _finish(c: _Claim, outcome: StructuredOutcome, raw: Any, args: Any, worker: 
         cp.args_hash = plan_hash(args) if args is not None else None
         cp.outcome = outcome.to_dict()
         cp.raw = raw
+        if fallback_from is not None:  # the primary call's failure, for golden recordings
+            cp.fallback_from = {"args": primary_args, "outcome": fallback_from.to_dict()}
         cp.cost_usd = Decimal(str(usage.cost_usd))
         cp.input_tokens, cp.output_tokens = usage.input_tokens, usage.output_tokens
         cp.finished_at = _now()
@@ -273,6 +285,8 @@ def _finish(c: _Claim, outcome: StructuredOutcome, raw: Any, args: Any, worker: 
             timeline.record(s, run.tenant_id, run.id, "step.succeeded", step_id=c.step.id, attempt=c.attempt,
                             duration_ms=outcome.timing.duration_ms, cost_usd=usage.cost_usd)
             budget.warn_if_near(s, run)
+            metrics.step_outcome(c.skill.name, "fallback" if fallback_from else "succeeded", outcome,
+                                 code=fallback_from.error.code if fallback_from and fallback_from.error else None)
             return _advance(s, run, c)
         assert outcome.error is not None
         err = outcome.error
@@ -286,16 +300,21 @@ def _finish(c: _Claim, outcome: StructuredOutcome, raw: Any, args: Any, worker: 
                 countdown = min(float(hint), settings.max_countdown_s)
             else:
                 countdown = retry_countdown(str(run.id), c.step.id, c.attempt, policy, cap_s=settings.max_countdown_s)
+            if c.replay_of is not None:
+                countdown = 0.0  # a golden replay has no remote to spare: its retries need no wait
             run.lease_owner, run.lease_expires_at = None, None
             run.wake_at = _now() + timedelta(seconds=countdown)
             run.version += 1
             timeline.record(s, run.tenant_id, run.id, "step.retrying", step_id=c.step.id, attempt=c.attempt,
                             code=err.code, countdown_s=countdown, message=err.message[:500])
+            metrics.step_outcome(c.skill.name, "retrying", outcome)
+            metrics.step_retried(c.skill.name, err.code)
             return StepDecision.retry(countdown, f"{err.code}: retry {c.attempt + 1} in {countdown:.2f}s")
         if c.step.on_error.mode == "SKIP":
             cp.status = "skipped"
             timeline.record(s, run.tenant_id, run.id, "step.skipped", step_id=c.step.id, code=err.code,
                             message=err.message[:500])
+            metrics.step_outcome(c.skill.name, "skipped", outcome)
             return _advance(s, run, c)
         timeline.record(s, run.tenant_id, run.id, "step.failed", step_id=c.step.id, attempt=c.attempt,
                         code=err.code, message=err.message[:500], recovery=str(entry.recovery))
@@ -303,6 +322,8 @@ def _finish(c: _Claim, outcome: StructuredOutcome, raw: Any, args: Any, worker: 
             s.add(DeadLetter(tenant_id=run.tenant_id, kind="step", run_id=run.id, step_id=c.step.id,
                              payload={"run_id": str(run.id), "step_index": c.step.index},
                              error_code=err.code, error_message=err.message, attempts=c.attempt))
+            metrics.dead_letter_created("step")
+        metrics.step_outcome(c.skill.name, "failed", outcome)
         return _fail_run(s, run, c.step, err.code, err.message, recorded=True)
 
 
@@ -313,6 +334,7 @@ def _advance(s: Session, run: Run, c: _Claim) -> StepDecision:
     run.version += 1
     if run.next_step >= run.step_count:
         run.status, run.finished_at = "succeeded", now
+        metrics.run_finished("succeeded")
         timeline.record(s, run.tenant_id, run.id, "run.succeeded", steps=run.step_count,
                         cost_usd=float(run.spent_cost_usd), tokens=run.spent_tokens)
         return StepDecision.stop("run finished")
@@ -330,6 +352,7 @@ def _fail_run(s: Session, run: Run, step: Step, code: str, message: str, *, reco
     if res.rowcount == 0:  # type: ignore[attr-defined]
         return StepDecision.stop("run changed meanwhile")
     s.expire(run)
+    metrics.run_finished("failed")
     if code == "BUDGET_EXCEEDED":
         timeline.record(s, run.tenant_id, run.id, "budget.exceeded", step_id=step.id, message=message)
     elif not recorded:

@@ -1,4 +1,4 @@
-"""Run use cases: submit, read, list, cancel, resume."""
+"""Run use cases: submit, read (runs, pages of runs, steps and outputs, timeline, live events), cancel, resume."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from aos import metrics
 from aos.config import get_settings
-from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, OutboxMessage, Run, RunEvent
+from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, OutboxMessage, Run, RunEvent, Workflow
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, parse_plan
 from aos.services import timeline
+from aos.services.failures import error_view
+from aos.services.pagination import DEFAULT_LIMIT, paginate
 from aos.services.publisher import Publisher
 from aos.services.tenancy import TenantContext
 from aos.skills.registry import default_registry
@@ -41,23 +44,8 @@ def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
         raise AosError("VALIDATION_ERROR", "inputs must be a JSON object")
     plan = parse_plan(plan_data, default_registry(), inputs=inputs)
     with session_scope() as s:
-        if agent_id is not None:
-            check_capabilities(s, ctx, agent_id, plan)
-        run = Run(
-            tenant_id=ctx.tenant_id, agent_id=agent_id, workflow_id=workflow_id, name=plan.name,
-            plan=plan.raw, plan_hash=plan.hash, inputs=plan.inputs, step_count=len(plan.steps),
-            skill_versions={st.id: st.skill for st in plan.steps},
-            max_cost_usd=plan.budget.max_cost_usd, max_tokens=plan.budget.max_tokens,
-            max_steps=plan.budget.max_steps, max_wall_s=plan.budget.max_wall_s,
-        )
-        s.add(run)
-        s.flush()
-        outbox = OutboxMessage(tenant_id=ctx.tenant_id, topic="run.enqueue",
-                               payload={"run_id": str(run.id), "from_step": 0})
-        s.add(outbox)
-        timeline.record(s, ctx.tenant_id, run.id, "run.queued", steps=len(plan.steps))
-        s.flush()
-        run_id, outbox_id = run.id, outbox.id
+        run_id, outbox_id = persist_run(s, ctx, plan, agent_id=agent_id, workflow_id=workflow_id)
+    metrics.run_submitted()  # after the commit (schedules count their firings the same way)
     if publisher is not None:
         from aos.services.outbox import deliver_one
 
@@ -65,28 +53,34 @@ def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
     return run_id
 
 
+def persist_run(s: Session, ctx: TenantContext, plan: Plan, *, agent_id: uuid.UUID | None = None,
+                workflow_id: uuid.UUID | None = None, **queued_data: Any) -> tuple[uuid.UUID, int]:
+    """Insert a validated run, its enqueue outbox row and its ``run.queued`` event in the caller's
+    transaction (a user schedule advances its next fire time in the same one); return (run id, outbox id)."""
+    if agent_id is not None:
+        check_capabilities(s, ctx, agent_id, plan)
+    run = Run(
+        tenant_id=ctx.tenant_id, agent_id=agent_id, workflow_id=workflow_id, name=plan.name,
+        plan=plan.raw, plan_hash=plan.hash, inputs=plan.inputs, step_count=len(plan.steps),
+        skill_versions={st.id: st.skill for st in plan.steps},
+        max_cost_usd=plan.budget.max_cost_usd, max_tokens=plan.budget.max_tokens,
+        max_steps=plan.budget.max_steps, max_wall_s=plan.budget.max_wall_s,
+    )
+    s.add(run)
+    s.flush()
+    outbox = OutboxMessage(tenant_id=ctx.tenant_id, topic="run.enqueue",
+                           payload={"run_id": str(run.id), "from_step": 0})
+    s.add(outbox)
+    timeline.record(s, ctx.tenant_id, run.id, "run.queued", steps=len(plan.steps), **queued_data)
+    s.flush()
+    return run.id, outbox.id
+
+
 def check_capabilities(s: Session, ctx: TenantContext, agent_id: uuid.UUID, plan: Plan) -> None:
     """Submission-time capability check (execution re-checks hosts and connections in the skills)."""
-    from aos.db.models import Agent
+    from aos.services.capabilities import capability_problems, load_agent, raise_if_denied
 
-    agent = s.scalar(select(Agent).where(Agent.id == agent_id, Agent.tenant_id == ctx.tenant_id))
-    if agent is None:
-        raise AosError("NOT_FOUND", f"no agent {agent_id}")
-    caps = agent.capabilities or {}
-    allowed = caps.get("allowed_skills")
-    problems = []
-    if allowed is not None:
-        for st in plan.steps:
-            if st.skill.split("@")[0] not in allowed:
-                problems.append({"path": f"$.steps[{st.index}].skill", "code": "CAPABILITY_DENIED",
-                                 "message": f"agent {agent.name!r} may not use {st.skill}"})
-    max_cost = caps.get("max_cost_usd")
-    if max_cost is not None and (plan.budget.max_cost_usd is None or plan.budget.max_cost_usd > max_cost):
-        problems.append({"path": "$.budget.max_cost_usd", "code": "CAPABILITY_DENIED",
-                         "message": f"agent {agent.name!r} may spend at most {max_cost} USD per run; "
-                                    "set budget.max_cost_usd within it"})
-    if problems:
-        raise AosError("CAPABILITY_DENIED", f"{problems[0]['path']}: {problems[0]['message']}", problems=problems)
+    raise_if_denied(capability_problems(load_agent(s, ctx, agent_id), plan))
 
 
 def _get_run(s: Session, tenant_id: uuid.UUID, run_id: uuid.UUID | str) -> Run:
@@ -109,7 +103,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "id": str(run.id), "name": run.name, "status": run.status, "steps_total": run.step_count,
         "next_step": run.next_step, "agent_id": str(run.agent_id) if run.agent_id else None,
         "workflow_id": str(run.workflow_id) if run.workflow_id else None,
-        "error": {"code": run.error_code, "message": run.error_message} if run.error_code else None,
+        "error": error_view(run.error_code, run.error_message) if run.error_code else None,
         "budget": {
             "max_cost_usd": float(run.max_cost_usd) if run.max_cost_usd is not None else None,
             "max_tokens": run.max_tokens, "max_steps": run.max_steps, "max_wall_s": run.max_wall_s,
@@ -121,13 +115,29 @@ def run_summary(run: Run) -> dict[str, Any]:
     }
 
 
-def list_runs(ctx: TenantContext, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """This tenant's runs, newest first."""
+def list_runs(ctx: TenantContext, *, status: str | None = None, agent_id: uuid.UUID | None = None,
+              workflow: str | None = None, created_after: datetime | None = None,
+              created_before: datetime | None = None, limit: int = DEFAULT_LIMIT,
+              cursor: str | None = None) -> dict[str, Any]:
+    """A page of this tenant's runs, newest first: ``{"items": [RunSummary], "next_cursor"}``.
+
+    ``created_after`` is inclusive and ``created_before`` exclusive; ``workflow`` is a stored
+    workflow's name (any of its versions)."""
+    q = select(Run).where(Run.tenant_id == ctx.tenant_id)
+    if status:
+        q = q.where(Run.status == status)
+    if agent_id is not None:
+        q = q.where(Run.agent_id == agent_id)
+    if workflow is not None:
+        q = q.where(Run.workflow_id.in_(select(Workflow.id).where(Workflow.tenant_id == ctx.tenant_id,
+                                                                  Workflow.name == workflow)))
+    if created_after is not None:
+        q = q.where(Run.created_at >= created_after)
+    if created_before is not None:
+        q = q.where(Run.created_at < created_before)
     with session_scope() as s:
-        q = select(Run).where(Run.tenant_id == ctx.tenant_id)
-        if status:
-            q = q.where(Run.status == status)
-        return [run_summary(r) for r in s.scalars(q.order_by(Run.created_at.desc(), Run.id).limit(limit))]
+        return paginate(s, q, created_col=Run.created_at, id_col=Run.id, limit=limit, cursor=cursor,
+                        view=run_summary)
 
 
 def get_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
@@ -162,7 +172,7 @@ def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint],
                 output, output_ref = None, f"/api/v1/runs/{run.id}/steps/{st['id']}/output"
         err = last.outcome.get("error")
         if err:
-            error = {"code": err["code"], "message": err["message"]}
+            error = error_view(err["code"], err.get("message"))
     return {
         "id": st["id"], "index": i, "skill": st["skill"], "status": status, "attempts": len(attempts),
         "output": output, "output_ref": output_ref, "error": error,
@@ -179,8 +189,73 @@ def get_timeline(ctx: TenantContext, run_id: uuid.UUID | str, after_id: int = 0)
         run = _get_run(s, ctx.tenant_id, run_id)
         events = s.scalars(select(RunEvent).where(RunEvent.run_id == run.id, RunEvent.id > after_id)
                            .order_by(RunEvent.id)).all()
-        return [{"id": e.id, "type": e.type, "step_id": e.step_id, "data": e.data, "at": _iso(e.created_at)}
-                for e in events]
+        return [_event_view(e) for e in events]
+
+
+def _event_view(e: RunEvent) -> dict[str, Any]:
+    return {"id": e.id, "type": e.type, "step_id": e.step_id, "data": e.data, "at": _iso(e.created_at)}
+
+
+def poll_events(ctx: TenantContext, run_id: uuid.UUID | str, after_id: int = 0,
+                limit: int = 500) -> tuple[bool, dict[str, Any], list[dict[str, Any]]]:
+    """One poll of a run's live stream: (run is final, its summary, events after ``after_id``).
+
+    The status is read *before* the events: the transaction that makes a run final writes its
+    final event too, so when the status read says final, the events read after it hold them all.
+    """
+    with session_scope() as s:
+        run = _get_run(s, ctx.tenant_id, run_id)
+        summary = run_summary(run)
+        events = s.scalars(select(RunEvent).where(RunEvent.run_id == run.id, RunEvent.id > after_id)
+                           .order_by(RunEvent.id).limit(limit)).all()
+        return run.status in FINAL_RUN_STATUSES, summary, [_event_view(e) for e in events]
+
+
+def _step_index(run: Run, step_id: str) -> int:
+    for i, st in enumerate(run.plan["steps"]):
+        if st.get("id") == step_id:
+            return i
+    raise AosError("STEP_NOT_FOUND", f"run {run.id} has no step {step_id!r}")
+
+
+def get_step(ctx: TenantContext, run_id: uuid.UUID | str, step_id: str) -> dict[str, Any]:
+    """One step of a run with every attempt: args, outcome, cost, tokens, worker and timings."""
+    large = get_settings().large_output_bytes
+    with session_scope() as s:
+        run = _get_run(s, ctx.tenant_id, run_id)
+        i = _step_index(run, step_id)
+        attempts = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.step_index == i)
+                             .order_by(Checkpoint.attempt)).all()
+        view = _step_view(run, i, run.plan["steps"][i], list(attempts), attempts[-1] if attempts else None, large)
+        view["attempts"] = [_attempt_view(run, step_id, cp, large) for cp in attempts]
+        return view
+
+
+def _attempt_view(run: Run, step_id: str, cp: Checkpoint, large: int) -> dict[str, Any]:
+    outcome = cp.outcome or {}
+    output, output_ref = outcome.get("output"), None
+    if output is not None and len(str(output)) > large:
+        output, output_ref = None, f"/api/v1/runs/{run.id}/steps/{step_id}/output"
+    err = outcome.get("error")
+    return {
+        "attempt": cp.attempt, "status": cp.status, "args": cp.args, "output": output, "output_ref": output_ref,
+        "error": error_view(err["code"], err.get("message")) if err else None,
+        "cost_usd": float(cp.cost_usd), "input_tokens": cp.input_tokens, "output_tokens": cp.output_tokens,
+        "worker": cp.worker, "started_at": _iso(cp.started_at), "finished_at": _iso(cp.finished_at),
+        "duration_ms": float(cp.duration_ms) if cp.duration_ms is not None else None,
+    }
+
+
+def get_step_output(ctx: TenantContext, run_id: uuid.UUID | str, step_id: str) -> dict[str, Any]:
+    """The full output of the step's successful attempt, however large; NOT_FOUND while there is none."""
+    with session_scope() as s:
+        run = _get_run(s, ctx.tenant_id, run_id)
+        i = _step_index(run, step_id)
+        cp = s.scalar(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.step_index == i,
+                                               Checkpoint.status.in_(("succeeded", "skipped"))))
+        if cp is None:
+            raise AosError("NOT_FOUND", f"step {step_id!r} of run {run.id} has no successful attempt (yet)")
+        return {"output": (cp.outcome or {}).get("output")}
 
 
 def cancel_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher | None) -> dict[str, Any]:
@@ -196,6 +271,7 @@ def cancel_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher
         if res.rowcount == 0:  # type: ignore[attr-defined]
             raise AosError("CONFLICT", "the run changed while cancelling; try again")
         timeline.record(s, ctx.tenant_id, run.id, "run.cancelled")
+        metrics.run_finished("cancelled")
         generations = s.scalars(select(OutboxMessage.id).where(
             OutboxMessage.topic == "run.enqueue", OutboxMessage.payload["run_id"].astext == str(run.id))).all()
         pending_steps = range(run.next_step, run.step_count)

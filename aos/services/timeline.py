@@ -25,4 +25,5 @@ def record(session: Session, tenant_id: uuid.UUID, run_id: uuid.UUID, type_: str
     session.add(RunEvent(tenant_id=tenant_id, run_id=run_id, type=type_, step_id=step_id, data=data))
     if type_ in WEBHOOK_EVENTS:
         session.add(OutboxMessage(tenant_id=tenant_id, topic=type_,
-                                  payload={"run_id": str(run_id), "event": type_, "data": data}))
+                                  payload={"run_id": str(run_id), "event": type_,
+                                           "data": {**data, **({"step_id": step_id} if step_id else {})}}))

@@ -118,6 +118,14 @@ class Skill(ABC):
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
         """Do the work. Raise SkillError for failures the skill understands."""
 
+    def replay(self, args: dict[str, Any], recorded: SkillResult, ctx: SkillContext) -> SkillResult:
+        """Answer a golden replay without calling out (only non-deterministic skills are asked).
+
+        ``recorded`` holds the recorded output, usage and raw response of a successful call. This
+        default hands them back; a skill that derives its output from ``raw`` overrides it to derive
+        it again, so a replay also checks how the skill reads a response (see aos/golden/replay.py)."""
+        return recorded
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

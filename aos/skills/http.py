@@ -114,6 +114,11 @@ class HttpRequest(Skill):
                          fail_on_status=args.get("fail_on_status", True), method=exchange.method)
         return SkillResult(output=output, raw=copy.deepcopy(output))
 
+    def replay(self, args: dict[str, Any], recorded: SkillResult, ctx: SkillContext) -> SkillResult:
+        """The recorded response is the output (status, headers, body): a replay sends nothing."""
+        raw = recorded.raw if recorded.raw is not None else recorded.output
+        return SkillResult(output=copy.deepcopy(raw), raw=raw)
+
 
 class _Exchange:
     """One request and its redirect hops; ``method`` and ``url`` are those of the current hop."""

@@ -61,8 +61,26 @@ def register_extensions(app: Flask, publisher: Any) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per resource."""
+    from aos.web.metrics import bp as metrics
+    from aos.web.openapi import use_problem_responses
+    from aos.web.resources.agents.routes import blp as agents
+    from aos.web.resources.dead_letters.routes import blp as dead_letters
+    from aos.web.resources.errors.routes import blp as errors
+    from aos.web.resources.golden.routes import blp as golden
     from aos.web.resources.health.routes import blp as health
+    from aos.web.resources.inspect.routes import blp as inspect
     from aos.web.resources.runs.routes import blp as runs
+    from aos.web.resources.simulate.routes import blp as simulate
+    from aos.web.resources.skills.routes import blp as skills
+    from aos.web.resources.webhooks.routes import blp as webhook
+    from aos.web.resources.workflows.routes import blp as workflows
 
+    use_problem_responses(api)  # before any blueprint: their operations reference these responses
     api.register_blueprint(health)
     api.register_blueprint(runs)
+    for blp in (workflows, agents, skills, errors, simulate, inspect):
+        api.register_blueprint(blp)
+    api.register_blueprint(golden)
+    api.register_blueprint(dead_letters)
+    api.register_blueprint(webhook)
+    app.register_blueprint(metrics)  # plain Flask: /metrics is for Prometheus, outside /api/v1 and its OpenAPI

@@ -94,6 +94,8 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         from sqlalchemy.exc import OperationalError
 
+        if isinstance(exc, RecursionError):  # a JSON body nested deeper than the parser can go
+            return problem("BODY_MALFORMED", "the request body is nested too deeply to parse")
         if isinstance(exc, OperationalError):
             log.error("database unavailable: %s", exc)
             return problem("SERVICE_UNAVAILABLE", "the database is unreachable; retry shortly")

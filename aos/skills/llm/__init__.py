@@ -35,6 +35,7 @@ from aos.skills.llm.providers import (
     complete_anthropic,
     complete_offline,
     complete_openai,
+    parse_recorded,
 )
 from aos.skills.ssrf import AllowList, check_host, host_matches
 
@@ -154,7 +155,15 @@ class LlmComplete(Skill):
     recommended = 3
 
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
-        settings = ctx.settings
+        provider, table, req = self._prepare(args, ctx.settings)
+        return self._result(provider, req, self._complete(provider, req, args, ctx), table)
+
+    def replay(self, args: dict[str, Any], recorded: SkillResult, ctx: SkillContext) -> SkillResult:
+        """The recorded provider response read and priced again, exactly as ``run`` reads a live one."""
+        provider, table, req = self._prepare(args, ctx.settings)
+        return self._result(provider, req, parse_recorded(recorded.raw, req, provider), table)
+
+    def _prepare(self, args: dict[str, Any], settings: Settings) -> tuple[str, dict[str, Any], LlmRequest]:
         provider = args.get("provider") or settings.llm_default_provider
         if provider not in PROVIDERS:
             raise SkillError("LLM_NOT_CONFIGURED", f"AOS_LLM_PROVIDER={provider!r} is not a provider; "
@@ -171,8 +180,9 @@ class LlmComplete(Skill):
             max_tokens=int(args.get("max_tokens", 1024)), system=args.get("system"),
             temperature=args.get("temperature"), stop=list(args.get("stop") or []),
             json_output=bool(args.get("json_output", False)))
-        completion = self._complete(provider, req, args, ctx)
+        return provider, table, req
 
+    def _result(self, provider: str, req: LlmRequest, completion: Completion, table: Any) -> SkillResult:
         warnings: list[str] = []
         cost = 0.0
         if provider != "offline":

@@ -192,7 +192,11 @@ def complete_anthropic(req: LlmRequest, *, api_key: str, base_url: str | None, t
             response = client.messages.with_raw_response.create(**kwargs)
     except anthropic.AnthropicError as exc:
         raise _sdk_failure("anthropic", anthropic, exc, url, (api_key,)) from None
-    raw = _json_body(response.http_response, "anthropic")
+    return parse_anthropic(_json_body(response.http_response, "anthropic"), req)
+
+
+def parse_anthropic(raw: Any, req: LlmRequest) -> Completion:
+    """A Messages API response body as a Completion (also how a golden replay reads a recorded one)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
         raise _malformed("anthropic", "no content list")
     text = "".join(b.get("text", "") for b in raw["content"] if isinstance(b, dict) and b.get("type") == "text")
@@ -233,7 +237,11 @@ def complete_openai(req: LlmRequest, *, provider: str, api_key: str, base_url: s
             response = client.chat.completions.with_raw_response.create(**kwargs)
     except openai.OpenAIError as exc:
         raise _sdk_failure(provider, openai, exc, base_url, (api_key,)) from None
-    raw = _json_body(response.http_response, provider)
+    return parse_openai(_json_body(response.http_response, provider), req, provider)
+
+
+def parse_openai(raw: Any, req: LlmRequest, provider: str) -> Completion:
+    """A Chat Completions response body as a Completion (also how a golden replay reads a recorded one)."""
     try:
         choice = raw["choices"][0]
         message = choice.get("message") or {}
@@ -274,3 +282,19 @@ def complete_offline(req: LlmRequest) -> Completion:
            "stop_reason": stop_reason, "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
     return Completion(text=text, model=req.model, stop_reason=stop_reason, input_tokens=input_tokens,
                       output_tokens=output_tokens, raw=raw)
+
+
+def parse_recorded(raw: Any, req: LlmRequest, provider: str) -> Completion:
+    """A recorded raw response (a golden file's) as a Completion, read by the shape it has: the
+    offline provider's, an Anthropic message, or an OpenAI chat completion. Nothing is called."""
+    if isinstance(raw, dict) and raw.get("provider") == "offline":
+        usage = raw.get("usage") or {}
+        return Completion(text=str(raw.get("text") or ""), model=str(raw.get("model") or req.model),
+                          stop_reason=str(raw.get("stop_reason") or "end_turn"),
+                          input_tokens=int(usage.get("input_tokens") or 0),
+                          output_tokens=int(usage.get("output_tokens") or 0), raw=raw)
+    if isinstance(raw, dict) and "choices" in raw:
+        return parse_openai(raw, req, provider)
+    if isinstance(raw, dict) and "content" in raw:
+        return parse_anthropic(raw, req)
+    raise _malformed(provider, "the recorded response is none of the known shapes")

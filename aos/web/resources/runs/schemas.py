@@ -2,84 +2,146 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import marshmallow as ma
 
+from aos.db.models import RUN_STATUSES
+from aos.services.workflows import NAME as WORKFLOW_NAME
+from aos.services.workflows import NAME_RULE
+from aos.web.pagination import PageArgsSchema, page_of
+from aos.web.schemas import BodySchema, timestamp
 
-class RunCreateSchema(ma.Schema):
+_BIGINT = 2**63 - 1
+
+
+class RunCreateSchema(BodySchema):
     plan = ma.fields.Dict(required=True, metadata={"description": "The plan (SPEC §3 plan format)."})
-    inputs = ma.fields.Dict(load_default=None, metadata={"description": "Overrides of the plan's inputs."})
-    agent_id = ma.fields.UUID(load_default=None, metadata={"description": "Run as this agent (its capabilities apply)."})
+    inputs = ma.fields.Dict(load_default=None, allow_none=True,
+                            metadata={"description": "Overrides of the plan's inputs."})
+    agent_id = ma.fields.UUID(load_default=None, allow_none=True,
+                              metadata={"description": "Run as this agent (its capabilities apply)."})
 
 
-class RunListArgsSchema(ma.Schema):
-    status = ma.fields.String(validate=ma.validate.OneOf(
-        ["queued", "running", "succeeded", "failed", "cancelled", "dead_lettered"]))
-    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
+class RunListArgsSchema(PageArgsSchema):
+    status = ma.fields.String(validate=ma.validate.OneOf(RUN_STATUSES))
+    agent_id = ma.fields.UUID(metadata={"description": "Only the runs of this agent."})
+    workflow = ma.fields.String(validate=ma.validate.Regexp(WORKFLOW_NAME, error=NAME_RULE),
+                                metadata={"description": "Only the runs of this stored workflow (any version)."})
+    created_after = ma.fields.AwareDateTime(default_timezone=UTC, metadata={
+        "description": "Only runs created at or after this time (ISO 8601; without an offset, UTC)."})
+    created_before = ma.fields.AwareDateTime(default_timezone=UTC, metadata={
+        "description": "Only runs created before this time (ISO 8601; without an offset, UTC)."})
 
 
-class StepErrorSchema(ma.Schema):
-    code = ma.fields.String(allow_none=True)
-    message = ma.fields.String(allow_none=True)
+class TimelineArgsSchema(ma.Schema):
+    after_id = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=_BIGINT),
+                                 metadata={"description": "Only events with a larger id (resume a read)."})
+
+
+class FailureSchema(ma.Schema):
+    """A failure: its catalog code and what the catalog says about it."""
+
+    code = ma.fields.String(required=True, metadata={"description": "Failure-catalog code."})
+    message = ma.fields.String(required=True, allow_none=True)
+    category = ma.fields.String(required=True)
+    retryable = ma.fields.Boolean(required=True)
+    recovery_mode = ma.fields.String(required=True, metadata={
+        "description": "RETRY, RETRY_AFTER, FALLBACK, SKIP, ABORT, ESCALATE or CIRCUIT_OPEN."})
+    suggestion = ma.fields.String(required=True, metadata={"description": "What to do next, in one line."})
 
 
 class BudgetSchema(ma.Schema):
-    max_cost_usd = ma.fields.Float(allow_none=True)
-    max_tokens = ma.fields.Integer(allow_none=True)
-    max_steps = ma.fields.Integer(allow_none=True)
-    max_wall_s = ma.fields.Integer(allow_none=True)
-    spent_cost_usd = ma.fields.Float()
-    spent_tokens = ma.fields.Integer()
-    steps_started = ma.fields.Integer()
+    max_cost_usd = ma.fields.Float(required=True, allow_none=True)
+    max_tokens = ma.fields.Integer(required=True, allow_none=True)
+    max_steps = ma.fields.Integer(required=True, allow_none=True)
+    max_wall_s = ma.fields.Integer(required=True, allow_none=True)
+    spent_cost_usd = ma.fields.Float(required=True)
+    spent_tokens = ma.fields.Integer(required=True)
+    steps_started = ma.fields.Integer(required=True)
 
 
 class StepSchema(ma.Schema):
     id = ma.fields.String(required=True)
-    index = ma.fields.Integer()
-    skill = ma.fields.String()
-    status = ma.fields.String(metadata={"description": "pending, running, succeeded, failed, skipped, not_run"})
-    attempts = ma.fields.Integer()
-    output = ma.fields.Raw(allow_none=True)
-    output_ref = ma.fields.String(allow_none=True, metadata={"description": "Where a large output can be fetched."})
-    error = ma.fields.Nested(StepErrorSchema, allow_none=True)
-    cost_usd = ma.fields.Float()
-    tokens = ma.fields.Integer()
-    started_at = ma.fields.String(allow_none=True)
-    finished_at = ma.fields.String(allow_none=True)
-    duration_ms = ma.fields.Float(allow_none=True)
+    index = ma.fields.Integer(required=True)
+    skill = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, metadata={
+        "description": "pending, running, succeeded, failed, skipped or not_run"})
+    attempts = ma.fields.Integer(required=True, metadata={"description": "How many attempts started."})
+    output = ma.fields.Raw(required=True, allow_none=True)
+    output_ref = ma.fields.String(required=True, allow_none=True,
+                                  metadata={"description": "Where a large output can be fetched."})
+    error = ma.fields.Nested(FailureSchema, required=True, allow_none=True)
+    cost_usd = ma.fields.Float(required=True)
+    tokens = ma.fields.Integer(required=True)
+    started_at = timestamp(required=True, allow_none=True)
+    finished_at = timestamp(required=True, allow_none=True)
+    duration_ms = ma.fields.Float(required=True, allow_none=True)
+
+
+class AttemptSchema(ma.Schema):
+    attempt = ma.fields.Integer(required=True)
+    status = ma.fields.String(required=True, metadata={"description": "running, succeeded, failed or skipped"})
+    args = ma.fields.Raw(required=True, allow_none=True, metadata={"description": "The resolved args."})
+    output = ma.fields.Raw(required=True, allow_none=True)
+    output_ref = ma.fields.String(required=True, allow_none=True)
+    error = ma.fields.Nested(FailureSchema, required=True, allow_none=True)
+    cost_usd = ma.fields.Float(required=True)
+    input_tokens = ma.fields.Integer(required=True)
+    output_tokens = ma.fields.Integer(required=True)
+    worker = ma.fields.String(required=True, allow_none=True)
+    started_at = timestamp(required=True, allow_none=True)
+    finished_at = timestamp(required=True, allow_none=True)
+    duration_ms = ma.fields.Float(required=True, allow_none=True)
+
+
+class StepDetailSchema(StepSchema):
+    attempts = ma.fields.List(ma.fields.Nested(AttemptSchema), required=True,
+                              metadata={"description": "Every attempt, oldest first."})
+
+
+class StepOutputSchema(ma.Schema):
+    output = ma.fields.Raw(required=True, allow_none=True, metadata={"description": "The full output."})
 
 
 class RunSummarySchema(ma.Schema):
     id = ma.fields.String(required=True)
-    name = ma.fields.String(allow_none=True)
-    status = ma.fields.String(required=True)
-    steps_total = ma.fields.Integer()
-    next_step = ma.fields.Integer()
-    agent_id = ma.fields.String(allow_none=True)
-    workflow_id = ma.fields.String(allow_none=True)
-    error = ma.fields.Nested(StepErrorSchema, allow_none=True)
-    budget = ma.fields.Nested(BudgetSchema)
-    plan_hash = ma.fields.String()
-    created_at = ma.fields.String(allow_none=True)
-    started_at = ma.fields.String(allow_none=True)
-    finished_at = ma.fields.String(allow_none=True)
+    name = ma.fields.String(required=True, allow_none=True)
+    status = ma.fields.String(required=True, metadata={"description": ", ".join(RUN_STATUSES)})
+    steps_total = ma.fields.Integer(required=True)
+    next_step = ma.fields.Integer(required=True)
+    agent_id = ma.fields.String(required=True, allow_none=True)
+    workflow_id = ma.fields.String(required=True, allow_none=True)
+    error = ma.fields.Nested(FailureSchema, required=True, allow_none=True)
+    budget = ma.fields.Nested(BudgetSchema, required=True)
+    plan_hash = ma.fields.String(required=True)
+    created_at = timestamp(required=True, allow_none=True)
+    started_at = timestamp(required=True, allow_none=True)
+    finished_at = timestamp(required=True, allow_none=True)
 
 
 class RunSchema(RunSummarySchema):
-    inputs = ma.fields.Dict()
-    steps = ma.fields.List(ma.fields.Nested(StepSchema))
+    inputs = ma.fields.Dict(required=True)
+    steps = ma.fields.List(ma.fields.Nested(StepSchema), required=True)
 
 
-class RunListSchema(ma.Schema):
-    items = ma.fields.List(ma.fields.Nested(RunSummarySchema))
+RunPageSchema = page_of(RunSummarySchema, "RunPage")
+
+
+class LastEventIdSchema(ma.Schema):
+    last_event_id = ma.fields.Integer(data_key="Last-Event-ID", load_default=0,
+                                      validate=ma.validate.Range(min=0, max=_BIGINT),
+                                      metadata={"description": "Resume after this event id (EventSource sends it "
+                                                               "on reconnect)."})
 
 
 class EventSchema(ma.Schema):
-    id = ma.fields.Integer()
-    type = ma.fields.String()
-    step_id = ma.fields.String(allow_none=True)
-    data = ma.fields.Dict()
-    at = ma.fields.String()
+    id = ma.fields.Integer(required=True)
+    type = ma.fields.String(required=True)
+    step_id = ma.fields.String(required=True, allow_none=True)
+    data = ma.fields.Dict(required=True)
+    at = timestamp(required=True, allow_none=True)
 
 
 class TimelineSchema(ma.Schema):
-    items = ma.fields.List(ma.fields.Nested(EventSchema))
+    items = ma.fields.List(ma.fields.Nested(EventSchema), required=True)

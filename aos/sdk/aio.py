@@ -1,0 +1,304 @@
+"""The asynchronous client of the AOS API: the same operations as ``Client``, awaited.
+
+    from aos.sdk import AsyncClient
+
+    async with AsyncClient(url, api_key) as aos:
+        run = await aos.runs.create(plan)
+        async for event in aos.runs.events(run.id):   # live, until the run's `end`
+            print(event.type, event.step_id)
+        async for r in aos.runs.list(status="failed"):  # every page, fetched lazily
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from aos.sdk import _calls as calls
+from aos.sdk.errors import ApiUnreachable, RunWaitTimeout, error_from_response
+from aos.sdk.models import (
+    Agent,
+    AgentState,
+    CatalogEntry,
+    Event,
+    Inspection,
+    Page,
+    Provenance,
+    Run,
+    RunSummary,
+    Simulation,
+    Skill,
+    StepDetail,
+    Workflow,
+)
+from aos.sdk.retry import RetryPolicy, parse_retry_after
+from aos.sdk.sse import SSEDecoder
+
+T = TypeVar("T")
+
+
+class AsyncPaginator(Generic[T]):
+    """Every item of a list across its pages, fetched one page at a time as you ``async for``."""
+
+    def __init__(self, fetch: Callable[[str | None], Awaitable[Page[T]]]) -> None:
+        self._fetch = fetch
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        async for page in self.pages():
+            for item in page.items:
+                yield item
+
+    async def pages(self, cursor: str | None = None) -> AsyncIterator[Page[T]]:
+        while True:
+            page = await self._fetch(cursor)
+            yield page
+            if not page.next_cursor or page.next_cursor == cursor:
+                return
+            cursor = page.next_cursor
+
+    async def first_page(self, cursor: str | None = None) -> Page[T]:
+        return await self._fetch(cursor)
+
+    async def to_list(self) -> list[T]:
+        return [item async for item in self]
+
+
+class AsyncClient:
+    """A connection to one AOS API with one API key (``AOS_URL``/``AOS_API_KEY`` by default).
+    Close it with ``await client.aclose()`` or use ``async with``."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,
+                 retry: RetryPolicy | None = None, headers: dict[str, str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = calls.base_url_of(base_url)
+        self.retry = retry or RetryPolicy()
+        self._http = httpx.AsyncClient(base_url=self.base_url + calls.API_PREFIX, timeout=timeout,
+                                       headers=calls.default_headers(api_key, headers), transport=transport)
+        self.runs = AsyncRuns(self)
+        self.workflows = AsyncWorkflows(self)
+        self.agents = AsyncAgents(self)
+        self.skills = AsyncSkills(self)
+        self.errors = AsyncErrors(self)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def simulate(self, plan: dict[str, Any], *, inputs: dict[str, Any] | None = None,
+                       agent_id: Any = None) -> Simulation:
+        """Estimate a plan's cost, tokens and latency and check its budget and capabilities; nothing runs."""
+        return await self.call(calls.simulate(plan, inputs, agent_id))
+
+    async def inspect(self) -> Inspection:
+        return await self.call(calls.inspect())
+
+    # --- transport ---------------------------------------------------------------------------------------
+
+    async def call(self, c: calls.Call) -> Any:
+        return c.parse(await self.request(c.method, c.path, params=c.params, json=c.json), self)
+
+    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                      json: Any = None) -> Any:
+        """Send one request (path below /api/v1) with retries; return the JSON answer or raise AosApiError."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                resp = await self._http.request(method, path, params=params, json=json)
+            except httpx.TransportError as exc:
+                delay = self.retry.delay_after_error(attempt, method, exc)
+                if delay is None:
+                    raise ApiUnreachable(self.base_url, exc, method=method, url=path) from None
+                await asyncio.sleep(delay)
+                continue
+            if resp.status_code < 400:
+                return resp.json() if resp.content else None
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            delay = self.retry.delay_after_status(attempt, resp.status_code, retry_after)
+            if delay is None:
+                raise error_from_response(resp, retry_after)
+            await asyncio.sleep(delay)
+
+    async def stream_events(self, run_id: Any, *, after_id: int | None = None, timeout: float | None = None,
+                            max_reconnects: int = 5) -> AsyncIterator[Event]:
+        """See ``AsyncRuns.events``."""
+        last_id = str(after_id) if after_id is not None else None
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        failures = 0
+        retry_s: float | None = None  # the server's `retry:` hint
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            read_s = calls.STREAM_READ_TIMEOUT_S
+            if deadline is not None:
+                read_s = max(0.05, min(read_s, deadline - time.monotonic()))
+            delay: float | None = None
+            try:
+                async with self._http.stream("GET", calls.events_path(run_id), headers=headers,
+                                             timeout=httpx.Timeout(self._http.timeout.connect, read=read_s)) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                        delay = self.retry.delay_after_status(failures + 1, resp.status_code, retry_after)
+                        if delay is None:
+                            raise error_from_response(resp, retry_after)
+                    else:
+                        decoder = SSEDecoder(last_id)
+                        async for line in resp.aiter_lines():
+                            _check_deadline(deadline, timeout, run_id)
+                            sse = decoder.feed(line)
+                            if decoder.retry_ms is not None:
+                                retry_s = decoder.retry_ms / 1000
+                            if sse is not None or line.startswith(":"):
+                                failures = 0  # an event or a keepalive: the stream works, reconnections start over
+                            if sse is None:
+                                continue
+                            event = calls.stream_event(sse.event, sse.data, self)
+                            yield event
+                            if event.type == "end":
+                                return
+                            last_id = sse.id if sse.id is not None else str(event.id)
+            except httpx.TransportError as exc:
+                cause: Exception = exc
+            else:
+                cause = httpx.RemoteProtocolError("the event stream ended before the run's end event")
+            # the stream broke or ended without `end` (a proxy or worker timeout): resume after the last id
+            failures += 1
+            _check_deadline(deadline, timeout, run_id)
+            if failures > max_reconnects:
+                raise ApiUnreachable(self.base_url, cause, method="GET", url=calls.events_path(run_id))
+            await asyncio.sleep(delay if delay is not None else max(retry_s or 0.0, self.retry.backoff(failures)))
+
+
+def _check_deadline(deadline: float | None, timeout: float | None, run_id: Any) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise RunWaitTimeout(str(run_id), timeout or 0.0)
+
+
+class _Resource:
+    def __init__(self, client: AsyncClient) -> None:
+        self._c = client
+
+
+class AsyncRuns(_Resource):
+    async def create(self, plan: dict[str, Any], *, inputs: dict[str, Any] | None = None,
+                     agent_id: Any = None) -> Run:
+        return await self._c.call(calls.create_run(plan, inputs, agent_id))
+
+    async def get(self, run_id: Any) -> Run:
+        return await self._c.call(calls.get_run(run_id))
+
+    def list(self, *, status: str | None = None, agent_id: Any = None, workflow: str | None = None,
+             created_after: Any = None, created_before: Any = None,
+             page_size: int | None = None) -> AsyncPaginator[RunSummary]:
+        """Runs newest first, every page (lazily): ``async for run in client.runs.list(...)``."""
+        return AsyncPaginator(lambda cursor: self.page(cursor=cursor, limit=page_size, status=status,
+                                                       agent_id=agent_id, workflow=workflow,
+                                                       created_after=created_after, created_before=created_before))
+
+    async def page(self, *, cursor: str | None = None, limit: int | None = None, **filters: Any) -> Page[RunSummary]:
+        return await self._c.call(calls.list_runs(cursor, limit, **filters))
+
+    async def timeline(self, run_id: Any, *, after_id: int | None = None) -> builtins.list[Event]:
+        return await self._c.call(calls.run_timeline(run_id, after_id))
+
+    async def step(self, run_id: Any, step_id: str) -> StepDetail:
+        return await self._c.call(calls.get_step(run_id, step_id))
+
+    async def step_output(self, run_id: Any, step_id: str) -> Any:
+        return await self._c.call(calls.step_output(run_id, step_id))
+
+    async def cancel(self, run_id: Any) -> Run:
+        return await self._c.call(calls.cancel_run(run_id))
+
+    async def resume(self, run_id: Any) -> Run:
+        return await self._c.call(calls.resume_run(run_id))
+
+    async def wait(self, run_id: Any, *, timeout: float | None = None, poll_s: float = 0.25) -> Run:
+        """Poll until the run is final and return it; ``RunWaitTimeout`` (with ``.last``) after ``timeout`` s."""
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        delay = poll_s
+        while True:
+            run = await self.get(run_id)
+            if run.is_final:
+                return run
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise RunWaitTimeout(str(run_id), timeout or 0.0, run)
+            await asyncio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
+            delay = min(delay * 1.5, 2.0)
+
+    def events(self, run_id: Any, *, after_id: int | None = None, timeout: float | None = None,
+               max_reconnects: int = 5) -> AsyncIterator[Event]:
+        """The run's events as they happen; the last has type ``end`` and ``run`` set (see ``Runs.events``)."""
+        return self._c.stream_events(run_id, after_id=after_id, timeout=timeout, max_reconnects=max_reconnects)
+
+
+class AsyncWorkflows(_Resource):
+    async def save(self, name: str, plan: dict[str, Any]) -> Workflow:
+        return await self._c.call(calls.save_workflow(name, plan))
+
+    def list(self, *, page_size: int | None = None) -> AsyncPaginator[Workflow]:
+        return AsyncPaginator(lambda cursor: self._c.call(calls.list_workflows(cursor, page_size)))
+
+    async def get(self, name: str, *, version: int | None = None) -> Workflow:
+        return await self._c.call(calls.get_workflow(name, version))
+
+    async def versions(self, name: str) -> builtins.list[Workflow]:
+        return await self._c.call(calls.workflow_versions(name))
+
+    async def run(self, name: str, *, version: int | None = None, inputs: dict[str, Any] | None = None,
+                  agent_id: Any = None) -> Run:
+        return await self._c.call(calls.run_workflow(name, version, inputs, agent_id))
+
+
+class AsyncAgents(_Resource):
+    async def create(self, name: str, *, capabilities: dict[str, Any] | None = None) -> Agent:
+        return await self._c.call(calls.create_agent(name, capabilities))
+
+    def list(self, *, page_size: int | None = None) -> AsyncPaginator[Agent]:
+        return AsyncPaginator(lambda cursor: self._c.call(calls.list_agents(cursor, page_size)))
+
+    async def get(self, agent_id: Any) -> Agent:
+        return await self._c.call(calls.get_agent(agent_id))
+
+    def runs(self, agent_id: Any, *, status: str | None = None,
+             page_size: int | None = None) -> AsyncPaginator[RunSummary]:
+        return AsyncPaginator(lambda cursor: self._c.call(calls.agent_runs(agent_id, cursor, page_size, status)))
+
+    async def run(self, agent_id: Any, run_id: Any) -> Run:
+        return await self._c.call(calls.agent_run(agent_id, run_id))
+
+    def provenance(self, agent_id: Any, *, page_size: int | None = None) -> AsyncPaginator[Provenance]:
+        return AsyncPaginator(lambda cursor: self._c.call(calls.agent_provenance(agent_id, cursor, page_size)))
+
+    async def state(self, agent_id: Any) -> AgentState:
+        return await self._c.call(calls.get_agent_state(agent_id))
+
+    async def set_state(self, agent_id: Any, state: dict[str, Any]) -> AgentState:
+        return await self._c.call(calls.put_agent_state(agent_id, state))
+
+
+class AsyncSkills(_Resource):
+    async def list(self, *, recommended: bool | None = None) -> builtins.list[Skill]:
+        return await self._c.call(calls.list_skills(recommended))
+
+
+class AsyncErrors(_Resource):
+    async def list(self) -> builtins.list[CatalogEntry]:
+        return await self._c.call(calls.list_errors())
+
+    async def get(self, code: str) -> CatalogEntry:
+        return await self._c.call(calls.get_error(code))

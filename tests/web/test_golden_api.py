@@ -1,0 +1,120 @@
+"""The golden API: record a run as a signed document, verify it, replay it; a bad signature is a 422 with its
+code; another tenant's run is a 404."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import pytest
+
+from aos.golden.record import seal
+from aos.golden.verify import encode, parse
+from aos.services import golden
+from aos.services.runs import submit_run
+from tests.golden.helpers import SECRET, mixed_plan, run_plan, running_stubs
+
+TRANSFORM = {"name": "api-golden", "inputs": {"n": 3},
+             "steps": [{"id": "a", "skill": "json.transform", "args": {"input": {"$ref": "inputs.n"}, "expr": "@"}},
+                       {"id": "b", "skill": "json.transform",
+                        "args": {"input": {"x": {"$ref": "steps.a.output"}}, "expr": "x"}}]}
+
+
+@pytest.fixture
+def golden_key(settings_env):
+    return settings_env(AOS_GOLDEN_SECRET=SECRET, AOS_GOLDEN_KEY_ID="test-k1")
+
+
+@pytest.fixture
+def stubs():
+    with running_stubs() as running:
+        yield running
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_record_returns_a_signed_document_that_verifies_and_replays_identically(client, tenant, worker, golden_key,
+                                                                                stubs):
+    ctx, key = tenant
+    run_id = run_plan(ctx, mixed_plan(stubs["http"].base_url, stubs["llm"].openai_url))
+    resp = client.post(f"/api/v1/runs/{run_id}/golden", headers=_auth(key))
+    assert resp.status_code == 200, resp.json
+    doc = resp.json
+    assert set(doc) == {"format", "key_id", "hash", "signature", "body"} and doc["key_id"] == "test-k1"
+    data = encode(doc)  # what `aos golden record` writes: the document survives the JSON round trip
+    golden.verify(parse(data), data)
+
+    resp = client.post("/api/v1/golden/verify", json={"document": doc}, headers=_auth(key))
+    assert resp.status_code == 200 and resp.json["valid"] and resp.json["steps"] == 8
+
+    stubs["stop"]()
+    resp = client.post("/api/v1/golden/replay", json={"document": doc, "timeout_s": 60}, headers=_auth(key))
+    assert resp.status_code == 200, resp.json
+    report = resp.json
+    assert report["identical"] is True and report["divergence"] is None and report["status"] == "succeeded"
+    assert [s["identical"] for s in report["steps"]] == [True] * 8
+    assert report["source_run_id"] == run_id and report["run_id"] != run_id
+
+
+def test_a_divergence_is_a_200_report_naming_the_step_path_and_values(client, tenant, worker, golden_key):
+    ctx, key = tenant
+    doc = golden.record_run(ctx, run_plan(ctx, TRANSFORM))
+    plan = copy.deepcopy(TRANSFORM)
+    plan["steps"][1]["args"]["expr"] = "to_string(x)"
+    resp = client.post("/api/v1/golden/replay", json={"document": doc, "plan": plan, "timeout_s": 60},
+                       headers=_auth(key))
+    assert resp.status_code == 200, resp.json
+    assert resp.json["identical"] is False
+    assert resp.json["divergence"] == {"step_index": 1, "step_id": "b", "path": "args.expr",
+                                       "recorded": "x", "replayed": "to_string(x)"}
+
+
+def test_a_bad_signature_is_a_422_with_its_code_and_no_run_starts(client, tenant, worker, golden_key):
+    ctx, key = tenant
+    doc = golden.record_run(ctx, run_plan(ctx, TRANSFORM))
+    doc["body"]["steps"][0]["outcome"]["output"] = 4
+    for path in ("/api/v1/golden/replay", "/api/v1/golden/verify"):
+        resp = client.post(path, json={"document": doc}, headers=_auth(key))
+        assert resp.status_code == 422 and resp.mimetype == "application/problem+json"
+        assert resp.json["code"] == "GOLDEN_SIGNATURE_INVALID" and "steps[0] ('a')" in resp.json["detail"]
+
+
+def test_unknown_key_and_bad_format_have_their_own_codes(client, tenant, worker, golden_key):
+    ctx, key = tenant
+    doc = golden.record_run(ctx, run_plan(ctx, TRANSFORM))
+    resp = client.post("/api/v1/golden/verify", json={"document": {**doc, "key_id": "k9"}}, headers=_auth(key))
+    assert resp.status_code == 422 and resp.json["code"] == "GOLDEN_KEY_UNKNOWN"
+    bad = {k: v for k, v in doc.items() if k != "signature"}
+    resp = client.post("/api/v1/golden/replay", json={"document": bad}, headers=_auth(key))
+    assert resp.status_code == 422 and resp.json["code"] == "GOLDEN_FORMAT_INVALID"
+    assert "$.signature" in resp.json["detail"]
+    resp = client.post("/api/v1/golden/replay", json={}, headers=_auth(key))
+    assert resp.status_code == 422 and resp.json["code"] == "VALIDATION_ERROR"
+
+
+def test_another_tenants_run_is_404_and_an_unfinished_run_is_409(client, tenant, worker, golden_key, aos_env):
+    from aos.db.session import session_scope
+    from aos.services.tenancy import create_api_key, create_tenant
+
+    ctx, key = tenant
+    run_id = run_plan(ctx, TRANSFORM)
+    with session_scope() as s:
+        other = create_tenant(s, f"other-{uuid.uuid4().hex[:8]}")
+        other_key, _ = create_api_key(s, other, "k", ("runs:read", "runs:write"))
+    assert client.post(f"/api/v1/runs/{run_id}/golden", headers=_auth(other_key)).json["code"] == "NOT_FOUND"
+    queued = submit_run(ctx, TRANSFORM, None)
+    resp = client.post(f"/api/v1/runs/{queued}/golden", headers=_auth(key))
+    assert resp.status_code == 409 and resp.json["code"] == "CONFLICT"
+    assert client.post(f"/api/v1/runs/{run_id}/golden").status_code == 401
+
+
+def test_a_document_signed_with_another_secret_does_not_replay(client, tenant, worker, golden_key):
+    from aos.golden.sign import KeyRing
+
+    ctx, key = tenant
+    doc = golden.record_run(ctx, run_plan(ctx, TRANSFORM))
+    forged = seal(doc["body"], KeyRing("test-k1", {"test-k1": "not-the-server-secret"}))
+    resp = client.post("/api/v1/golden/replay", json={"document": forged}, headers=_auth(key))
+    assert resp.status_code == 422 and resp.json["code"] == "GOLDEN_SIGNATURE_INVALID"
