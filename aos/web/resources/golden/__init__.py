@@ -1,0 +1,1 @@
+"""Golden files: record a run, verify a document, replay it."""
