@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: quickstart test lint venv bench clean docs
+.PHONY: quickstart test lint venv bench clean docs promtool determinism
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,14 +19,30 @@ venv: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/aos quickstart
 
-test: $(STAMP)
+test: $(STAMP) promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# promtool (Debian package `prometheus`) checks the metrics exposition and the alert rules in tests/ops.
+# Installed when missing if we are root with apt-get; otherwise tests/ops fail and say how to install it.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing promtool (apt-get install prometheus)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; } || \
+	      echo "warning: could not install promtool; tests/ops will fail" >&2; \
+	  else echo "warning: promtool missing and cannot apt-get install prometheus (not root); tests/ops will fail" >&2; \
+	  fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check aos tests bench
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.steps
+
+determinism: $(STAMP)
+	$(BIN)/python -m bench.determinism --iterations $(or $(ITERATIONS),200) --workers $(or $(WORKERS),2)
 
 docs: $(STAMP)
 	$(BIN)/aos docs generate

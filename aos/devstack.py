@@ -43,7 +43,8 @@ class DevStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._start_servers(settings)
         env_updates = {"AOS_DATABASE_URL": self.database_url, "AOS_BROKER_URL": self.broker_url,
-                       "AOS_SECRET_KEY": settings.secret_key or self._dev_secret()}
+                       "AOS_SECRET_KEY": settings.secret_key or self._dev_secret(),
+                       "AOS_DATA_DIR": str(self.data_dir)}  # the children keep their files (beat, metrics) here
         os.environ.update(env_updates)
         reset_settings()
         from aos.db.migrate import upgrade
@@ -109,14 +110,12 @@ class DevStack:
         py = sys.executable
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
+        # the children are the same `aos worker|beat|api` an operator runs: one place for their settings
+        # (gunicorn gthread workers for live event streams, the metrics directory, the beat leader scheduler)
         commands = {
-            "worker": [py, "-m", "celery", "-A", "aos.tasks.app", "worker", "-P", "prefork", "-c", "2",
-                       "-Q", f"{get_settings().step_queue},aos.default", "-n", f"dev-{os.getpid()}@%h",
-                       "--loglevel", "INFO"],
-            "beat": [py, "-m", "celery", "-A", "aos.tasks.app", "beat", "--loglevel", "INFO",
-                     "-s", str(self.data_dir / "celerybeat-schedule")],
-            "api": [py, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
-                    "aos.web.wsgi:app"],
+            "worker": [py, "-m", "aos", "worker", "-c", "2"],
+            "beat": [py, "-m", "aos", "beat"],
+            "api": [py, "-m", "aos", "api", "-b", f"127.0.0.1:{port}", "-w", "2"],
         }
         for name, cmd in commands.items():
             out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 — lives as long as the child

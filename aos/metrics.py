@@ -13,11 +13,16 @@ work in both modes.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from aos.db.models import CHECKPOINT_STATUSES, OUTBOX_STATUSES, RUN_STATUSES
+
+if TYPE_CHECKING:
+    from aos.runtime.outcome import StructuredOutcome
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,7 @@ OUTBOX_RESULTS = frozenset({"delivered", "retry", "dead"}) | frozenset(OUTBOX_ST
 DEAD_LETTER_KINDS = frozenset({"step", "outbox", "task"})
 RETENTION_TABLES = frozenset({"runs", "checkpoints", "run_events", "outbox", "replay_log", "dead_letter_archive"})
 SINGLETON_JOBS = frozenset({"aos.outbox.drain", "aos.runs.reap", "aos.dlq.reconcile", "aos.retention.run",
-                            "aos.schedules.fire", "aos.views.refresh"})
+                            "aos.schedules.fire", "aos.views.refresh", "aos.beat"})
 
 
 @lru_cache(maxsize=1)
@@ -89,6 +94,28 @@ LOCK_LEADER = Gauge("aos_lock_leader", "1 while this process holds the lease of 
                     multiprocess_mode="livemax")
 LOCK_ACQUIRED = Counter("aos_lock_acquired_total", "Leases taken over (leadership changes), by job.", ["job"])
 RETENTION_DELETED = Counter("aos_retention_deleted_total", "Rows deleted by retention, by table.", ["table"])
+# livesum: a worker child killed mid-step has its file removed (aos.observability), so its step stops counting
+STEPS_RUNNING = Gauge("aos_steps_in_progress", "Step attempts executing a skill right now, by skill.", ["skill"],
+                      multiprocess_mode="livesum")
+
+# --- scrape-time gauges ----------------------------------------------------------------
+# Read from Postgres when the API's /metrics is scraped (aos.observability.DatabaseCollector), not kept in a
+# process: they describe the whole deployment. name -> (help, label name or None, closed label values).
+ACTIVE_RUN_STATUSES = frozenset({"queued", "running"})
+SCRAPE_GAUGES: dict[str, tuple[str, str | None, frozenset[str]]] = {
+    "aos_database_up": ("1 if the API could read the gauges below from Postgres at this scrape.", None,
+                        frozenset()),
+    "aos_outbox_pending_messages": ("Outbox rows waiting for delivery, by topic.", "topic", OUTBOX_TOPICS),
+    "aos_outbox_oldest_pending_age_seconds": ("Age of the oldest pending outbox row, by topic (0 if none).",
+                                              "topic", OUTBOX_TOPICS),
+    "aos_dead_letters_open": ("Dead letters waiting for replay or discard, by kind.", "kind", DEAD_LETTER_KINDS),
+    "aos_runs_active": ("Runs not yet final, by status.", "status", ACTIVE_RUN_STATUSES),
+    "aos_lock_holders": ("Singleton-job leases held right now (0 or 1), by job.", "job", SINGLETON_JOBS),
+    "aos_lock_expiry_timestamp_seconds": ("When the job's lease expires (Unix time); far in the past means no "
+                                          "process has run the job lately.", "job", SINGLETON_JOBS),
+    "aos_lock_fencing_token": ("Fencing token of the job's lease; it grows at every change of leader.", "job",
+                               SINGLETON_JOBS),
+}
 
 
 def run_submitted() -> None:
@@ -111,6 +138,13 @@ def step_finished(skill: str, status: str, code: str | None, seconds: float | No
         TOKENS.labels(sk).inc(tokens)
 
 
+def step_outcome(skill: str, status: str, outcome: StructuredOutcome, code: str | None = None) -> None:
+    """step_finished with the code, duration, cost and tokens taken from the attempt's outcome."""
+    ms = outcome.timing.duration_ms
+    step_finished(skill, status, code or (outcome.error.code if outcome.error else None),
+                  ms / 1000.0 if ms is not None else None, outcome.usage.cost_usd, outcome.usage.tokens)
+
+
 def step_retried(skill: str, code: str | None) -> None:
     RETRIES.labels(skill_label(skill), code_label(code)).inc()
 
@@ -128,6 +162,11 @@ def lock_leadership(job: str, leader: bool, *, acquired: bool = False) -> None:
     LOCK_LEADER.labels(label).set(1 if leader else 0)
     if acquired:
         LOCK_ACQUIRED.labels(label).inc()
+
+
+def step_running(skill: str) -> AbstractContextManager[object]:
+    """``with step_running(skill):`` around a skill call counts it in aos_steps_in_progress."""
+    return STEPS_RUNNING.labels(skill_label(skill)).track_inprogress()
 
 
 def retention_deleted(table: str, rows: int) -> None:

@@ -8,6 +8,7 @@ import sys
 import click
 
 from aos.config import get_settings
+from aos.observability import group_name, prepare_multiprocess
 
 
 def _exec(argv: list[str]) -> None:
@@ -23,6 +24,8 @@ def worker(concurrency: int, queues: str | None, loglevel: str) -> None:
     settings = get_settings()
     settings.effective_database_url(), settings.effective_broker_url()  # fail early, one line
     q = queues or f"{settings.step_queue},aos.default"
+    if settings.worker_metrics_port:  # before celery starts, so before its pool forks (aos.observability)
+        prepare_multiprocess(group_name("worker", str(settings.worker_metrics_port)))
     _exec([sys.executable, "-m", "celery", "-A", "aos.tasks.app", "worker", "-P", "prefork",
            "-c", str(concurrency), "-Q", q, "--loglevel", loglevel])
 
@@ -40,10 +43,15 @@ def beat(loglevel: str) -> None:
 @click.command()
 @click.option("-b", "--bind", default="127.0.0.1:8000", show_default=True, help="Address to listen on.")
 @click.option("-w", "--workers", default=2, show_default=True, help="gunicorn worker processes.")
-def api(bind: str, workers: int) -> None:
+@click.option("--threads", default=8, show_default=True, help="Threads per worker (a live event stream holds one).")
+def api(bind: str, workers: int, threads: int) -> None:
     """Serve the HTTP API with gunicorn."""
     settings = get_settings()
     settings.effective_database_url(), settings.effective_broker_url()
     if not settings.secret_key and settings.env == "production":
         raise click.UsageError("AOS_SECRET_KEY is not set (required in production)")
-    _exec([sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", bind, "aos.web.wsgi:app"])
+    prepare_multiprocess(group_name("api", bind))  # before gunicorn starts (aos.observability)
+    # gthread, not sync: a followed run holds its request open (server-sent events); a sync worker would be
+    # blocked for the stream's whole life and killed by gunicorn's 30 s timeout.
+    _exec([sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads), "-w", str(workers),
+           "-b", bind, "-c", "python:aos.web.gunicorn_conf", "aos.web.wsgi:app"])

@@ -71,16 +71,17 @@ def quickstart(data_dir: str | None, plan_path: str | None, timeout: float) -> N
         stack.start()
         console.print(f"stack ready at {stack.api_url}; submitting plan {plan.get('name')!r} "
                       f"({len(plan['steps'])} steps)", markup=False)
-        from aos.cli.follow import follow_run, submit
+        from aos.cli.follow import follow_run
+        from aos.sdk import Client
 
-        run = submit(stack.api_url, stack.api_key, plan)
-        final = follow_run(stack.api_url, stack.api_key, run["id"], timeout=timeout)
+        with Client(stack.api_url, stack.api_key) as client:
+            final = follow_run(client, client.runs.create(plan).id, timeout=timeout)
     except RuntimeError as exc:
         err_console.print(f"error: SERVICE_UNAVAILABLE: {exc}", markup=False)
         sys.exit(1)
     finally:
         stack.stop()
-    sys.exit(0 if final["status"] == "succeeded" else 1)
+    sys.exit(0 if final is not None and final.status == "succeeded" else 1)
 
 
 def _wizard(plan: dict) -> dict:

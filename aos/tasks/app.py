@@ -10,8 +10,12 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
 from aos.config import Settings, get_settings
+from aos.tasks import resilience
 
-app = Celery("aos", include=["aos.tasks.steps", "aos.tasks.beat"])
+# A Redis restart while a step is in flight must not kill the worker (see aos/tasks/resilience.py).
+resilience.install()
+
+app = Celery("aos", include=["aos.tasks.steps", "aos.tasks.beat", "aos.tasks.worker_metrics", "aos.tasks.dlq"])
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -47,7 +51,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "aos.outbox.drain": {"task": "aos.outbox.drain", "schedule": settings.outbox_interval_s},
             "aos.runs.reap": {"task": "aos.runs.reap", "schedule": settings.reaper_interval_s},
+            # expires: a tick that waited a whole interval in the queue is superseded by the next one
+            "aos.retention.run": {"task": "aos.retention.run", "schedule": settings.retention_interval_s,
+                                  "options": {"expires": settings.retention_interval_s}},
+            "aos.schedules.fire": {"task": "aos.schedules.fire", "schedule": settings.schedules_interval_s,
+                                   "options": {"expires": settings.schedules_interval_s}},
+            # expires: a reconciliation that waited a whole interval in the queue is superseded by the next one
+            "aos.dlq.reconcile": {"task": "aos.dlq.reconcile", "schedule": settings.dlq_reconcile_interval_s,
+                                  "options": {"expires": settings.dlq_reconcile_interval_s}},
         },
+        # only the beat holding the `aos.beat` lease sends ticks: two beats happen (celery#2856, #4808)
+        "beat_scheduler": "aos.tasks.scheduler:LeaderScheduler",
         "timezone": "UTC",
     }
 

