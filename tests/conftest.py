@@ -10,7 +10,10 @@ step queue, and a real prefork Celery worker executes the runs.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -22,11 +25,16 @@ SESSION = uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory) -> TestServers:
+def servers() -> TestServers:
     """The Postgres server and broker of this test session (real ones)."""
-    srv = start_test_servers(tmp_path_factory.mktemp("aos-servers"))
+    # Not under pytest's basetemp: as root, the embedded Postgres runs as an unprivileged user that
+    # needs to reach its data directory, and every pytest session that starts takes the group and
+    # other bits off /tmp/pytest-of-<user> — a second session would cut this one's Postgres off.
+    where = Path(tempfile.mkdtemp(prefix="aos-test-servers-"))
+    srv = start_test_servers(where)
     yield srv
     srv.stop()
+    shutil.rmtree(where, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -101,9 +102,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def execute_step(run_id: str, step_index: int, worker: str) -> StepDecision:
+def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[str] = ()) -> StepDecision:
+    """Run one delivery of a step. ``worker`` names this delivery (it becomes the lease owner);
+    ``abandoned`` names earlier deliveries of the same task that gave the step up, perhaps after their
+    claim (a database error, a time limit outside the skill): their leases are this delivery's to take."""
     settings = get_settings()
-    claimed = _claim(uuid.UUID(run_id), step_index, worker)
+    claimed = _claim(uuid.UUID(run_id), step_index, worker, abandoned)
     if isinstance(claimed, StepDecision):
         return claimed
     c = claimed
@@ -122,7 +126,7 @@ def execute_step(run_id: str, step_index: int, worker: str) -> StepDecision:
     return _finish(c, outcome, raw, args, worker)
 
 
-def _claim(run_id: uuid.UUID, step_index: int, worker: str) -> _Claim | StepDecision:
+def _claim(run_id: uuid.UUID, step_index: int, worker: str, abandoned: Sequence[str] = ()) -> _Claim | StepDecision:
     settings = get_settings()
     with session_scope() as s:
         run = s.get(Run, run_id)
@@ -141,7 +145,12 @@ def _claim(run_id: uuid.UUID, step_index: int, worker: str) -> _Claim | StepDeci
             # An earlier step is unfinished: this message is stale (a duplicate chain); the live one owns the run.
             return StepDecision.stop(f"run is at step {run.next_step}, not {step_index}")
         now = _now()
-        if run.lease_owner and run.lease_owner != worker and run.lease_expires_at and run.lease_expires_at > now:
+        # A live lease of another delivery means a duplicate is running the step: wait. The lease of the
+        # delivery this one retries is not live work — it gave up — and waiting it out would stall the
+        # step for its whole timeout.
+        if run.lease_owner and run.lease_owner != worker and run.lease_owner not in abandoned \
+                and run.lease_expires_at \
+                and run.lease_expires_at > now:
             wait = (run.lease_expires_at - now).total_seconds() + 0.5
             return StepDecision.retry(min(wait, settings.max_countdown_s), "another worker holds the step's lease")
         plan = load_plan(run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from typing import Any
 
 from celery import Celery
@@ -90,5 +91,12 @@ def _fresh_engine_per_child(**_: Any) -> None:
 
 
 def worker_id() -> str:
-    """Who holds a lease: host and process, so an operator can find it."""
+    """This worker process: host and pid, so an operator can find it."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def delivery_id() -> str:
+    """Who holds a lease: one delivery of a step task, in the process ``worker_id()`` names. Two
+    deliveries of one step in the same process (a redelivery after the first gave up) are different
+    holders, so a lease is only ever taken over by the delivery that was told it may."""
+    return f"{worker_id()}/{uuid.uuid4().hex[:12]}"

@@ -22,12 +22,13 @@ def drain() -> int:
 
 @app.task(name="aos.runs.reap", ignore_result=True)
 def reap() -> int:
-    """Resume runs whose worker died (no lease, no wake-up due, silent past the grace)."""
+    """Resume runs whose worker died or whose message was lost (silent past the grace, not in the queue)."""
     from aos.services.locks import singleton
     from aos.services.reaper import reap_silent_runs
+    from aos.tasks.inspect import CeleryStepQueue
 
     with singleton("aos.runs.reap") as lease:
-        return 0 if lease is None else reap_silent_runs()
+        return 0 if lease is None else reap_silent_runs(step_queue=CeleryStepQueue())
 
 
 # Retention works in batches, each its own transaction: a time limit only stops it between two of them

@@ -6,12 +6,18 @@ the length of the queue's lists, every priority included; AMQP: the message coun
 of the queue). Workers are those that answer a broadcast ping within the timeout.
 A broker that hangs never hangs the request: each call runs in a daemon thread
 that is abandoned at its deadline.
+
+``CeleryStepQueue`` implements the reaper's ``aos.services.reaper.StepQueue``: on
+Redis it reads the step queue's lists (every priority) and the run id at the head
+of each waiting message's task id; AMQP cannot be looked into without consuming,
+so there only an empty queue is an answer.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -95,3 +101,63 @@ class CeleryBrokerInspector:
                           self.timeout_s + 2, "ping")
         seen = datetime.now(UTC).isoformat()
         return [{"name": name, "last_seen": seen} for name in sorted(replies)]
+
+
+class CeleryStepQueue:
+    """Which runs have a message waiting in the step queue (the reaper's question to the broker)."""
+
+    # Messages read per round trip, and at most: past that the rest of the queue is a backlog we did
+    # not see, and the answer is "cannot tell".
+    CHUNK = 1000
+    LIMIT = 50_000
+
+    def __init__(self, queue: str | None = None, celery_app: Celery | None = None,
+                 timeout_s: float | None = None) -> None:
+        self.queue = queue or get_settings().step_queue
+        self.app = celery_app or app
+        self.timeout_s = timeout_s if timeout_s is not None else get_settings().inspect_timeout_s
+
+    def runs_waiting(self, run_ids: Collection[str]) -> set[str] | None:
+        wanted = set(run_ids)
+
+        def look() -> set[str] | None:
+            with self.app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=self.timeout_s)
+                if conn.transport.driver_type != "redis":
+                    return set() if queue_depth(conn, self.queue) == 0 else None
+                return self._scan_redis(conn.default_channel, wanted)
+
+        # A broker that does not answer is a broker that cannot tell: the caller then waits longer.
+        try:
+            return bounded(look, self.timeout_s + 2, "step queue")
+        except Exception:  # noqa: BLE001 — the reaper must go on; an unreachable broker is logged there
+            return None
+
+    def _scan_redis(self, channel: Any, wanted: set[str]) -> set[str] | None:
+        found: set[str] = set()
+        seen = 0
+        with channel.conn_or_acquire() as client:
+            for key in dict.fromkeys(channel._q_for_pri(self.queue, p) for p in channel.priority_steps):
+                start = 0
+                while True:
+                    chunk = client.lrange(key, start, start + self.CHUNK - 1)
+                    for raw in chunk:
+                        run_id = _run_of(raw)
+                        if run_id in wanted:
+                            found.add(run_id)
+                    seen += len(chunk)
+                    if len(chunk) < self.CHUNK:
+                        break
+                    if seen >= self.LIMIT:
+                        return None if found != wanted else found
+                    start += self.CHUNK
+        return found
+
+
+def _run_of(raw: bytes | str) -> str | None:
+    """The run a kombu Redis message is for: step and continue task ids start with ``<run id>:``."""
+    try:
+        task_id = json.loads(raw)["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return task_id.split(":", 1)[0] if isinstance(task_id, str) else None

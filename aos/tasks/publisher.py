@@ -17,6 +17,11 @@ def step_task_id(run_id: str, index: int, generation: int) -> str:
     return f"{run_id}:{index}:{generation}"
 
 
+def continue_task_id(run_id: str, from_step: int, generation: int) -> str:
+    # Starts with the run id like a step's, so the reaper sees which run a waiting message is for.
+    return f"{run_id}:continue-{from_step}:{generation}"
+
+
 class CeleryPublisher:
     def enqueue_run(self, run_id: str, from_step: int, step_timeouts: list[float], generation: int = 0) -> None:
         from aos.tasks.steps import continue_run, execute
@@ -28,7 +33,8 @@ class CeleryPublisher:
                                           time_limit=step_timeouts[i] + grace)
                 for i in range(from_step, end)]
         if end < len(step_timeouts):
-            sigs.append(continue_run.si(run_id, end, generation))
+            sigs.append(continue_run.si(run_id, end, generation).set(
+                task_id=continue_task_id(run_id, end, generation)))
         chain(*sigs).apply_async(retry=True, retry_policy=PUBLISH_RETRY)
 
     def revoke_steps(self, run_id: str, steps: range, generations: list[int]) -> None:

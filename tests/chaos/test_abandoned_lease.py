@@ -2,10 +2,11 @@
 
 Found by the Postgres-restart chaos test (a run stalled for minutes): ``aos.steps.execute`` retries a
 delivery that hit an ``OperationalError`` *after* the claim committed (resolving args, or writing the
-checkpoint). The claim — lease owner ``host:pid``, lease = step timeout + grace — stays in Postgres.
-When the retry is taken by any other worker process, that process sees a live lease held by someone
-else and waits until it expires, although the owner gave the step up: 124 s for an ``llm.complete``
-step with the chaos settings, 135 s with the defaults, during which nobody executes the step.
+checkpoint). The claim — lease owner, lease = step timeout + grace — stays in Postgres. The retry used
+to see a live lease held by someone else and wait until it expired, although the owner had given the
+step up: 124 s for an ``llm.complete`` step with the chaos settings, 135 s with the defaults, during
+which nobody executed the step. Now each delivery is its own lease owner and the retry message names
+the deliveries that gave up, so it takes their lease over at once.
 
 The test provokes exactly that: the worker's statement timeout is 1 s and the test holds the run's
 row lock while the step's HTTP call is in flight, so writing the checkpoint fails; the first worker
@@ -49,9 +50,6 @@ def broker(tmp_path) -> Iterator[PrivateRedis]:
     b.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (aos/tasks/steps.py, aos/services/execution.py): after a database "
-                   "error past the claim, the task's retry waits out the lease its own earlier delivery holds "
-                   "whenever another worker process takes it")
 def test_a_retry_after_a_database_error_takes_over_its_own_lease(aos_env, tenant, broker, tmp_path):
     from aos.db.session import session_scope
 

@@ -23,6 +23,7 @@ import pytest
 from aos.services.webhooks import verify_signature
 from tests.chaos.stack import ChaosStack
 from tests.chaos.workload import KINDS, IdempotentService, workload
+from tests.support.worker import pid_of
 
 pytestmark = pytest.mark.chaos
 
@@ -186,8 +187,8 @@ def _kill_a_whole_worker(stack: ChaosStack) -> str:
     assert doomed.proc is not None
 
     def busy() -> list[tuple[str, str]]:
-        pids = {str(p) for p in doomed.child_pids()}
-        return [(r, w) for r, w in stack.http_steps_in_flight() if w and w.rsplit(":", 1)[-1] in pids]
+        pids = set(doomed.child_pids())
+        return [(r, w) for r, w in stack.http_steps_in_flight() if w and pid_of(w) in pids]
 
     victims = stack.wait_until(busy, 30, "an HTTP step in flight on the doomed worker", interval=0.02)
     os.killpg(doomed.proc.pid, signal.SIGKILL)

@@ -33,7 +33,7 @@ from aos.runtime.invoke import invoke_skill
 from aos.skills.base import RetryPolicy, Skill, SkillContext, SkillResult
 from tests.engine.conftest import init_helper_process
 from tests.support.http_server import RecordedRequest, Reply, serve_http
-from tests.support.worker import wait_for_run
+from tests.support.worker import pid_of, wait_for_run
 
 STEP_TIMEOUT_S = 5  # lease = 5 + AOS_HARD_TIMEOUT_GRACE_S (3) + AOS_LEASE_GRACE_S (1) = 9 s
 
@@ -224,7 +224,7 @@ def test_worker_killed_mid_step_the_run_still_succeeds(worker, tenant):
         run_id = _submit(ctx, _three_step_plan(srv.url("/charge"), "kill-pool-child"))
         cp = _wait(lambda: _running_checkpoint(run_id, 1) if srv.requests else None, 30,
                    "the charge request to be in flight")
-        pid = int(cp.worker.rsplit(":", 1)[1])
+        pid = pid_of(cp.worker)
         assert pid in worker.child_pids(), (pid, worker.child_pids(), worker.tail())
         os.kill(pid, signal.SIGKILL)
 
@@ -252,7 +252,7 @@ def test_whole_worker_killed_mid_step_the_reaper_resumes_the_run(tenant, private
         run_id = uuid.UUID(body["id"])
         cp = _wait(lambda: _running_checkpoint(run_id, 1) if srv.requests else None, 30,
                    "the charge request to be in flight")
-        assert int(cp.worker.rsplit(":", 1)[1]) in doomed.child_pids()
+        assert pid_of(cp.worker) in doomed.child_pids()
         assert doomed.proc is not None
         os.killpg(doomed.proc.pid, signal.SIGKILL)
         doomed.proc.wait(timeout=10)

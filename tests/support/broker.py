@@ -97,14 +97,19 @@ class PrivateRedis:
         except OSError:
             return False
 
-    def llen(self, key: str) -> int:
-        """Length of the list ``key`` (a Celery queue on a Redis broker is a list named like the queue)."""
+    def command(self, *args: str) -> int:
+        """One command whose reply is an integer (LLEN, DEL, …), as raw RESP: no client library needed."""
+        request = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(f"LLEN {key}\r\n".encode())
+            s.sendall(request.encode())
             reply = s.recv(64)
         if not reply.startswith(b":"):
-            raise RuntimeError(f"LLEN {key}: {reply!r}")
+            raise RuntimeError(f"{' '.join(args)}: {reply!r}")
         return int(reply[1:].split(b"\r\n", 1)[0])
+
+    def llen(self, key: str) -> int:
+        """Length of the list ``key`` (a Celery queue on a Redis broker is a list named like the queue)."""
+        return self.command("LLEN", key)
 
     def stop(self, timeout: float = 10) -> None:
         """A clean shutdown (SIGTERM: Redis flushes its append-only file and exits)."""

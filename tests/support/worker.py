@@ -70,3 +70,8 @@ def wait_for_run(run_id, timeout: float = 60, statuses=("succeeded", "failed", "
         if time.monotonic() > deadline:
             raise AssertionError(f"run {run_id} still {run.status if run else 'missing'} after {timeout}s")
         time.sleep(0.1)
+
+
+def pid_of(delivery: str) -> int:
+    """The worker process of a checkpoint's ``worker`` (a delivery id: ``host:pid/<delivery>``)."""
+    return int(delivery.split("/", 1)[0].rsplit(":", 1)[1])
