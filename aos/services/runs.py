@@ -53,12 +53,25 @@ def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
     return run_id
 
 
+def check_step_budget(plan: Plan) -> None:
+    """Refuse a plan that cannot finish inside its own ``max_steps``: every step starts at least once
+    (a skipped or fallen-back step included), so more steps than that fail for certain at the first one
+    over. Costs and tokens are estimates, judged by the simulator, not refused here."""
+    limit = plan.budget.max_steps
+    if limit is not None and len(plan.steps) > limit:
+        message = (f"the plan has {len(plan.steps)} steps but its budget allows {limit} "
+                   f"(every step starts at least once); raise budget.max_steps or shorten the plan")
+        raise AosError("BUDGET_EXCEEDED", message,
+                       problems=[{"path": "$.budget.max_steps", "code": "BUDGET_EXCEEDED", "message": message}])
+
+
 def persist_run(s: Session, ctx: TenantContext, plan: Plan, *, agent_id: uuid.UUID | None = None,
                 workflow_id: uuid.UUID | None = None, **queued_data: Any) -> tuple[uuid.UUID, int]:
     """Insert a validated run, its enqueue outbox row and its ``run.queued`` event in the caller's
     transaction (a user schedule advances its next fire time in the same one); return (run id, outbox id)."""
     if agent_id is not None:
         check_capabilities(s, ctx, agent_id, plan)
+    check_step_budget(plan)
     run = Run(
         tenant_id=ctx.tenant_id, agent_id=agent_id, workflow_id=workflow_id, name=plan.name,
         plan=plan.raw, plan_hash=plan.hash, inputs=plan.inputs, step_count=len(plan.steps),

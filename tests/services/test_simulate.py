@@ -34,16 +34,18 @@ def transform_step(step_id: str = "pick") -> dict:
     return {"id": step_id, "skill": "json.transform", "args": {"input": {"a": 1}, "expr": "a"}}
 
 
-def _row_counts() -> tuple[int, ...]:
+def _row_counts(tenant_id: uuid.UUID) -> tuple[int, ...]:
+    """The tenant's rows in each table a run writes (only its own: runs of earlier tests may still be going)."""
     with session_scope() as s:
-        return tuple(s.scalar(select(func.count()).select_from(m)) for m in (Run, Checkpoint, RunEvent, OutboxMessage))
+        return tuple(s.scalar(select(func.count()).select_from(m).where(m.tenant_id == tenant_id))
+                     for m in (Run, Checkpoint, RunEvent, OutboxMessage, TenantDailySpend))
 
 
 def test_without_history_the_cost_models_estimate_each_step_and_nothing_is_written(aos_env):
     ctx, _ = new_tenant()
-    before = _row_counts()
+    before = _row_counts(ctx.tenant_id)
     sim = simulate_plan(ctx, {"steps": [transform_step(), llm_step()]})
-    assert _row_counts() == before
+    assert _row_counts(ctx.tenant_id) == before
     pick, say = sim["steps"]
     assert (pick["skill"], pick["basis"], pick["samples"], pick["estimated_cost_usd"]) == (
         "json.transform@1", "cost_model", 0, 0.0)

@@ -95,6 +95,10 @@ def test_inputs_given_at_submission_override_the_plans(client, tenant, worker):
          422, "SKILL_ARGS_INVALID", "$.steps[0].args"),
         ({"plan": {"steps": [{"id": "a", "skill": "json.transform", "args": {"input": 1, "expr": "@"},
                               "retry": {"max_attempts": 0}}]}}, 422, "PLAN_INVALID", "$.steps[0].retry.max_attempts"),
+        ({"plan": {"budget": {"max_steps": 1}, "steps": [
+            {"id": "a", "skill": "json.transform", "args": {"input": 1, "expr": "@"}},
+            {"id": "b", "skill": "json.transform", "args": {"input": 2, "expr": "@"}}]}},
+         402, "BUDGET_EXCEEDED", "$.budget.max_steps"),  # infeasible: every step starts at least once
         ({"plan": "not an object"}, 422, "VALIDATION_ERROR", None),
         ([1, 2], 422, "VALIDATION_ERROR", None),
     ],
