@@ -31,7 +31,7 @@ from tests.ops.conftest import (
     write_counter,
 )
 from tests.support.http_server import Reply, serve_http
-from tests.support.worker import wait_for_run
+from tests.support.worker import pid_of, wait_for_run
 
 TWO_STEPS = {"name": "ops-metrics", "steps": [
     {"id": "a", "skill": "json.transform", "args": {"input": {"x": {"y": 1}}, "expr": "x"}},
@@ -259,7 +259,7 @@ def test_killed_worker_child_loses_its_live_gauges(metrics_worker, tenant):
             time.sleep(0.2)
         with session_scope() as s:
             holder = s.scalar(select(Checkpoint.worker).where(Checkpoint.run_id == run_id))
-        pid = int(holder.rsplit(":", 1)[1])
+        pid = pid_of(holder)
         assert pid in metrics_worker.process.children()
         live = metrics_worker.group_dir / f"gauge_livesum_{pid}.db"
         assert live.exists()
