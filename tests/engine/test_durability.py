@@ -418,25 +418,33 @@ def test_two_workers_sharing_one_budget_never_exceed_it(tenant, aos_env):
 
 
 def test_a_step_beyond_max_steps_never_starts(worker, tenant):
-    """max_steps 2 on a 3-step plan: the run fails with BUDGET_EXCEEDED at step 3, whose skill is
-    never called (the local server sees only step 2's request)."""
+    """max_steps 3 on a 3-step plan whose first step needs a retry: the retry is the third step that
+    starts, so the run fails with BUDGET_EXCEEDED at step 3, whose skill is never called. (A plan with
+    more steps than max_steps is refused at submission; retries are what the engine must count.)"""
     ctx, _ = tenant
-    with serve_http({"/n": Reply(json={"ok": True})}) as srv:
-        plan = {"name": "max-steps", "budget": {"max_steps": 2}, "steps": [
-            {"id": "one", "skill": "http.request", "args": {"url": srv.url("/n?step=1")}},
+    calls = {"1": 0}
+
+    def first_fails_once(req):
+        calls["1"] += 1
+        return Reply(status=503, json={"busy": True}) if calls["1"] == 1 else Reply(json={"ok": True})
+
+    with serve_http({"/one": first_fails_once, "/n": Reply(json={"ok": True})}) as srv:
+        plan = {"name": "max-steps", "budget": {"max_steps": 3}, "steps": [
+            {"id": "one", "skill": "http.request", "args": {"url": srv.url("/one?step=1")},
+             "retry": {"max_attempts": 3, "backoff_s": 0.1, "backoff_max_s": 0.2}},
             {"id": "two", "skill": "http.request", "args": {"url": srv.url("/n?step=2")}},
             {"id": "three", "skill": "http.request", "args": {"url": srv.url("/n?step=3")}}]}
         run_id = _submit(ctx, plan)
         run = wait_for_run(run_id, timeout=30)
-        assert [r.query["step"] for r in srv.requests] == [["1"], ["2"]]
+        assert [r.query["step"] for r in srv.requests] == [["1"], ["1"], ["2"]]
     assert run.status == "failed" and run.error_code == "BUDGET_EXCEEDED", (run.status, run.error_code)
     assert _successes_per_step(run_id) == {0: 1, 1: 1}
     # the refused step never started: no attempt row, and it is not counted as started
     assert [cp for cp in _checkpoints(run_id) if cp.step_index == 2] == []
-    assert run.steps_started == 2
+    assert run.steps_started == 3
     assert not [e for e in _events(run_id, "step.started") if e.step_id == "three"]
     exceeded = _events(run_id, "budget.exceeded")
-    assert [e.step_id for e in exceeded] == ["three"] and "max_steps 2" in exceeded[0].data["message"]
+    assert [e.step_id for e in exceeded] == ["three"] and "max_steps 3" in exceeded[0].data["message"]
 
 
 # --------------------------------------------------------------------------- 5. retry schedule

@@ -28,6 +28,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -70,6 +71,31 @@ def _unprivileged_user() -> pwd.struct_passwd:
     raise RuntimeError("running as root and no 'postgres' or 'nobody' user to run Postgres as")
 
 
+def _let_others_run(install: Path) -> None:
+    """Let an unprivileged user run the Postgres installed under ``install``: read and traverse it and
+    every directory above it. A checkout made with ``mktemp -d`` is private to root, and so are the
+    pgserver binaries in its virtualenv; pgserver itself does the same when it runs as root."""
+    rx = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+    for d in install.parents:
+        if d.stat().st_mode & rx != rx:
+            d.chmod(d.stat().st_mode | rx)
+    for root, dirs, files in os.walk(install):
+        for name in dirs:
+            path = Path(root) / name
+            if path.stat().st_mode & rx != rx:
+                path.chmod(path.stat().st_mode | rx)
+        for name in files:
+            path = Path(root) / name
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode
+            wanted = mode | stat.S_IRGRP | stat.S_IROTH | (rx if mode & stat.S_IXUSR else 0)
+            if wanted != mode:
+                path.chmod(wanted)
+    if install.stat().st_mode & rx != rx:
+        install.chmod(install.stat().st_mode | rx)
+
+
 class PrivatePostgres:
     """One postmaster at a time, on a fixed port and cluster directory."""
 
@@ -81,6 +107,8 @@ class PrivatePostgres:
         self.port = port or _free_port()
         self.proc: subprocess.Popen | None = None
         self._runas: pwd.struct_passwd | None = _unprivileged_user() if os.geteuid() == 0 else None
+        if self._runas is not None:
+            _let_others_run(self.bin_dir.parent)
         if self._runas is None:
             self.data_dir = Path(data_dir)
         else:
