@@ -256,9 +256,9 @@ ENTRIES: list[CatalogEntry] = [
        "to raise the quota."),
     # --- auth ---
     _e("AUTH_MISSING", C.AUTH, False, R.ABORT, 401,
-       "No `Authorization: Bearer <api key>` header; send an API key or JWT."),
+       "No `Authorization: Bearer <api key>` header; send an API key (`aos keys create`)."),
     _e("AUTH_INVALID", C.AUTH, False, R.ABORT, 401,
-       "The API key or JWT is unknown, malformed, expired or revoked; create a new key with `aos keys`."),
+       "The API key is unknown, malformed, expired or revoked; create a new key with `aos keys`."),
     _e("FORBIDDEN_SCOPE", C.AUTH, False, R.ABORT, 403,
        "The API key lacks the scope this operation needs; use a key that has it."),
     # --- objects of the API ---
