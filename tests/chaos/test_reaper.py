@@ -24,7 +24,7 @@ from tests.support.broker import PrivateRedis
 pytestmark = pytest.mark.chaos
 
 
-def _submit_runs(n: int) -> list[str]:
+def submit_runs(n: int) -> list[str]:
     """In the helper: a tenant and ``n`` one-step runs, published to the (unconsumed) step queue."""
     from aos.db.session import session_scope
     from aos.services.runs import submit_run
@@ -39,7 +39,7 @@ def _submit_runs(n: int) -> list[str]:
     return [str(submit_run(ctx, plan, CeleryPublisher())) for _ in range(n)]
 
 
-def _reap_and_drain() -> int:
+def reap_and_drain() -> int:
     """In the helper: one round of beat's jobs aos.runs.reap and aos.outbox.drain (the task bodies, run
     here as a worker would run them)."""
     from aos.tasks.beat import drain, reap
@@ -69,15 +69,15 @@ def test_the_reaper_leaves_runs_whose_message_is_still_queued_and_resumes_lost_o
     broker, env = isolated
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1, initializer=init_helper_process, initargs=(env,)) as helper:
-        run_ids = helper.apply_async(_submit_runs, (5,)).get(timeout=60)
+        run_ids = helper.apply_async(submit_runs, (5,)).get(timeout=60)
         queue = env["AOS_STEP_QUEUE"]
         assert broker.llen(queue) == 5  # one message per run, waiting: no worker consumes this queue
         time.sleep(1.5)  # longer than the grace: to the reaper the runs now look silent
-        reaped = [helper.apply_async(_reap_and_drain).get(timeout=60) for _ in range(2)]
+        reaped = [helper.apply_async(reap_and_drain).get(timeout=60) for _ in range(2)]
         # Nothing was lost: every run's message is still in the queue. A reaper that re-publishes
         # them doubles the backlog.
         assert (reaped, broker.llen(queue)) == ([0, 0], len(run_ids))
         # Now the messages are gone (a broker that came back empty): each run is re-published once.
         broker.command("DEL", queue)
-        reaped = [helper.apply_async(_reap_and_drain).get(timeout=60) for _ in range(2)]
+        reaped = [helper.apply_async(reap_and_drain).get(timeout=60) for _ in range(2)]
         assert (reaped, broker.llen(queue)) == ([len(run_ids), 0], len(run_ids))
