@@ -148,9 +148,8 @@ def _claim(run_id: uuid.UUID, step_index: int, worker: str, abandoned: Sequence[
         # A live lease of another delivery means a duplicate is running the step: wait. The lease of the
         # delivery this one retries is not live work — it gave up — and waiting it out would stall the
         # step for its whole timeout.
-        if run.lease_owner and run.lease_owner != worker and run.lease_owner not in abandoned \
-                and run.lease_expires_at \
-                and run.lease_expires_at > now:
+        live_lease = run.lease_expires_at is not None and run.lease_expires_at > now
+        if live_lease and run.lease_owner and run.lease_owner != worker and run.lease_owner not in abandoned:
             wait = (run.lease_expires_at - now).total_seconds() + 0.5
             return StepDecision.retry(min(wait, settings.max_countdown_s), "another worker holds the step's lease")
         plan = load_plan(run)
