@@ -15,6 +15,7 @@ from aos.cli.base import (
     json_option,
     load_json_object,
     print_table,
+    take,
     when,
 )
 
@@ -47,11 +48,7 @@ def agents_create(name: str, caps_file: str | None, url: str, api_key: str, as_j
 @json_option
 def agents_list(limit: int | None, url: str, api_key: str, as_json: bool) -> None:
     """List agents, newest first."""
-    items = []
-    for a in api_client(url, api_key).agents.list(page_size=min(limit or 200, 200)):
-        items.append(a)
-        if limit is not None and len(items) >= limit:
-            break
+    items = take(api_client(url, api_key).agents.list, limit)
     if as_json:
         emit_json({"items": [a.raw for a in items]})
         return

@@ -3,9 +3,10 @@ and the options of the commands that talk to the API through the SDK."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
@@ -105,6 +106,16 @@ def api_client(url: str, api_key: str) -> Any:
     if ctx is not None:
         ctx.call_on_close(client.close)
     return client
+
+
+# The API's largest page: a listing asks for no more than it will show.
+MAX_PAGE_SIZE = 200
+
+
+def take(listing: Callable[..., Iterable[Any]], limit: int | None) -> list[Any]:
+    """At most ``limit`` items (all without one) of an SDK listing, which is called with a page size."""
+    items = listing(page_size=min(limit or MAX_PAGE_SIZE, MAX_PAGE_SIZE))
+    return list(items if limit is None else itertools.islice(items, limit))
 
 
 def table(*columns: str | Column, **kwargs: Any) -> Table:

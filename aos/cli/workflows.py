@@ -14,6 +14,7 @@ from aos.cli.base import (
     json_option,
     load_json_object,
     print_table,
+    take,
     when,
 )
 from aos.cli.runs import finish, follow_option, timeout_option
@@ -46,11 +47,7 @@ def workflows_save(name: str, plan_file: str, url: str, api_key: str, as_json: b
 @json_option
 def workflows_list(limit: int | None, url: str, api_key: str, as_json: bool) -> None:
     """List workflows (the latest version of each), newest first."""
-    items = []
-    for w in api_client(url, api_key).workflows.list(page_size=min(limit or 200, 200)):
-        items.append(w)
-        if limit is not None and len(items) >= limit:
-            break
+    items = take(api_client(url, api_key).workflows.list, limit)
     if as_json:
         emit_json({"items": [w.raw for w in items]})
         return

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from aos.db.models import Checkpoint, Run
 from aos.db.session import session_scope
 from tests.support.worker import wait_for_run
+from tests.web.api_helpers import auth
 
 TRANSFORM_PLAN = {
     "name": "transform-chain",
@@ -26,10 +27,6 @@ TRANSFORM_PLAN = {
 }
 
 
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 def _count_runs() -> int:
     with session_scope() as s:
         return s.scalar(select(func.count()).select_from(Run))
@@ -37,13 +34,13 @@ def _count_runs() -> int:
 
 def test_submitted_plan_runs_to_success_with_one_checkpoint_per_step(client, tenant, worker):
     _, key = tenant
-    resp = client.post("/api/v1/runs", json={"plan": TRANSFORM_PLAN}, headers=_auth(key))
+    resp = client.post("/api/v1/runs", json={"plan": TRANSFORM_PLAN}, headers=auth(key))
     assert resp.status_code == 201, resp.json
     run_id = resp.json["id"]
     assert resp.json["status"] in ("queued", "running", "succeeded")
     wait_for_run(uuid.UUID(run_id), timeout=60)
 
-    body = client.get(f"/api/v1/runs/{run_id}", headers=_auth(key)).json
+    body = client.get(f"/api/v1/runs/{run_id}", headers=auth(key)).json
     assert body["status"] == "succeeded", body
     outputs = {s["id"]: s["output"] for s in body["steps"]}
     assert outputs == {"items": TRANSFORM_PLAN["inputs"]["order"]["items"], "qtys": [2, 3], "total": 5,
@@ -57,7 +54,7 @@ def test_submitted_plan_runs_to_success_with_one_checkpoint_per_step(client, ten
                          .where(Checkpoint.run_id == uuid.UUID(run_id)).order_by(Checkpoint.step_index)).all()
     assert rows == [(0, "succeeded"), (1, "succeeded"), (2, "succeeded"), (3, "succeeded")]
 
-    events = [e["type"] for e in client.get(f"/api/v1/runs/{run_id}/timeline", headers=_auth(key)).json["items"]]
+    events = [e["type"] for e in client.get(f"/api/v1/runs/{run_id}/timeline", headers=auth(key)).json["items"]]
     assert events[0] == "run.queued" and events[-1] == "run.succeeded"
     assert events.count("step.succeeded") == 4
 
@@ -66,10 +63,10 @@ def test_inputs_given_at_submission_override_the_plans(client, tenant, worker):
     _, key = tenant
     resp = client.post("/api/v1/runs", json={"plan": TRANSFORM_PLAN,
                                              "inputs": {"order": {"items": [{"qty": 10}], "customer": "bo"}}},
-                       headers=_auth(key))
+                       headers=auth(key))
     assert resp.status_code == 201
     wait_for_run(uuid.UUID(resp.json["id"]))
-    body = client.get(f"/api/v1/runs/{resp.json['id']}", headers=_auth(key)).json
+    body = client.get(f"/api/v1/runs/{resp.json['id']}", headers=auth(key)).json
     assert {s["id"]: s["output"] for s in body["steps"]}["total"] == 10
 
 
@@ -107,9 +104,9 @@ def test_bad_input_gets_problem_json_with_a_code_and_stores_nothing(client, tena
     _, key = tenant
     before = _count_runs()
     if isinstance(body, str):
-        resp = client.post("/api/v1/runs", data=body, content_type="application/json", headers=_auth(key))
+        resp = client.post("/api/v1/runs", data=body, content_type="application/json", headers=auth(key))
     else:
-        resp = client.post("/api/v1/runs", json=body, headers=_auth(key))
+        resp = client.post("/api/v1/runs", json=body, headers=auth(key))
     assert resp.status_code == status, resp.get_data(as_text=True)
     assert resp.content_type == "application/problem+json"
     problem = resp.json
@@ -124,7 +121,7 @@ def test_a_plan_with_several_problems_reports_each_with_its_path(client, tenant)
     _, key = tenant
     plan = {"steps": [{"id": "a", "skill": "nope"}, {"id": "a", "skill": "json.transform",
                                                      "args": {"input": 1, "expr": "[["}}], "extra": 1}
-    problems = client.post("/api/v1/runs", json={"plan": plan}, headers=_auth(key)).json["problems"]
+    problems = client.post("/api/v1/runs", json={"plan": plan}, headers=auth(key)).json["problems"]
     assert {(p["path"], p["code"]) for p in problems} >= {
         ("$.extra", "PLAN_INVALID"), ("$.steps[0].skill", "SKILL_NOT_FOUND"),
         ("$.steps[1].id", "PLAN_INVALID"), ("$.steps[1].args.expr", "EXPR_INVALID")}
@@ -145,10 +142,10 @@ def test_revoked_key_is_refused(client, tenant):
     from aos.services.tenancy import revoke_api_key
 
     ctx, key = tenant
-    assert client.get("/api/v1/runs", headers=_auth(key)).status_code == 200
+    assert client.get("/api/v1/runs", headers=auth(key)).status_code == 200
     with session_scope() as s:
         revoke_api_key(s, ctx.tenant_id, key.split("_")[1])
-    resp = client.get("/api/v1/runs", headers=_auth(key))
+    resp = client.get("/api/v1/runs", headers=auth(key))
     assert resp.status_code == 401 and resp.json["code"] == "AUTH_INVALID"
 
 
@@ -157,22 +154,22 @@ def test_another_tenants_run_is_not_found(client, tenant, aos_env):
     from aos.services.tenancy import create_api_key, create_tenant
 
     _, key = tenant
-    run_id = client.post("/api/v1/runs", json={"plan": TRANSFORM_PLAN}, headers=_auth(key)).json["id"]
+    run_id = client.post("/api/v1/runs", json={"plan": TRANSFORM_PLAN}, headers=auth(key)).json["id"]
     with scope() as s:
         other_key, _ = create_api_key(s, create_tenant(s, f"other-{uuid.uuid4().hex[:6]}"))
     for path in (f"/api/v1/runs/{run_id}", f"/api/v1/runs/{run_id}/timeline"):
-        resp = client.get(path, headers=_auth(other_key))
+        resp = client.get(path, headers=auth(other_key))
         assert resp.status_code == 404 and resp.json["code"] == "NOT_FOUND"
-    assert client.post(f"/api/v1/runs/{run_id}/cancel", headers=_auth(other_key)).status_code == 404
-    assert run_id not in [r["id"] for r in client.get("/api/v1/runs", headers=_auth(other_key)).json["items"]]
-    assert client.get("/api/v1/runs/not-a-uuid", headers=_auth(key)).json["code"] == "NOT_FOUND"
+    assert client.post(f"/api/v1/runs/{run_id}/cancel", headers=auth(other_key)).status_code == 404
+    assert run_id not in [r["id"] for r in client.get("/api/v1/runs", headers=auth(other_key)).json["items"]]
+    assert client.get("/api/v1/runs/not-a-uuid", headers=auth(key)).json["code"] == "NOT_FOUND"
 
 
 def test_unknown_route_and_wrong_method_are_problem_json(client, tenant):
     _, key = tenant
-    r = client.get("/api/v1/nothing-here", headers=_auth(key))
+    r = client.get("/api/v1/nothing-here", headers=auth(key))
     assert r.status_code == 404 and r.json["code"] == "NOT_FOUND"
-    r = client.delete("/api/v1/runs", headers=_auth(key))
+    r = client.delete("/api/v1/runs", headers=auth(key))
     assert r.status_code == 405 and r.json["code"] == "METHOD_NOT_ALLOWED"
 
 
@@ -180,7 +177,7 @@ def test_oversized_body_is_413(client, tenant, aos_env):
     _, key = tenant
     big = "x" * (1_048_576 + 10)
     r = client.post("/api/v1/runs", data='{"plan": "' + big + '"}', content_type="application/json",
-                    headers=_auth(key))
+                    headers=auth(key))
     assert r.status_code == 413 and r.json["code"] == "REQUEST_TOO_LARGE"
 
 
