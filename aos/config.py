@@ -123,6 +123,12 @@ class Settings:
         "Step outputs larger than this are returned by reference in run listings.")
     max_request_bytes: int = setting(
         "AOS_MAX_REQUEST_BYTES", 1_048_576, _int, "Largest HTTP request body the API accepts.")
+    max_step_output_bytes: int = setting(
+        "AOS_MAX_STEP_OUTPUT_BYTES", 8_388_608, _int,
+        "Largest step output (and raw response) a checkpoint stores, as JSON; larger fails OUTPUT_TOO_LARGE.")
+    max_step_args_bytes: int = setting(
+        "AOS_MAX_STEP_ARGS_BYTES", 2_097_152, _int,
+        "Largest resolved step args, as JSON; larger fails ARGS_TOO_LARGE before the skill is called.")
 
     # --- skills: http.request ------------------------------------------------------
     http_allow_hosts: tuple[str, ...] = setting(

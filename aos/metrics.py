@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from aos.db.models import CHECKPOINT_STATUSES, OUTBOX_STATUSES, RUN_STATUSES
+from aos.db import models
 
 if TYPE_CHECKING:
     from aos.runtime.outcome import StructuredOutcome
@@ -30,11 +30,11 @@ OTHER = "other"
 NONE = "none"
 
 # --- closed label sets -----------------------------------------------------------------
-RUN_STATUS = frozenset(RUN_STATUSES)
-STEP_STATUS = frozenset(CHECKPOINT_STATUSES) | {"retrying", "fallback"}
-OUTBOX_TOPICS = frozenset({"run.enqueue", "run.succeeded", "run.failed", "budget.warning"})
-OUTBOX_RESULTS = frozenset({"delivered", "retry", "dead"}) | frozenset(OUTBOX_STATUSES)
-DEAD_LETTER_KINDS = frozenset({"step", "outbox", "task"})
+RUN_STATUS = frozenset(models.RUN_STATUSES)
+STEP_STATUS = frozenset(models.CHECKPOINT_STATUSES) | {"retrying", "fallback"}
+OUTBOX_TOPICS = frozenset(models.OUTBOX_TOPICS)
+OUTBOX_RESULTS = frozenset({"delivered", "retry", "dead"}) | frozenset(models.OUTBOX_STATUSES)
+DEAD_LETTER_KINDS = frozenset(models.DEAD_LETTER_KINDS)
 RETENTION_TABLES = frozenset({"runs", "checkpoints", "run_events", "outbox", "replay_log", "dead_letter_archive"})
 SINGLETON_JOBS = frozenset({"aos.outbox.drain", "aos.runs.reap", "aos.dlq.reconcile", "aos.retention.run",
                             "aos.schedules.fire", "aos.views.refresh", "aos.beat"})
@@ -84,6 +84,9 @@ STEPS = Counter("aos_steps_total", "Step attempts finished, by skill, status and
                 ["skill", "status", "code"])
 STEP_SECONDS = Histogram("aos_step_duration_seconds", "Wall time of one step attempt.", ["skill"],
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+STEP_OUTPUT_BYTES = Histogram("aos_step_output_bytes", "Size of a step attempt's stored output and raw response, "
+                              "as JSON (bytes).", ["skill"],
+                              buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216))
 RETRIES = Counter("aos_step_retries_total", "Step retries scheduled, by skill and catalog code.", ["skill", "code"])
 SPEND_USD = Counter("aos_budget_spend_usd_total", "Money spent by steps (USD), by skill.", ["skill"])
 TOKENS = Counter("aos_tokens_total", "LLM tokens spent by steps, by skill.", ["skill"])
@@ -143,6 +146,10 @@ def step_outcome(skill: str, status: str, outcome: StructuredOutcome, code: str 
     ms = outcome.timing.duration_ms
     step_finished(skill, status, code or (outcome.error.code if outcome.error else None),
                   ms / 1000.0 if ms is not None else None, outcome.usage.cost_usd, outcome.usage.tokens)
+
+
+def step_output_size(skill: str, size: int) -> None:
+    STEP_OUTPUT_BYTES.labels(skill_label(skill)).observe(size)
 
 
 def step_retried(skill: str, code: str | None) -> None:

@@ -8,7 +8,7 @@ called in ``worker_process_init`` so each child builds its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
@@ -21,6 +21,8 @@ from aos.config import get_settings
 _lock = threading.Lock()
 _engine: Engine | None = None
 _sessionmaker: sessionmaker[Session] | None = None
+# Other per-process connection holders (aos.db.direct) that forget their connections with the engine.
+_reset_hooks: list[Callable[[], None]] = []
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -71,6 +73,11 @@ def get_engine() -> Engine:
     return _engine
 
 
+def on_engine_reset(hook: Callable[[], None]) -> None:
+    """Call ``hook`` whenever this process's engine is reset (after fork, or a configuration change)."""
+    _reset_hooks.append(hook)
+
+
 def reset_engine() -> None:
     """Forget this process's engine (after fork, or when the configuration changed)."""
     global _engine, _sessionmaker
@@ -79,6 +86,8 @@ def reset_engine() -> None:
             _engine.dispose(close=False)  # close=False: never touch the parent's sockets
         _engine = None
         _sessionmaker = None
+    for hook in _reset_hooks:
+        hook()
 
 
 @contextmanager

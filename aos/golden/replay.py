@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aos.runtime.outcome import Usage
 from aos.skills.base import Skill, SkillContext, SkillError, SkillResult
+from aos.values import Usage
 
 ROLES = ("primary", "fallback")
 

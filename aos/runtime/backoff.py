@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from aos.skills.base import RetryPolicy
+from aos.values import RetryPolicy
 
 
 def backoff_ceiling(policy: RetryPolicy, attempt: int, cap_s: float) -> float:

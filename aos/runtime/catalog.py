@@ -316,6 +316,16 @@ ENTRIES: list[CatalogEntry] = [
     _e("WORKER_LOST", C.TRANSIENT, True, R.RETRY, 503,
        "The worker running the step died before it finished; the step is redelivered from its last checkpoint.",
        *_exc("WorkerLostError")),
+    _e("OUTPUT_TOO_LARGE", C.DATA, False, R.ABORT, 422,
+       "The step's output (or the raw response kept for golden replay) is larger than "
+       "AOS_MAX_STEP_OUTPUT_BYTES, so it was not stored; select less with a narrower expression or request, "
+       "or raise the limit."),
+    _e("ARGS_TOO_LARGE", C.DATA, False, R.ABORT, 422,
+       "The step's resolved args are larger than AOS_MAX_STEP_ARGS_BYTES, so the skill was not called; "
+       "reference a smaller part of the earlier outputs, or raise the limit."),
+    _e("DATA_NOT_STORABLE", C.DATA, False, R.ABORT, 422,
+       "The step's args or output cannot be stored as JSON (NaN or infinity, a NUL character, nesting too "
+       "deep); change the step so that it produces plain JSON."),
     _e("RUN_CANCELLED", C.REQUEST, False, R.ABORT, 409,
        "The run was cancelled, so no further step runs; submit or resume a run to continue the work.",
        *_exc("celery.exceptions.TaskRevokedError")),

@@ -11,8 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import jsonschema
-
+from aos.runtime.argschema import arg_schema
 from aos.runtime.catalog import CATALOG, CatalogEntry
 from aos.runtime.outcome import OutcomeError, StructuredOutcome, Timing, Usage
 from aos.skills.base import Skill, SkillContext, SkillError
@@ -22,12 +21,7 @@ log = logging.getLogger(__name__)
 
 def validate_args(skill: Skill, args: Any) -> list[dict[str, str]]:
     """Every problem of ``args`` against the skill's input schema, each with its JSON path."""
-    validator = jsonschema.Draft202012Validator(skill.input_schema)
-    problems = []
-    for err in sorted(validator.iter_errors(args), key=lambda e: list(map(str, e.absolute_path))):
-        path = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in err.absolute_path)
-        problems.append({"path": f"args{path}", "code": "SKILL_ARGS_INVALID", "message": err.message})
-    return problems
+    return arg_schema(skill.input_schema).problems(args)
 
 
 def outcome_error(entry: CatalogEntry, message: str, details: dict[str, Any] | None = None) -> OutcomeError:

@@ -9,16 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from aos.values import Usage
 
-@dataclass(frozen=True)
-class Usage:
-    cost_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+__all__ = ["OutcomeError", "StructuredOutcome", "Timing", "Usage"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,12 @@ class StructuredOutcome:
         return cls(status="error", error=error, usage=usage or Usage(), timing=timing or Timing())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # by hand, not dataclasses.asdict: that deep-copies the output, which may be megabytes
+        return {"status": self.status, "output": self.output,
+                "error": asdict(self.error) if self.error is not None else None,
+                "usage": {"cost_usd": self.usage.cost_usd, "input_tokens": self.usage.input_tokens,
+                          "output_tokens": self.usage.output_tokens},
+                "timing": {"started_at": self.timing.started_at, "duration_ms": self.timing.duration_ms}}
 
     def hashable(self) -> dict[str, Any]:
         """The outcome without timing: the only form a determinism hash may see."""

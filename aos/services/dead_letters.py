@@ -49,14 +49,16 @@ from aos.db.models import (
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.runtime.catalog import CATALOG
-from aos.services.publisher import Publisher
+from aos.services import outbox
+from aos.services.enqueue import requeue
+from aos.services.publisher import CONTINUE_TASK, STEP_TASK, Publisher
 
 log = logging.getLogger(__name__)
 
 # Dead letters of tasks that belong to no tenant (periodic jobs) are filed under this id; only the CLI shows them.
 SYSTEM_TENANT = uuid.UUID(int=0)
 # Tasks whose first argument is a run id and whose work a run requeue redoes.
-RUN_TASKS = frozenset({"aos.steps.execute", "aos.runs.continue"})
+RUN_TASKS = frozenset({STEP_TASK, CONTINUE_TASK})
 _BIGINT_MAX = 2**63 - 1
 
 Fence = Callable[[Session], None]
@@ -183,19 +185,15 @@ def replay(dl_id: int | str, *, tenant_id: uuid.UUID | None = None, publisher: P
         out = {"dead_letter": view(dl, _replay_of(s, dl.id)), "result": result, "replayed_now": True}
     log.info("dead letter %s (%s) replayed: %s", dl.id, dl.kind, result)
     if enqueue_id is not None and publisher is not None:
-        from aos.services.outbox import deliver_one
-
-        deliver_one(enqueue_id, publisher)  # publish now; the drain would do it within seconds otherwise
+        outbox.deliver_one(enqueue_id, publisher)  # publish now; the drain would do it within seconds otherwise
     return out
 
 
 def _redrive(s: Session, dl: DeadLetter) -> tuple[str, int | None]:
     """Do the work again. Returns (result, id of a run.enqueue outbox row to publish, if any)."""
-    from aos.services.outbox import reopen
-    from aos.services.runs import requeue
 
     if dl.kind == "outbox":
-        return reopen(s, int(dl.payload["outbox_id"])), None
+        return outbox.reopen(s, int(dl.payload["outbox_id"])), None
     if dl.kind == "task":
         task = str(dl.payload.get("task"))
         if task not in RUN_TASKS or dl.run_id is None:
@@ -255,7 +253,7 @@ def record_task_failure(task: str, task_id: str | None, args: Any, kwargs: Any, 
         run = s.get(Run, run_id) if run_id else None
         if run is not None:
             tenant_id = run.tenant_id
-            if task == "aos.steps.execute" and len(args) > 1 and isinstance(args[1], int) \
+            if task == STEP_TASK and len(args) > 1 and isinstance(args[1], int) \
                     and 0 <= args[1] < len(run.plan.get("steps", [])):
                 step_id = run.plan["steps"][args[1]].get("id")
         same = select(DeadLetter).where(

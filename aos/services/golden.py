@@ -24,14 +24,13 @@ from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.golden.diff import compare_steps
 from aos.golden.record import AttemptFacts, RunFacts, build_body, seal
-from aos.golden.replay import ReplayedSkill
 from aos.golden.sign import KeyRing
 from aos.golden.verify import Verified, verify_document
 from aos.plan import parse_plan
+from aos.services import outbox
 from aos.services.publisher import Publisher
 from aos.services.runs import persist_run
 from aos.services.tenancy import TenantContext
-from aos.skills.base import Skill
 from aos.skills.registry import default_registry
 
 # a cancelled run stopped for a reason outside its plan: a replay could never reproduce it
@@ -133,9 +132,7 @@ def start_replay(ctx: TenantContext, document: Any, publisher: Publisher | None,
                                    tenant_id=ctx.tenant_id, call=call)
                   for step_id, attempt, role, call in _recorded_calls(body))
     if publisher is not None:
-        from aos.services.outbox import deliver_one
-
-        deliver_one(outbox_id, publisher)
+        outbox.deliver_one(outbox_id, publisher)
     return run_id
 
 
@@ -181,12 +178,3 @@ def replay(ctx: TenantContext, document: Any, publisher: Publisher | None, *, pl
     run_id = start_replay(ctx, document, publisher, plan=plan)
     wait_for_replay(ctx, run_id, timeout_s)
     return replay_report(ctx, document, run_id)
-
-
-def replayed_skill(run_id: uuid.UUID, step_id: str, attempt: int, role: str, skill: Skill) -> Skill:
-    """The skill a replay run's non-deterministic call uses: the recording answers (worker side)."""
-    with session_scope() as s:
-        call = s.scalar(select(GoldenReplayCall.call).where(
-            GoldenReplayCall.run_id == run_id, GoldenReplayCall.step_id == step_id,
-            GoldenReplayCall.attempt == attempt, GoldenReplayCall.role == role))
-    return ReplayedSkill(skill, call)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# The engine's task names: a step message is STEP_TASK(run_id, step_index); a long run's chain ends in
+# CONTINUE_TASK(run_id, from_step, generation), which publishes the next segment.
+STEP_TASK = "aos.steps.execute"
+CONTINUE_TASK = "aos.runs.continue"
+
 
 class Publisher(Protocol):
     def enqueue_run(self, run_id: str, from_step: int, step_timeouts: list[float], generation: int = 0) -> None:

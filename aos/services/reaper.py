@@ -27,9 +27,9 @@ from sqlalchemy import String, cast, or_, select
 from sqlalchemy.orm import Session
 
 from aos.config import get_settings
-from aos.db.models import OutboxMessage, Run
+from aos.db.models import ENQUEUE_TOPIC, OutboxMessage, Run
 from aos.db.session import session_scope
-from aos.services.runs import requeue
+from aos.services.enqueue import requeue
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class StepQueue(Protocol):
 def _silent(now: datetime, silent_for: timedelta) -> list[Any]:
     """The conditions that make a run silent for ``silent_for``."""
     pending_enqueue = select(OutboxMessage.id).where(
-        OutboxMessage.topic == "run.enqueue", OutboxMessage.status == "pending",
+        OutboxMessage.topic == ENQUEUE_TOPIC, OutboxMessage.status == "pending",
         OutboxMessage.payload["run_id"].astext == cast(Run.id, String)).exists()
     return [Run.status.in_(("queued", "running")),
             Run.updated_at < now - silent_for,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -12,11 +13,15 @@ from sqlalchemy.orm import Session
 
 from aos import metrics
 from aos.config import get_settings
+from aos.db import direct, run_store, step_store
+from aos.db.jsontext import NotStorable, to_json
 from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, OutboxMessage, Run, RunEvent, Workflow
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, parse_plan
-from aos.services import timeline
+from aos.runtime import budget
+from aos.services import enqueue, outbox, timeline
+from aos.services.capabilities import capability_problems, load_agent, raise_if_denied
 from aos.services.failures import error_view
 from aos.services.pagination import DEFAULT_LIMIT, paginate
 from aos.services.publisher import Publisher
@@ -26,31 +31,53 @@ from aos.skills.registry import default_registry
 log = logging.getLogger(__name__)
 
 
-def step_timeouts(plan: Plan) -> list[float]:
-    """Each step's soft timeout: the plan's, else the skill's default."""
-    registry = default_registry()
-    return [s.timeout_s or registry.resolve(s.skill).default_timeout_s for s in plan.steps]
-
-
 def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *,
                inputs: dict[str, Any] | None = None, agent_id: uuid.UUID | None = None,
                workflow_id: uuid.UUID | None = None) -> uuid.UUID:
-    """Validate, persist the run and its enqueue (one transaction), then publish.
+    """Validate, store the run with its enqueue and ``run.queued`` event (one durable statement), then
+    publish and settle the enqueue.
 
-    A run that was committed is never lost: if publishing fails (broker down) the
-    outbox row stays pending and the beat-driven drain publishes it later.
+    A run that was committed is never lost: if publishing fails (broker down) the enqueue row stays
+    pending and the beat-driven drain publishes it later.
     """
     if inputs is not None and not isinstance(inputs, dict):
         raise AosError("VALIDATION_ERROR", "inputs must be a JSON object")
     plan = parse_plan(plan_data, default_registry(), inputs=inputs)
-    with session_scope() as s:
-        run_id, outbox_id = persist_run(s, ctx, plan, agent_id=agent_id, workflow_id=workflow_id)
+    if agent_id is not None:
+        with session_scope() as s:
+            check_capabilities(s, ctx, agent_id, plan)
+    check_step_budget(plan)
+    run = new_run(ctx, plan, agent_id=agent_id, workflow_id=workflow_id)
+    row = run_store.insert_run(direct.durable(), run,
+                               **_enqueue_args(run, plan, lease_s=outbox.lease_seconds() if publisher else 0))
     metrics.run_submitted()  # after the commit (schedules count their firings the same way)
     if publisher is not None:
-        from aos.services.outbox import deliver_one
+        outbox.publish_leased(ctx.tenant_id, run.id, row, publisher, enqueue.step_timeouts(plan))
+    return run.id
 
-        deliver_one(outbox_id, publisher)
-    return run_id
+
+def new_run(ctx: TenantContext, plan: Plan, *, agent_id: uuid.UUID | None = None,
+            workflow_id: uuid.UUID | None = None) -> run_store.NewRun:
+    """The row of a validated plan's run: plan, inputs and skill versions pinned."""
+    try:
+        plan_json = to_json(plan.raw, canonical=True)
+        inputs_json = to_json(plan.inputs)
+    except NotStorable as exc:
+        raise AosError("PLAN_INVALID", f"the plan or its inputs cannot be stored as JSON: {exc}",
+                       problems=[{"path": "$", "code": "PLAN_INVALID", "message": str(exc)}]) from None
+    b = plan.budget
+    return run_store.NewRun(
+        id=uuid.uuid4(), tenant_id=ctx.tenant_id, name=plan.name, plan=plan_json,
+        plan_hash=hashlib.sha256(plan_json.encode()).hexdigest(),
+        skill_versions=to_json({st.id: st.skill for st in plan.steps}), inputs=inputs_json,
+        step_count=len(plan.steps), agent_id=agent_id, workflow_id=workflow_id,
+        max_cost_usd=budget.money(b.max_cost_usd) if b.max_cost_usd is not None else None,
+        max_tokens=b.max_tokens, max_steps=b.max_steps, max_wall_s=b.max_wall_s)
+
+
+def _enqueue_args(run: run_store.NewRun, plan: Plan, *, lease_s: float, **queued_data: Any) -> dict[str, Any]:
+    return {"topic": enqueue.ENQUEUE, "payload": to_json(enqueue.enqueue_payload(run.id, 0)), "lease_s": lease_s,
+            "queued": to_json({"steps": len(plan.steps), **queued_data})}
 
 
 def check_step_budget(plan: Plan) -> None:
@@ -67,32 +94,20 @@ def check_step_budget(plan: Plan) -> None:
 
 def persist_run(s: Session, ctx: TenantContext, plan: Plan, *, agent_id: uuid.UUID | None = None,
                 workflow_id: uuid.UUID | None = None, **queued_data: Any) -> tuple[uuid.UUID, int]:
-    """Insert a validated run, its enqueue outbox row and its ``run.queued`` event in the caller's
-    transaction (a user schedule advances its next fire time in the same one); return (run id, outbox id)."""
+    """Insert a validated run, its enqueue outbox row (due at once) and its ``run.queued`` event in the
+    caller's transaction (a user schedule advances its next fire time in the same one); return (run id,
+    outbox id) for ``outbox.deliver_one`` after the commit."""
     if agent_id is not None:
         check_capabilities(s, ctx, agent_id, plan)
     check_step_budget(plan)
-    run = Run(
-        tenant_id=ctx.tenant_id, agent_id=agent_id, workflow_id=workflow_id, name=plan.name,
-        plan=plan.raw, plan_hash=plan.hash, inputs=plan.inputs, step_count=len(plan.steps),
-        skill_versions={st.id: st.skill for st in plan.steps},
-        max_cost_usd=plan.budget.max_cost_usd, max_tokens=plan.budget.max_tokens,
-        max_steps=plan.budget.max_steps, max_wall_s=plan.budget.max_wall_s,
-    )
-    s.add(run)
-    s.flush()
-    outbox = OutboxMessage(tenant_id=ctx.tenant_id, topic="run.enqueue",
-                           payload={"run_id": str(run.id), "from_step": 0})
-    s.add(outbox)
-    timeline.record(s, ctx.tenant_id, run.id, "run.queued", steps=len(plan.steps), **queued_data)
-    s.flush()
-    return run.id, outbox.id
+    run = new_run(ctx, plan, agent_id=agent_id, workflow_id=workflow_id)
+    row = run_store.insert_run(step_store.session_connection(s), run,
+                               **_enqueue_args(run, plan, lease_s=0, **queued_data))
+    return run.id, row.id
 
 
 def check_capabilities(s: Session, ctx: TenantContext, agent_id: uuid.UUID, plan: Plan) -> None:
     """Submission-time capability check (execution re-checks hosts and connections in the skills)."""
-    from aos.services.capabilities import capability_problems, load_agent, raise_if_denied
-
     raise_if_denied(capability_problems(load_agent(s, ctx, agent_id), plan))
 
 
@@ -286,7 +301,7 @@ def cancel_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher
         timeline.record(s, ctx.tenant_id, run.id, "run.cancelled")
         metrics.run_finished("cancelled")
         generations = s.scalars(select(OutboxMessage.id).where(
-            OutboxMessage.topic == "run.enqueue", OutboxMessage.payload["run_id"].astext == str(run.id))).all()
+            OutboxMessage.topic == enqueue.ENQUEUE, OutboxMessage.payload["run_id"].astext == str(run.id))).all()
         pending_steps = range(run.next_step, run.step_count)
     if publisher is not None:
         try:
@@ -302,37 +317,7 @@ def resume_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher
         run = _get_run(s, ctx.tenant_id, run_id)
         if run.status not in ("failed", "dead_lettered", "cancelled"):
             raise AosError("CONFLICT", f"run is {run.status}; only failed, cancelled or dead-lettered runs resume")
-        outbox_id = requeue(s, run, reason="resume")
+        outbox_id = enqueue.requeue(s, run, reason="resume")
     if publisher is not None:
-        from aos.services.outbox import deliver_one
-
-        deliver_one(outbox_id, publisher)
+        outbox.deliver_one(outbox_id, publisher)
     return get_run(ctx, run_id)
-
-
-def requeue(s: Session, run: Run, *, reason: str) -> int:
-    """Put a run back in the queue from its first unfinished step (resume and the reaper)."""
-    res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version)
-                    .values(status="queued", cancel_requested=False, version=Run.version + 1,
-                            error_code=None, error_message=None, finished_at=None, lease_owner=None,
-                            lease_expires_at=None, wake_at=None, updated_at=datetime.now(UTC)))
-    if res.rowcount == 0:  # type: ignore[attr-defined]
-        raise AosError("CONFLICT", "the run changed meanwhile; try again")
-    msg = OutboxMessage(tenant_id=run.tenant_id, topic="run.enqueue",
-                        payload={"run_id": str(run.id), "from_step": run.next_step})
-    s.add(msg)
-    timeline.record(s, run.tenant_id, run.id, "run.resumed", from_step=run.next_step, reason=reason)
-    s.flush()
-    return msg.id
-
-
-def enqueue_segment(run_id: str, from_step: int, generation: int, publisher: Publisher) -> None:
-    """Publish the next segment of a long run's chain (called by the chain itself)."""
-    from aos.services.execution import load_plan
-
-    with session_scope() as s:
-        run = s.get(Run, uuid.UUID(run_id))
-        if run is None or run.status in FINAL_RUN_STATUSES:
-            return
-        timeouts = step_timeouts(load_plan(run))
-    publisher.enqueue_run(run_id, from_step, timeouts, generation=generation)

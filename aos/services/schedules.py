@@ -39,8 +39,10 @@ from aos.db.models import Schedule, Workflow
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import parse_plan
+from aos.services import outbox
 from aos.services.locks import Lease
 from aos.services.publisher import Publisher
+from aos.services.runs import persist_run
 from aos.services.tenancy import TenantContext
 from aos.skills.registry import default_registry
 
@@ -180,8 +182,6 @@ def set_enabled(ctx: TenantContext, schedule_id: str | uuid.UUID, enabled: bool)
 
 def _fire_one(s: Session, sc: Schedule, now: datetime) -> tuple[uuid.UUID, int] | None:
     """Insert this tick's run (in a savepoint: a schedule that cannot start one does not stop the others)."""
-    from aos.services.runs import persist_run
-
     source = s.get(Workflow, sc.workflow_id)
     try:
         with s.begin_nested():
@@ -228,7 +228,5 @@ def fire_due(publisher: Publisher | None, *, lease: Lease | None = None, limit: 
     for _run_id, outbox_id in started:
         metrics.run_submitted()
         if publisher is not None:
-            from aos.services.outbox import deliver_one
-
-            deliver_one(outbox_id, publisher)
+            outbox.deliver_one(outbox_id, publisher)
     return [run_id for run_id, _ in started]

@@ -31,7 +31,7 @@ import httpx
 from sqlalchemy.orm import Session
 
 from aos.config import get_settings
-from aos.db.models import Tenant
+from aos.db.models import WEBHOOK_EVENTS, Tenant
 from aos.errors import AosError
 from aos.runtime.catalog import CATALOG
 from aos.skills.base import SkillError
@@ -93,12 +93,9 @@ def verify_signature(secret: str, header: str | None, body: bytes | str, toleran
 
 # --- the tenant's endpoint -----------------------------------------------------------------------
 
-WEBHOOK_EVENTS_ORDERED = ("run.succeeded", "run.failed", "budget.warning")
-
-
 def _view(tenant: Tenant, secret: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"url": tenant.webhook_url, "secret_set": bool(tenant.webhook_secret),
-                           "events": list(WEBHOOK_EVENTS_ORDERED)}
+                           "events": list(WEBHOOK_EVENTS)}
     if secret is not None:
         out["secret"] = secret  # shown once, when it is generated
     return out

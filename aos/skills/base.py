@@ -17,27 +17,16 @@ from enum import StrEnum
 from typing import Any
 
 from aos.config import Settings
-from aos.runtime.outcome import Usage
+from aos.values import Estimate, RetryPolicy, Usage
+
+__all__ = ["CostModel", "Estimate", "RetryPolicy", "SideEffect", "Skill", "SkillContext", "SkillError",
+           "SkillResult", "Usage"]
 
 
 class SideEffect(StrEnum):
     PURE = "pure"              # no effect outside the step: safe to run any number of times
     IDEMPOTENT = "idempotent"  # an effect, but repeating it changes nothing more
     EXTERNAL = "external"      # an effect the world sees; gets an idempotency key
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 3
-    backoff_s: float = 1.0
-    backoff_max_s: float = 60.0
-
-
-@dataclass(frozen=True)
-class Estimate:
-    cost_usd: float = 0.0
-    tokens: int = 0
-    latency_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
 from aos.config import Settings, get_settings
+from aos.services.publisher import CONTINUE_TASK, STEP_TASK
 from aos.tasks import resilience
 
 # A Redis restart while a step is in flight must not kill the worker (see aos/tasks/resilience.py).
@@ -42,8 +43,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": "aos.default",
-        "task_routes": {"aos.steps.execute": {"queue": settings.step_queue},
-                        "aos.runs.continue": {"queue": settings.step_queue}},
+        "task_routes": {STEP_TASK: {"queue": settings.step_queue}, CONTINUE_TASK: {"queue": settings.step_queue}},
         # requirement: hard limit above the soft one (per-step limits are set on each message)
         "task_soft_time_limit": 300,
         "task_time_limit": 300 + int(settings.hard_timeout_grace_s),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import chain
 
 from aos.config import get_settings
+from aos.services.publisher import CONTINUE_TASK, STEP_TASK
 from aos.tasks.app import app
 
 # A chain message carries the rest of its chain; segments keep a long run's messages small.
@@ -24,17 +25,14 @@ def continue_task_id(run_id: str, from_step: int, generation: int) -> str:
 
 class CeleryPublisher:
     def enqueue_run(self, run_id: str, from_step: int, step_timeouts: list[float], generation: int = 0) -> None:
-        from aos.tasks.steps import continue_run, execute
-
         grace = get_settings().hard_timeout_grace_s
         end = min(len(step_timeouts), from_step + SEGMENT)
-        sigs = [execute.si(run_id, i).set(task_id=step_task_id(run_id, i, generation),
-                                          soft_time_limit=step_timeouts[i],
-                                          time_limit=step_timeouts[i] + grace)
+        sigs = [app.signature(STEP_TASK, (run_id, i), immutable=True, task_id=step_task_id(run_id, i, generation),
+                              soft_time_limit=step_timeouts[i], time_limit=step_timeouts[i] + grace)
                 for i in range(from_step, end)]
         if end < len(step_timeouts):
-            sigs.append(continue_run.si(run_id, end, generation).set(
-                task_id=continue_task_id(run_id, end, generation)))
+            sigs.append(app.signature(CONTINUE_TASK, (run_id, end, generation), immutable=True,
+                                      task_id=continue_task_id(run_id, end, generation)))
         chain(*sigs).apply_async(retry=True, retry_policy=PUBLISH_RETRY)
 
     def revoke_steps(self, run_id: str, steps: range, generations: list[int]) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.exc import OperationalError
 
+from aos.db.direct import TRANSIENT_ERRORS
 from aos.runtime.backoff import retry_countdown
+from aos.services.enqueue import publish_segment
 from aos.services.execution import execute_step
-from aos.skills.base import RetryPolicy
+from aos.services.publisher import CONTINUE_TASK, STEP_TASK
 from aos.tasks.app import app, delivery_id
+from aos.tasks.publisher import CeleryPublisher
+from aos.values import RetryPolicy
 
 INFRA_RETRY = RetryPolicy(max_attempts=1_000_000, backoff_s=0.5, backoff_max_s=30)
 # How many gave-up deliveries a retry names: only the last one that claimed holds the lease, and a
@@ -18,7 +21,7 @@ INFRA_RETRY = RetryPolicy(max_attempts=1_000_000, backoff_s=0.5, backoff_max_s=3
 ABANDONED_KEPT = 4
 
 
-@app.task(name="aos.steps.execute", bind=True, acks_late=True, reject_on_worker_lost=True,
+@app.task(name=STEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
           ignore_result=True, max_retries=None)
 def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None = None) -> None:
     """Run step ``step_index`` of run ``run_id`` (idempotent: a redelivery finds its checkpoint)."""
@@ -26,7 +29,7 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
     abandoned = abandoned or []
     try:
         decision = execute_step(run_id, step_index, delivery, abandoned)
-    except (SoftTimeLimitExceeded, OperationalError) as exc:
+    except (SoftTimeLimitExceeded, *TRANSIENT_ERRORS) as exc:
         # Outside the skill (claiming, writing the checkpoint): the transaction rolled back, nothing
         # was recorded; deliver again later. The database outage case waits out the backoff. The claim
         # may have committed: the retry names this delivery (and the last few it retried, whose claims
@@ -43,10 +46,7 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
         self.request.chain = None  # the run is final (or owned by another chain): end this one here
 
 
-@app.task(name="aos.runs.continue", bind=True, acks_late=True, ignore_result=True)
+@app.task(name=CONTINUE_TASK, bind=True, acks_late=True, ignore_result=True)
 def continue_run(self: Any, run_id: str, from_step: int, generation: int) -> None:
     """Publish the next segment of a long run's chain."""
-    from aos.services.runs import enqueue_segment
-    from aos.tasks.publisher import CeleryPublisher
-
-    enqueue_segment(run_id, from_step, generation, CeleryPublisher())
+    publish_segment(run_id, from_step, generation, CeleryPublisher())

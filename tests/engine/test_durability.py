@@ -190,26 +190,56 @@ def _reap_until_resumed(run_id: str, timeout: float) -> int:
         time.sleep(0.25)
 
 
-def _reserve_many(env: dict[str, str], run_id: str, tries: int, barrier) -> int:
-    """One OS process hammering the run's budget: ``tries`` reservations of 0.01 USD, one per transaction."""
+def _reserve_many(env: dict[str, str], tenant_id: str, tries: int, barrier) -> int:
+    """One OS process hammering the tenant's day: ``tries`` reservations of 0.01 USD, each with the
+    statement a step's claim uses, on the process's own engine connection."""
     init_helper_process(env)
-    from aos.db.session import session_scope as scope
-    from aos.runtime.budget import reserve_run
-    from aos.skills.base import Estimate
+    from aos.db import direct, step_store
+    from aos.runtime import budget
 
-    with scope() as s:  # connect before the race starts
-        s.execute(select(1))
+    conn = direct.relaxed()  # connect before the race starts
     barrier.wait(timeout=60)
     won = 0
     for _ in range(tries):
-        with scope() as s:
-            if reserve_run(s, uuid.UUID(run_id), Estimate(cost_usd=0.01)) is not None:
-                won += 1
+        if step_store.reserve_tenant_day(conn, uuid.UUID(tenant_id), budget.today(), Decimal("0.01")):
+            won += 1
     return won
 
 
-def _reserve_worker(env, run_id, tries, barrier, results) -> None:
-    results.put(_reserve_many(env, run_id, tries, barrier))
+def _reserve_worker(env, tenant_id, tries, barrier, results) -> None:
+    results.put(_reserve_many(env, tenant_id, tries, barrier))
+
+
+def _claim_many(env: dict[str, str], run_id: str, name: str, barrier) -> bool:
+    """One OS process claiming step 0 of the run at the same moment as the others."""
+    init_helper_process(env)
+    from aos.db import direct, step_store
+
+    conn = direct.relaxed()
+    barrier.wait(timeout=60)
+    return step_store.claim(conn, step_store.ClaimRequest(
+        run_id=uuid.UUID(run_id), index=0, step_id="a", skill="json.transform@1", worker=f"race:{name}",
+        takeover=(), lease_s=60, cost_usd=Decimal("0.01"), tokens=0)) is not None
+
+
+def _claim_worker(env, run_id, name, barrier, results) -> None:
+    results.put(_claim_many(env, run_id, name, barrier))
+
+
+def _race(target, args_of, procs: int) -> list[Any]:
+    mp = multiprocessing.get_context("spawn")
+    barrier, results = mp.Barrier(procs), mp.Queue()
+    env = {k: v for k, v in os.environ.items() if k.startswith("AOS_")}
+    children = [mp.Process(target=target, args=(env, *args_of(i), barrier, results)) for i in range(procs)]
+    for p in children:
+        p.start()
+    try:
+        return [results.get(timeout=60) for _ in children]
+    finally:
+        for p in children:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
 
 
 # --------------------------------------------------------------------------- 1. killed workers
@@ -381,40 +411,42 @@ def test_same_step_delivered_twice_at_once_executes_once(worker, second_worker, 
 
 
 def test_two_workers_sharing_one_budget_never_exceed_it(tenant, aos_env):
-    """Four OS processes reserve 0.01 USD at once on one run limited to 0.50 USD: exactly 50 win."""
-    from aos.services.runs import cancel_run, submit_run
+    """Four OS processes reserve 0.01 USD at once on one tenant's day limited to 0.50 USD, with the
+    statement every costed step's claim runs: exactly 50 win."""
+    from aos.db.models import Tenant, TenantDailySpend
+    from aos.runtime import budget
 
     ctx, _ = tenant
     max_cost = Decimal("0.50")
-    run_id = submit_run(ctx, {"name": "shared-budget", "budget": {"max_cost_usd": float(max_cost)},
-                              "steps": [{"id": "a", "skill": "json.transform", "args": {"input": 1, "expr": "@"}}]},
-                        None)
-    # Fence the row: a drain or reaper elsewhere in the session must not execute this run while the
-    # processes race (reserve_run works on the row whatever its status).
-    cancel_run(ctx, run_id, None)
-
-    procs, tries = 4, 40
-    mp = multiprocessing.get_context("spawn")
-    barrier, results = mp.Barrier(procs), mp.Queue()
-    env = {k: v for k, v in os.environ.items() if k.startswith("AOS_")}
-    children = [mp.Process(target=_reserve_worker, args=(env, str(run_id), tries, barrier, results))
-                for _ in range(procs)]
-    for p in children:
-        p.start()
-    try:
-        won = [results.get(timeout=60) for _ in children]
-    finally:
-        for p in children:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
+    with session_scope() as s:
+        s.get(Tenant, ctx.tenant_id).daily_budget_usd = max_cost
+    won = _race(_reserve_worker, lambda _i: (str(ctx.tenant_id), 40), procs=4)
     expected = math.floor(max_cost / Decimal("0.01"))
     assert sum(won) == expected, won
-    assert sum(won) * Decimal("0.01") <= max_cost
     assert sum(1 for n in won if n > 0) >= 2, f"no real race happened: {won}"
     with session_scope() as s:
+        day = s.get(TenantDailySpend, (ctx.tenant_id, budget.today()))
+        assert day.reserved_cost_usd == Decimal("0.01") * sum(won) == max_cost
+
+
+def test_racing_claims_of_one_step_leave_one_lease_and_one_reservation(tenant, aos_env):
+    """Four OS processes claim the same step at once: one holds the lease, the run counts one started
+    step and one reservation, and there is one attempt."""
+    from aos.services.runs import submit_run
+
+    ctx, _ = tenant
+    run_id = submit_run(ctx, {"name": "claim-race", "budget": {"max_cost_usd": 1.0},
+                              "steps": [{"id": "a", "skill": "json.transform", "args": {"input": 1, "expr": "@"}}]},
+                        None)
+    won = _race(_claim_worker, lambda i: (str(run_id), f"p{i}"), procs=4)
+    assert sorted(won) == [False, False, False, True], won
+    with session_scope() as s:
         run = s.get(Run, run_id)
-        assert run.reserved_cost_usd == Decimal("0.01") * sum(won) == max_cost
+        attempts = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id)).all()
+        assert (run.steps_started, run.reserved_cost_usd, run.lease_owner.startswith("race:")) == \
+            (1, Decimal("0.01"), True)
+        assert [(a.attempt, a.status, a.worker) for a in attempts] == [(1, "running", run.lease_owner)]
+        run.status = "cancelled"  # nobody else may execute it: its lease owner was this test
 
 
 def test_a_step_beyond_max_steps_never_starts(worker, tenant):

@@ -187,6 +187,7 @@ def assert_closed_labels(text: str) -> None:
         "aos_runs_finished": {"status": m.RUN_STATUS | other},
         "aos_steps": {"skill": skill, "status": m.STEP_STATUS | other, "code": code},
         "aos_step_duration_seconds": {"skill": skill},
+        "aos_step_output_bytes": {"skill": skill},
         "aos_step_retries": {"skill": skill, "code": code},
         "aos_budget_spend_usd": {"skill": skill},
         "aos_tokens": {"skill": skill},

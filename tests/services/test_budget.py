@@ -1,4 +1,4 @@
-"""Budget rows: the tenant's day is enforced and every spend lands in it."""
+"""Budget rows: the tenant's day is enforced and every spend lands in it (the step path's statements)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ from decimal import Decimal
 
 from sqlalchemy import select, update
 
+from aos.db import direct, step_store
 from aos.db.models import Run, Tenant, TenantDailySpend
 from aos.db.session import session_scope
 from aos.runtime import budget
-from aos.runtime.outcome import Usage
 from aos.services.runs import submit_run
-from aos.skills.base import Estimate
 
 PLAN = {"steps": [{"id": "a", "skill": "json.transform", "args": {"input": 1, "expr": "@"}}]}
 
@@ -20,24 +19,55 @@ def test_tenant_daily_budget_refuses_the_reservation_that_would_exceed_it(tenant
     ctx, _ = tenant
     with session_scope() as s:
         s.execute(update(Tenant).where(Tenant.id == ctx.tenant_id).values(daily_budget_usd=Decimal("0.05")))
-    r = budget.reservation_for(Estimate(cost_usd=0.02))
-    results = []
-    for _ in range(3):
-        with session_scope() as s:
-            results.append(budget.reserve_tenant_day(s, ctx.tenant_id, r))
+    day = budget.today()
+    results = [step_store.reserve_tenant_day(direct.durable(), ctx.tenant_id, day, Decimal("0.02")) for _ in range(3)]
     assert results == [True, True, False]
+    with session_scope() as s:
+        row = s.scalar(select(TenantDailySpend).where(TenantDailySpend.tenant_id == ctx.tenant_id))
+    assert row.reserved_cost_usd == Decimal("0.04")
+
+
+def test_a_tenant_without_a_daily_budget_reserves_without_limit(tenant):
+    ctx, _ = tenant
+    day = budget.today()
+    assert all(step_store.reserve_tenant_day(direct.durable(), ctx.tenant_id, day, Decimal("1000")) for _ in range(3))
 
 
 def test_spend_is_recorded_on_the_tenants_day_even_when_nothing_was_reserved(tenant):
     ctx, _ = tenant
     run_id = submit_run(ctx, PLAN, None)
-    zero = budget.reservation_for(Estimate(cost_usd=0.0))
-    with session_scope() as s:
-        assert budget.reserve_tenant_day(s, ctx.tenant_id, zero)  # a zero estimate writes no row
-        run = s.get(Run, run_id, with_for_update=True)
-        budget.settle(s, run, zero, Usage(cost_usd=0.0125, input_tokens=10, output_tokens=5))
+    claimed = step_store.claim(direct.relaxed(), step_store.ClaimRequest(
+        run_id=run_id, index=0, step_id="a", skill="json.transform@1", worker="test:1/a", takeover=(),
+        lease_s=30, cost_usd=Decimal(0), tokens=0))
+    assert claimed is not None
+    with session_scope() as s:  # a zero estimate wrote no row on the tenant's day
+        assert s.scalar(select(TenantDailySpend).where(TenantDailySpend.tenant_id == ctx.tenant_id)) is None
+    assert step_store.settle(direct.durable(), step_store.Settlement(
+        run_id=run_id, version=claimed["version"], lease_owner="test:1/a", status="running", next_step=1,
+        checkpoint_id=claimed["checkpoint_id"], checkpoint_status="succeeded", outcome='{"status": "ok"}',
+        cost_usd=Decimal("0.0125"), input_tokens=10, output_tokens=5, day=budget.today()))
     with session_scope() as s:
         day = s.scalar(select(TenantDailySpend).where(TenantDailySpend.tenant_id == ctx.tenant_id))
         run = s.get(Run, run_id)
     assert day.spent_cost_usd == Decimal("0.0125") and day.spent_tokens == 15
     assert run.spent_cost_usd == Decimal("0.0125") and run.spent_tokens == 15
+
+
+def test_a_settlement_whose_fence_moved_writes_nothing(tenant):
+    """A delivery whose lease was taken over (the version moved on) settles nothing at all."""
+    ctx, _ = tenant
+    run_id = submit_run(ctx, PLAN, None)
+    claimed = step_store.claim(direct.relaxed(), step_store.ClaimRequest(
+        run_id=run_id, index=0, step_id="a", skill="json.transform@1", worker="test:1/a", takeover=(),
+        lease_s=30, cost_usd=Decimal(0), tokens=0))
+    assert claimed is not None
+    stale = step_store.Settlement(
+        run_id=run_id, version=claimed["version"] - 1, lease_owner="test:1/a", status="succeeded", next_step=1,
+        final=True, checkpoint_id=claimed["checkpoint_id"], checkpoint_status="succeeded", outcome="{}",
+        cost_usd=Decimal("1"), day=budget.today(), events='[{"type": "run.succeeded", "data": {}}]',
+        outbox='[{"topic": "run.succeeded", "payload": {}}]')
+    assert not step_store.settle(direct.durable(), stale)
+    with session_scope() as s:
+        run = s.get(Run, run_id)
+        assert (run.status, run.next_step, run.spent_cost_usd) == ("running", 0, Decimal(0))
+        assert s.scalar(select(TenantDailySpend).where(TenantDailySpend.tenant_id == ctx.tenant_id)) is None

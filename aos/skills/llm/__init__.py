@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 
 from aos.config import ConfigError, Settings, get_settings
-from aos.runtime.outcome import Usage
 from aos.skills.base import (
     CostModel,
     Estimate,
@@ -38,6 +37,7 @@ from aos.skills.llm.providers import (
     parse_recorded,
 )
 from aos.skills.ssrf import AllowList, check_host, host_matches
+from aos.values import Usage
 
 PROVIDERS = ("anthropic", "openai", "openai_compatible", "offline")
 DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o-mini",

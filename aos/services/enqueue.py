@@ -1,0 +1,153 @@
+"""A run's enqueue: the one owner of what it takes to put a run's steps on the broker.
+
+- the ``run.enqueue`` outbox row (written in the transaction of the state change that queues
+  the run: submission, resume, the reaper, a dead letter's replay);
+- each step's soft timeout, which the step messages carry;
+- the run's plan as workers see it (``run_plan``): loaded once per process and run, because a
+  run's plan, inputs and pinned skills never change after submission. Per step, the worker then
+  needs nothing of the plan from Postgres, whatever the plan's size.
+
+Services that queue a run import this module; of the other services it imports only the timeline.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from aos.db import direct, step_store
+from aos.db.models import ENQUEUE_TOPIC, FINAL_RUN_STATUSES, OutboxMessage, Run
+from aos.errors import AosError
+from aos.plan import Plan
+from aos.plan.stored import stored_plan
+from aos.runtime.budget import Limits
+from aos.services import timeline
+from aos.services.publisher import Publisher
+from aos.skills.base import Skill
+from aos.skills.registry import default_registry
+
+ENQUEUE = ENQUEUE_TOPIC
+
+
+def step_timeouts(plan: Plan) -> list[float]:
+    """Each step's soft timeout: the plan's, else its skill's default."""
+    registry = default_registry()
+    return [s.timeout_s or registry.resolve(s.skill).default_timeout_s for s in plan.steps]
+
+
+def enqueue_payload(run_id: uuid.UUID | str, from_step: int) -> dict[str, Any]:
+    return {"run_id": str(run_id), "from_step": from_step}
+
+
+def add_enqueue(s: Session, tenant_id: uuid.UUID, run_id: uuid.UUID, from_step: int) -> int:
+    """Add a ``run.enqueue`` row to the session's transaction; its id (the enqueue's generation)."""
+    row = OutboxMessage(tenant_id=tenant_id, topic=ENQUEUE, payload=enqueue_payload(run_id, from_step))
+    s.add(row)
+    s.flush()
+    return row.id
+
+
+def publish_segment(run_id: str, from_step: int, generation: int, publisher: Publisher) -> None:
+    """Publish the next segment of a long run's chain (called by the chain itself)."""
+    rid = uuid.UUID(run_id)
+    status = step_store.run_status(direct.relaxed(), rid)
+    rp = run_plan(rid) if status is not None and status not in FINAL_RUN_STATUSES else None
+    if rp is not None:
+        publisher.enqueue_run(run_id, from_step, list(rp.timeouts), generation=generation)
+
+
+def requeue(s: Session, run: Run, *, reason: str) -> int:
+    """Put a run back in the queue from its first unfinished step (resume and the reaper)."""
+    res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version)
+                    .values(status="queued", cancel_requested=False, version=Run.version + 1,
+                            error_code=None, error_message=None, finished_at=None, lease_owner=None,
+                            lease_expires_at=None, wake_at=None, updated_at=datetime.now(UTC)))
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        raise AosError("CONFLICT", "the run changed meanwhile; try again")
+    outbox_id = add_enqueue(s, run.tenant_id, run.id, run.next_step)
+    timeline.record(s, run.tenant_id, run.id, "run.resumed", from_step=run.next_step, reason=reason)
+    return outbox_id
+
+
+# --- the run's plan, as workers see it -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What never changes about a run after submission, parsed once per process."""
+
+    run_id: uuid.UUID
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID | None
+    replay_of: uuid.UUID | None  # a golden replay: the recorded run it re-executes
+    plan: Plan
+    skills: tuple[Skill | None, ...]  # the pinned skill of each step (None: this process does not have it)
+    timeouts: tuple[float, ...]       # each step's soft timeout
+    limits: Limits
+    missing: dict[int, str]           # why a step's pinned skill could not be loaded here (a deploy removed it)
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return self.plan.inputs
+
+    @property
+    def step_count(self) -> int:
+        return len(self.plan.steps)
+
+
+_CACHE_SIZE = 512
+_cache: OrderedDict[uuid.UUID, RunPlan] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def run_plan(run_id: uuid.UUID) -> RunPlan | None:
+    """The run's plan (None: no such run), from this process's cache or, once, from Postgres."""
+    with _cache_lock:
+        hit = _cache.get(run_id)
+        if hit is not None:
+            _cache.move_to_end(run_id)
+            return hit
+    row = step_store.run_plan(direct.relaxed(), run_id)
+    if row is None:
+        return None
+    loaded = _build(run_id, row)
+    with _cache_lock:
+        _cache[run_id] = loaded
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return loaded
+
+
+def forget(run_id: uuid.UUID) -> None:
+    """Drop a finished run from this process's cache."""
+    with _cache_lock:
+        _cache.pop(run_id, None)
+
+
+def _build(run_id: uuid.UUID, row: dict[str, Any]) -> RunPlan:
+    plan = stored_plan(row["plan"], row["inputs"], row["skill_versions"])
+    registry = default_registry()
+    skills: list[Skill | None] = []
+    missing: dict[int, str] = {}
+    for st in plan.steps:
+        try:
+            skills.append(registry.resolve(st.skill))
+        except AosError as exc:
+            skills.append(None)
+            missing[st.index] = exc.message
+    max_cost = row["max_cost_usd"]
+    return RunPlan(
+        run_id=run_id, tenant_id=row["tenant_id"], agent_id=row["agent_id"], replay_of=row["replay_of"],
+        plan=plan, skills=tuple(skills), missing=missing,
+        timeouts=tuple(st.timeout_s or (k.default_timeout_s if k else Skill.default_timeout_s)
+                       for st, k in zip(plan.steps, skills, strict=True)),
+        limits=Limits(max_cost_usd=Decimal(max_cost) if max_cost is not None else None,
+                      max_tokens=row["max_tokens"], max_steps=row["max_steps"], max_wall_s=row["max_wall_s"]))

@@ -1,0 +1,226 @@
+"""What an attempt's outcome means for its run, as one settlement for the store to write.
+
+The failure catalog says whether a failed attempt is retryable; the step's retry policy and
+``on_error`` say what happens next:
+
+- success (or a fallback that succeeded) → the run moves to its next step, or succeeds;
+- a retryable failure with attempts left → the same step again after the seeded backoff (or the
+  server's ``Retry-After``), the run keeps its place;
+- ``on_error: SKIP`` → the step is recorded as skipped and the run goes on;
+- otherwise the run fails with the code; a retryable failure that ran out of attempts also leaves
+  a dead letter, so the work can be replayed.
+
+Everything a checkpoint stores is serialised here first: what cannot be stored (NaN, a NUL
+character, nesting too deep) or is larger than the configured caps fails the step with a code
+instead of failing the statement — no input can make a step fail forever in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from aos import metrics
+from aos.config import get_settings
+from aos.db.jsontext import NotStorable, json_size, to_json
+from aos.db.step_store import Settlement
+from aos.plan import Step
+from aos.runtime import budget
+from aos.runtime.backoff import retry_countdown
+from aos.runtime.catalog import CATALOG, RecoveryMode
+from aos.runtime.invoke import outcome_error
+from aos.runtime.outcome import StructuredOutcome
+from aos.services.timeline import Entries
+
+if TYPE_CHECKING:
+    from aos.services.enqueue import RunPlan
+    from aos.services.execution import Claim
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    """What the task should do next: let the chain go on, stop it, or retry after ``countdown``."""
+
+    action: str  # "continue" | "stop" | "retry"
+    reason: str
+    countdown: float = 0.0
+
+    @classmethod
+    def go_on(cls, reason: str) -> StepDecision:
+        return cls("continue", reason)
+
+    @classmethod
+    def stop(cls, reason: str) -> StepDecision:
+        return cls("stop", reason)
+
+    @classmethod
+    def retry(cls, countdown: float, reason: str) -> StepDecision:
+        return cls("retry", reason, countdown)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One skill call: its outcome, the raw response (golden files), and the resolved args (and their
+    canonical JSON, which the checkpoint stores and hashes)."""
+
+    outcome: StructuredOutcome
+    raw: Any
+    args: Any
+    args_json: str | None
+
+
+@dataclass
+class Settled:
+    """The settlement to write, the decision for the task, and the metrics to count once it is written."""
+
+    settlement: Settlement
+    decision: StepDecision
+    metrics: list[Callable[[], None]] = field(default_factory=list)
+
+    def count(self) -> None:
+        for m in self.metrics:
+            m()
+
+
+def _failure(code: str, message: str) -> Attempt:
+    return Attempt(StructuredOutcome.failure(outcome_error(CATALOG.get(code), message)), None, None, None)
+
+
+# --- outcomes ---------------------------------------------------------------------------------------------
+
+
+def retry_left(c: Claim, outcome: StructuredOutcome) -> bool:
+    assert outcome.error is not None
+    policy = c.step.retry or c.skill.default_retry
+    return outcome.error.retryable and c.attempt < policy.max_attempts and c.step.on_error.mode != "SKIP"
+
+
+def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) -> Settled:
+    """The settlement of a finished attempt (after its fallback, when the step has one)."""
+    cap = get_settings().max_step_output_bytes
+    try:
+        outcome_json = to_json(att.outcome.to_dict())
+        raw_json = to_json(att.raw) if att.raw is not None else None
+        fallback_json = to_json({"args": fallback_from.args, "outcome": fallback_from.outcome.to_dict()}) \
+            if fallback_from is not None else None
+    except NotStorable as exc:
+        return finished(c, _failure("DATA_NOT_STORABLE", f"the step's output: {exc}"))
+    out_size, raw_size = json_size(outcome_json), json_size(raw_json) if raw_json else 0
+    size = out_size + raw_size
+    metrics.step_output_size(c.skill.name, size)
+    if out_size > cap or raw_size > cap:
+        return finished(c, _failure("OUTPUT_TOO_LARGE", f"the step's output takes {size} bytes as JSON, more than "
+                                    f"AOS_MAX_STEP_OUTPUT_BYTES ({cap})"))
+    outcome, usage, rp, step = att.outcome, att.outcome.usage, c.rp, c.step
+    rows = Entries()
+    common = dict(
+        run_id=rp.run_id, version=c.version, lease_owner=c.worker, checkpoint_id=c.checkpoint_id,
+        args=att.args_json, args_hash=_hash(att.args_json), outcome=outcome_json,
+        raw=raw_json, fallback_from=fallback_json, duration_ms=outcome.timing.duration_ms,
+        reserved_cost_usd=c.reserved.cost_usd, reserved_tokens=c.reserved.tokens, cost_usd=budget.money(usage.cost_usd),
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, day=c.reserved.day)
+    spent = c.spend.after(usage)
+    skill = c.skill.name
+    if outcome.ok:
+        fb_code = fallback_from.outcome.error.code if fallback_from and fallback_from.outcome.error else None
+        if fallback_from is not None:
+            rows.add(rp.run_id, "step.fallback", step_id=step.id, code=fb_code)
+        rows.add(rp.run_id, "step.succeeded", step_id=step.id, attempt=c.attempt,
+                 duration_ms=outcome.timing.duration_ms, cost_usd=usage.cost_usd)
+        near = {} if c.budget_warned else budget.near_limits(rp.limits, spent)
+        if near:  # the first time a limit passes 80 %: once per run
+            rows.add(rp.run_id, "budget.warning", ratios=near, spent_cost_usd=float(spent.cost_usd),
+                     spent_tokens=spent.tokens, steps_started=spent.steps_started)
+        counted = [lambda: metrics.step_outcome(skill, "fallback" if fallback_from else "succeeded", outcome,
+                                                code=fb_code)]
+        return _advance(c, rows, common, "succeeded", spent, counted, warned=bool(near))
+    assert outcome.error is not None
+    err = outcome.error
+    entry = CATALOG.get(err.code)
+    if fallback_from is None and retry_left(c, outcome):
+        countdown = _countdown(c, outcome)
+        rows.add(rp.run_id, "step.retrying", step_id=step.id, attempt=c.attempt, code=err.code,
+                 countdown_s=countdown, message=err.message[:500])
+        st = Settlement(**common, status="running", next_step=step.index, checkpoint_status="failed",
+                        checkpoint_error_code=err.code, wake_at=datetime.now(UTC) + timedelta(seconds=countdown),
+                        events=_rows(rows.events), outbox=_rows(rows.outbox))
+        return Settled(st, StepDecision.retry(countdown, f"{err.code}: retry {c.attempt + 1} in {countdown:.2f}s"),
+                       [lambda: metrics.step_outcome(skill, "retrying", outcome),
+                        lambda: metrics.step_retried(skill, err.code)])
+    if step.on_error.mode == "SKIP":
+        rows.add(rp.run_id, "step.skipped", step_id=step.id, code=err.code, message=err.message[:500])
+        return _advance(c, rows, common, "skipped", spent, [lambda: metrics.step_outcome(skill, "skipped", outcome)],
+                        checkpoint_error_code=err.code)
+    rows.add(rp.run_id, "step.failed", step_id=step.id, attempt=c.attempt, code=err.code,
+             message=err.message[:500], recovery=str(entry.recovery))
+    dead: list[dict[str, Any]] = []
+    counted = [lambda: metrics.step_outcome(skill, "failed", outcome), lambda: metrics.run_finished("failed")]
+    if err.retryable:  # retries exhausted: keep the work as a dead letter
+        dead.append({"step_id": step.id, "payload": {"run_id": str(rp.run_id), "step_index": step.index},
+                     "error_code": err.code, "error_message": err.message, "attempts": c.attempt})
+        counted.append(lambda: metrics.dead_letter_created("step"))
+    _run_failed(rows, rp.run_id, step, err.code, err.message, recorded=True)
+    st = Settlement(**common, status="failed", next_step=step.index, final=True, error_code=err.code,
+                    error_message=err.message[:2000], checkpoint_status="failed", checkpoint_error_code=err.code,
+                    events=_rows(rows.events), outbox=_rows(rows.outbox), dead_letters=_rows(dead))
+    return Settled(st, StepDecision.stop(f"run failed: {err.code}"), counted)
+
+
+def refused(rp: RunPlan, step: Step, code: str, message: str,
+            fence: tuple[int, str | None]) -> tuple[Settlement, StepDecision]:
+    """The settlement that fails a run whose step may not start (no attempt was opened)."""
+    rows = Entries()
+    _run_failed(rows, rp.run_id, step, code, message, recorded=False)
+    st = Settlement(run_id=rp.run_id, version=fence[0], lease_owner=fence[1], status="failed", next_step=step.index,
+                    final=True, error_code=code, error_message=message[:2000], events=_rows(rows.events),
+                    outbox=_rows(rows.outbox))
+    return st, StepDecision.stop(f"run failed: {code}")
+
+
+def _advance(c: Claim, rows: Entries, common: dict[str, Any], checkpoint_status: str, spent: budget.Spend,
+             counted: list[Callable[[], None]], *, warned: bool = False,
+             checkpoint_error_code: str | None = None) -> Settled:
+    rp, step = c.rp, c.step
+    next_step = step.index + 1
+    final = next_step >= rp.step_count
+    if final:
+        rows.add(rp.run_id, "run.succeeded", steps=rp.step_count, cost_usd=float(spent.cost_usd),
+                 tokens=spent.tokens)
+        counted.append(lambda: metrics.run_finished("succeeded"))
+    st = Settlement(**common, status="succeeded" if final else "running", next_step=next_step, final=final,
+                    warned=warned, checkpoint_status=checkpoint_status, checkpoint_error_code=checkpoint_error_code,
+                    events=_rows(rows.events), outbox=_rows(rows.outbox))
+    return Settled(st, StepDecision.stop("run finished") if final else StepDecision.go_on("step done"), counted)
+
+
+def _run_failed(rows: Entries, run_id: Any, step: Step, code: str, message: str, *, recorded: bool) -> None:
+    if code == "BUDGET_EXCEEDED":
+        rows.add(run_id, "budget.exceeded", step_id=step.id, message=message)
+    elif not recorded:
+        rows.add(run_id, "step.failed", step_id=step.id, code=code, message=message)
+    rows.add(run_id, "run.failed", step_id=step.id, code=code, recovery=str(CATALOG.get(code).recovery),
+             message=message[:500])
+
+
+def _countdown(c: Claim, outcome: StructuredOutcome) -> float:
+    assert outcome.error is not None
+    if c.rp.replay_of is not None:
+        return 0.0  # a golden replay has no remote to spare: its retries need no wait
+    settings = get_settings()
+    hint = outcome.error.details.get("retry_after_s")
+    if CATALOG.get(outcome.error.code).recovery == RecoveryMode.RETRY_AFTER and isinstance(hint, int | float):
+        return min(float(hint), settings.max_countdown_s)
+    policy = c.step.retry or c.skill.default_retry
+    return retry_countdown(str(c.rp.run_id), c.step.id, c.attempt, policy, cap_s=settings.max_countdown_s)
+
+
+def _hash(canonical_json: str | None) -> str | None:
+    return hashlib.sha256(canonical_json.encode()).hexdigest() if canonical_json is not None else None
+
+
+def _rows(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"), default=str)
