@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractContextManager
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -121,24 +121,37 @@ SCRAPE_GAUGES: dict[str, tuple[str, str | None, frozenset[str]]] = {
 }
 
 
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once: the step path counts several series per step, and
+    prometheus_client validates label values at every ``labels()`` call."""
+    key = (id(metric), labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def run_submitted() -> None:
     RUNS_SUBMITTED.inc()
 
 
 def run_finished(status: str) -> None:
-    RUNS_FINISHED.labels(closed(status, RUN_STATUS, "status")).inc()
+    _child(RUNS_FINISHED, closed(status, RUN_STATUS, "status")).inc()
 
 
 def step_finished(skill: str, status: str, code: str | None, seconds: float | None,
                   cost_usd: float = 0.0, tokens: int = 0) -> None:
     sk = skill_label(skill)
-    STEPS.labels(sk, closed(status, STEP_STATUS, "step_status"), code_label(code)).inc()
+    _child(STEPS, sk, closed(status, STEP_STATUS, "step_status"), code_label(code)).inc()
     if seconds is not None:
-        STEP_SECONDS.labels(sk).observe(seconds)
+        _child(STEP_SECONDS, sk).observe(seconds)
     if cost_usd:
-        SPEND_USD.labels(sk).inc(cost_usd)
+        _child(SPEND_USD, sk).inc(cost_usd)
     if tokens:
-        TOKENS.labels(sk).inc(tokens)
+        _child(TOKENS, sk).inc(tokens)
 
 
 def step_outcome(skill: str, status: str, outcome: StructuredOutcome, code: str | None = None) -> None:
@@ -149,7 +162,7 @@ def step_outcome(skill: str, status: str, outcome: StructuredOutcome, code: str 
 
 
 def step_output_size(skill: str, size: int) -> None:
-    STEP_OUTPUT_BYTES.labels(skill_label(skill)).observe(size)
+    _child(STEP_OUTPUT_BYTES, skill_label(skill)).observe(size)
 
 
 def step_retried(skill: str, code: str | None) -> None:
@@ -173,7 +186,7 @@ def lock_leadership(job: str, leader: bool, *, acquired: bool = False) -> None:
 
 def step_running(skill: str) -> AbstractContextManager[object]:
     """``with step_running(skill):`` around a skill call counts it in aos_steps_in_progress."""
-    return STEPS_RUNNING.labels(skill_label(skill)).track_inprogress()
+    return _child(STEPS_RUNNING, skill_label(skill)).track_inprogress()
 
 
 def retention_deleted(table: str, rows: int) -> None:

@@ -176,6 +176,15 @@ class Run(Base):
     reserved_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     steps_started: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     budget_warned: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # the current step's attempt: its number (0: none yet), whether it is open (claimed, not yet settled:
+    # a delivery that dies leaves it open for the next one to take over, same attempt, same idempotency
+    # key), when it started, how many deliveries it took, and its step.started timeline event id. An
+    # attempt's checkpoint row is written when it ends (aos/db/step_store.py).
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    attempt_open: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    attempt_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempt_deliveries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    attempt_event_id: Mapped[int | None] = mapped_column(BigInteger)
     # liveness: who holds the run's current step and until when we expect to hear from it
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -208,7 +217,8 @@ class Run(Base):
 
 
 class Checkpoint(Base):
-    """One attempt of one step. At most one succeeded row per (run, step): a partial unique index."""
+    """One finished attempt of one step (the attempt in progress lives on its run row). At most one
+    succeeded row per (run, step): a partial unique index."""
 
     __tablename__ = "checkpoints"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -234,6 +244,10 @@ class Checkpoint(Base):
     duration_ms: Mapped[float | None] = mapped_column(Numeric(12, 3))
     # when the step's fallback produced this checkpoint: the primary call's {"args", "outcome"}
     fallback_from: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # the ids (from run_events' sequence) of this attempt's own step.started / step.succeeded timeline
+    # events, which are read from here instead of being rows of their own (aos/services/timeline.py)
+    started_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    finished_event_id: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         _run_ref(),
         CheckConstraint(_in("status", CHECKPOINT_STATUSES), name="status"),

@@ -19,9 +19,10 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-_INSERT_RUN = """
+from aos.db.statements import Statement
+
+_INSERT_RUN = Statement("""
 WITH r AS (
     INSERT INTO runs (id, tenant_id, agent_id, workflow_id, name, plan, plan_hash, skill_versions, inputs,
                       step_count, max_cost_usd, max_tokens, max_steps, max_wall_s)
@@ -40,7 +41,7 @@ WITH r AS (
     SELECT r.tenant_id, r.id, 'run.queued', %(queued)s::jsonb FROM r
 )
 SELECT o.id, o.attempts, o.next_attempt_at, o.created_at FROM o
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,11 @@ class EnqueueRow:
 
 def insert_run(conn: psycopg.Connection[Any], run: NewRun, *, topic: str, payload: str, queued: str,
                lease_s: float) -> EnqueueRow:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_INSERT_RUN, {
-            "id": run.id, "tenant": run.tenant_id, "agent": run.agent_id, "workflow": run.workflow_id,
-            "name": run.name, "plan": run.plan, "plan_hash": run.plan_hash, "skill_versions": run.skill_versions,
-            "inputs": run.inputs, "step_count": run.step_count, "max_cost_usd": run.max_cost_usd,
-            "max_tokens": run.max_tokens, "max_steps": run.max_steps, "max_wall_s": run.max_wall_s,
-            "topic": topic, "payload": payload, "queued": queued, "lease_s": float(lease_s)})
-        row = cur.fetchone()
+    row = _INSERT_RUN.one(conn, **{
+        "id": run.id, "tenant": run.tenant_id, "agent": run.agent_id, "workflow": run.workflow_id,
+        "name": run.name, "plan": run.plan, "plan_hash": run.plan_hash, "skill_versions": run.skill_versions,
+        "inputs": run.inputs, "step_count": run.step_count, "max_cost_usd": run.max_cost_usd,
+        "max_tokens": run.max_tokens, "max_steps": run.max_steps, "max_wall_s": run.max_wall_s,
+        "topic": topic, "payload": payload, "queued": queued, "lease_s": float(lease_s)})
     assert row is not None
     return EnqueueRow(row["id"], row["attempts"], row["next_attempt_at"], row["created_at"])

@@ -4,13 +4,17 @@ Each statement is a single SQL command whose data-modifying CTEs all hang off th
 ``UPDATE runs``: when the fence does not hold (another delivery owns the step, the run was
 cancelled, the version moved on), the run row is not changed and nothing else is written.
 
-- ``claim``: takes the lease of the run's current step (version bump), counts a new attempt in
-  ``steps_started``, reserves the step's estimate on the run's budget (refusing it past a limit),
-  opens the attempt's checkpoint (or takes over the ``running`` attempt of a dead delivery, so
-  its idempotency key stays the same), and records ``run.started``/``step.started``.
-- ``settle``: writes the attempt's checkpoint, moves the run on (next step, retry wake-up, or a
-  final status), replaces the reservation by what the step spent (run and tenant day), and
-  inserts the events, webhook outbox rows and dead letters the outcome implies.
+- ``claim``: one HOT update of the run row: takes the lease of the run's current step (version
+  bump), opens the step's attempt on the row (``attempt``, ``attempt_open``, when, how many
+  deliveries) — or takes over the open attempt of a dead delivery, so its idempotency key stays
+  the same, recording ``step.redelivered`` — counts a new attempt in ``steps_started``, reserves the
+  step's estimate on the run's budget (refusing it past a limit), and records ``run.started`` on a
+  run's start. The attempt's ``step.started`` event is the row's ``attempt_event_id``, not a row.
+- ``settle``: inserts the attempt's checkpoint (the attempt as it ended: an attempt row exists only
+  once it finished), closes the attempt and moves the run on (next step, retry wake-up, or a final
+  status), replaces the reservation by what the step spent (run and tenant day), and inserts the
+  events, webhook outbox rows and dead letters the outcome implies; a plain success is the
+  checkpoint's ``finished_event_id`` (the timeline's ``step.succeeded``).
 
 They run on any psycopg connection: ``aos.db.direct``'s on the hot path, or a session's own
 (``session_connection``) inside a larger transaction. JSON goes in as text cast to jsonb, so the
@@ -27,70 +31,61 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.orm import Session
 
-from aos.db.direct import DatabaseOperationalError
+from aos.db.statements import Statement
 
 Row = dict[str, Any]
 
-_CLAIM = """
-WITH last AS (
-    SELECT id, attempt, status FROM checkpoints
-    WHERE run_id = %(run)s AND step_index = %(index)s
-    ORDER BY attempt DESC LIMIT 1
-), prior AS (
+_CLAIM = Statement("""
+WITH prior AS (
     SELECT status FROM runs WHERE id = %(run)s
 ), r AS (
     UPDATE runs SET
         status = 'running', version = version + 1, lease_owner = %(worker)s,
         lease_expires_at = now() + make_interval(secs => %(lease_s)s), heartbeat_at = now(), wake_at = NULL,
         started_at = coalesce(started_at, now()), updated_at = now(),
-        steps_started = steps_started + CASE WHEN (SELECT status FROM last) = 'running' THEN 0 ELSE 1 END,
-        reserved_cost_usd = reserved_cost_usd
-            + CASE WHEN (SELECT status FROM last) = 'running' THEN 0 ELSE %(cost)s END,
-        reserved_tokens = reserved_tokens
-            + CASE WHEN (SELECT status FROM last) = 'running' THEN 0 ELSE %(tokens)s END
+        -- an open attempt is a dead (or abandoned) delivery's: taken over, same attempt and idempotency key
+        attempt = CASE WHEN attempt_open THEN attempt ELSE attempt + 1 END,
+        attempt_started_at = CASE WHEN attempt_open THEN attempt_started_at ELSE now() END,
+        attempt_deliveries = CASE WHEN attempt_open THEN attempt_deliveries + 1 ELSE 1 END,
+        -- the attempt's step.started event; when the run is starting too it is a row of its own, after run.started
+        attempt_event_id = CASE WHEN attempt_open THEN attempt_event_id
+                                WHEN status = 'queued' THEN NULL
+                                ELSE nextval('run_events_id_seq'::regclass) END,
+        attempt_open = true,
+        steps_started = steps_started + CASE WHEN attempt_open THEN 0 ELSE 1 END,
+        reserved_cost_usd = reserved_cost_usd + CASE WHEN attempt_open THEN 0 ELSE %(cost)s END,
+        reserved_tokens = reserved_tokens + CASE WHEN attempt_open THEN 0 ELSE %(tokens)s END
     WHERE id = %(run)s AND status IN ('queued', 'running') AND next_step = %(index)s
-      AND (lease_expires_at IS NULL OR lease_expires_at <= now() OR lease_owner = ANY(%(mine)s))
+      AND (lease_expires_at IS NULL OR lease_expires_at <= now()
+           OR lease_owner = ANY(string_to_array(%(mine)s, E'\n')))
       AND (max_wall_s IS NULL OR started_at IS NULL OR now() - started_at <= make_interval(secs => max_wall_s))
-      AND ((SELECT status FROM last) IS NOT DISTINCT FROM 'running' OR (
+      AND (attempt_open OR (
                (max_cost_usd IS NULL OR spent_cost_usd + reserved_cost_usd + %(cost)s <= max_cost_usd)
            AND (max_tokens IS NULL OR spent_tokens + reserved_tokens + %(tokens)s <= max_tokens)
            AND (max_steps IS NULL OR steps_started + 1 <= max_steps)))
     RETURNING version, tenant_id, agent_id, spent_cost_usd, spent_tokens, reserved_cost_usd, reserved_tokens,
-              steps_started, budget_warned
-), opened AS (
-    INSERT INTO checkpoints (tenant_id, run_id, step_index, step_id, attempt, status, skill, worker)
-    SELECT r.tenant_id, %(run)s, %(index)s, %(step_id)s, coalesce((SELECT attempt FROM last), 0) + 1,
-           'running', %(skill)s, %(worker)s
-    FROM r WHERE (SELECT status FROM last) IS DISTINCT FROM 'running'
-    RETURNING id, attempt, deliveries
-), taken AS (
-    UPDATE checkpoints SET deliveries = checkpoints.deliveries + 1, worker = %(worker)s
-    FROM r WHERE checkpoints.id = (SELECT id FROM last) AND (SELECT status FROM last) = 'running'
-    RETURNING checkpoints.id, checkpoints.attempt, checkpoints.deliveries
-), cp AS (
-    SELECT * FROM opened UNION ALL SELECT * FROM taken
+              steps_started, budget_warned, attempt, attempt_started_at, attempt_deliveries, attempt_event_id
 ), events AS (
     INSERT INTO run_events (tenant_id, run_id, type, step_id, data)
     SELECT r.tenant_id, %(run)s, e.type, e.step_id, e.data
-    FROM r, cp, LATERAL (VALUES
+    FROM r, LATERAL (VALUES
         (1, 'run.started', NULL, '{}'::jsonb, (SELECT status FROM prior) = 'queued'),
-        (2, CASE WHEN (SELECT status FROM last) = 'running' THEN 'step.redelivered' ELSE 'step.started' END,
-         %(step_id)s, jsonb_build_object('attempt', cp.attempt, 'worker', %(worker)s), true)
+        (2, 'step.started', %(step_id)s, jsonb_build_object('attempt', r.attempt, 'worker', %(worker)s),
+         r.attempt_deliveries = 1 AND r.attempt_event_id IS NULL),
+        (3, 'step.redelivered', %(step_id)s, jsonb_build_object('attempt', r.attempt, 'worker', %(worker)s),
+         r.attempt_deliveries > 1)
     ) AS e(ord, type, step_id, data, wanted)
     WHERE e.wanted ORDER BY e.ord
 )
-SELECT r.*, cp.id AS checkpoint_id, cp.attempt, cp.deliveries,
-       (SELECT status FROM last) IS NOT DISTINCT FROM 'running' AS redelivered,
-       (SELECT status FROM prior) AS prior_status,
+SELECT r.*, r.attempt_deliveries > 1 AS redelivered,
        CASE WHEN r.agent_id IS NOT NULL THEN (SELECT capabilities FROM agents WHERE id = r.agent_id) END
            AS capabilities
-FROM r, cp
-"""
+FROM r
+""")
 
-_RESERVE_DAY = """
+_RESERVE_DAY = Statement("""
 INSERT INTO tenant_daily_spend AS d (tenant_id, day, reserved_cost_usd)
 SELECT t.id, %(day)s, %(cost)s FROM tenants t
 WHERE t.id = %(tenant)s AND (t.daily_budget_usd IS NULL OR %(cost)s <= t.daily_budget_usd)
@@ -98,10 +93,12 @@ ON CONFLICT (tenant_id, day) DO UPDATE SET reserved_cost_usd = d.reserved_cost_u
 WHERE d.spent_cost_usd + d.reserved_cost_usd + EXCLUDED.reserved_cost_usd
       <= coalesce((SELECT daily_budget_usd FROM tenants WHERE id = d.tenant_id), 'Infinity'::numeric)
 RETURNING d.tenant_id
-"""
+""")
 
-_SETTLE = """
-WITH r AS (
+# The settle, in parts: the run and the attempt's checkpoint always; the other rows only when the
+# outcome has any (most steps have none), each combination its own prepared statement.
+_SETTLE_PARTS = {
+    "run": """r AS (
     UPDATE runs SET
         version = version + 1, lease_owner = NULL, lease_expires_at = NULL, heartbeat_at = now(), updated_at = now(),
         status = %(status)s, next_step = %(next_step)s, wake_at = %(wake_at)s,
@@ -110,82 +107,95 @@ WITH r AS (
         reserved_cost_usd = greatest(reserved_cost_usd - %(reserved_cost)s, 0),
         reserved_tokens = greatest(reserved_tokens - %(reserved_tokens)s, 0),
         spent_cost_usd = spent_cost_usd + %(cost)s, spent_tokens = spent_tokens + %(tokens)s,
-        budget_warned = budget_warned OR %(warned)s
+        budget_warned = budget_warned OR %(warned)s,
+        -- the attempt is closed by its checkpoint; the next step starts counting attempts again
+        attempt_open = attempt_open AND %(cp_status)s::text IS NULL,
+        attempt = CASE WHEN next_step <> %(next_step)s THEN 0 ELSE attempt END,
+        attempt_event_id = CASE WHEN next_step <> %(next_step)s THEN NULL ELSE attempt_event_id END
     WHERE id = %(run)s AND version = %(version)s AND lease_owner IS NOT DISTINCT FROM %(lease_owner)s
     RETURNING tenant_id
 ), checkpoint AS (
-    UPDATE checkpoints SET
-        status = %(cp_status)s, args = %(args)s::jsonb, args_hash = %(args_hash)s, outcome = %(outcome)s::jsonb,
-        raw = %(raw)s::jsonb, fallback_from = %(fallback_from)s::jsonb, error_code = %(cp_error_code)s,
-        cost_usd = %(cost)s, input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s,
-        finished_at = now(), duration_ms = %(duration_ms)s
-    FROM r WHERE checkpoints.id = %(checkpoint_id)s
-), events AS (
+    INSERT INTO checkpoints (tenant_id, run_id, step_index, step_id, attempt, deliveries, status, skill, worker,
+                             started_at, started_event_id, args, args_hash, outcome, raw, fallback_from, error_code,
+                             cost_usd, input_tokens, output_tokens, finished_at, duration_ms, finished_event_id)
+    SELECT r.tenant_id, %(run)s, %(cp_index)s, %(cp_step_id)s, %(cp_attempt)s, %(cp_deliveries)s, %(cp_status)s,
+           %(cp_skill)s, %(lease_owner)s, %(cp_started_at)s, %(cp_started_event_id)s, %(args)s::jsonb, %(args_hash)s,
+           %(outcome)s::jsonb, %(raw)s::jsonb, %(fallback_from)s::jsonb, %(cp_error_code)s, %(cost)s,
+           %(input_tokens)s, %(output_tokens)s, now(), %(duration_ms)s,
+           CASE WHEN %(derived_success)s THEN nextval('run_events_id_seq'::regclass) END
+    FROM r WHERE %(cp_status)s::text IS NOT NULL
+    RETURNING id
+)""",
+    "events": """events AS (
+    -- after checkpoint (it reads it): events that follow a derived step.succeeded get later ids
     INSERT INTO run_events (tenant_id, run_id, type, step_id, data)
     SELECT r.tenant_id, %(run)s, e.item->>'type', e.item->>'step_id', e.item->'data'
-    FROM r, jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(item, ord)
+    FROM r CROSS JOIN (SELECT count(*) FROM checkpoint) AS after_checkpoint,
+         jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(item, ord)
     ORDER BY e.ord
-), outbox AS (
+)""",
+    "outbox": """outbox AS (
     INSERT INTO outbox (tenant_id, topic, payload)
     SELECT r.tenant_id, o.item->>'topic', o.item->'payload'
     FROM r, jsonb_array_elements(%(outbox)s::jsonb) WITH ORDINALITY AS o(item, ord)
     ORDER BY o.ord
-), dead AS (
+)""",
+    "dead": """dead AS (
     INSERT INTO dead_letters (tenant_id, kind, run_id, step_id, payload, error_code, error_message, attempts)
     SELECT r.tenant_id, 'step', %(run)s, d.item->>'step_id', d.item->'payload', d.item->>'error_code',
            d.item->>'error_message', (d.item->>'attempts')::int
     FROM r, jsonb_array_elements(%(dead_letters)s::jsonb) AS d(item)
-), day AS (
+)""",
+    "day": """day AS (
     INSERT INTO tenant_daily_spend AS t (tenant_id, day, spent_cost_usd, spent_tokens)
-    SELECT r.tenant_id, %(day)s, %(cost)s, %(tokens)s FROM r WHERE %(touch_day)s
+    SELECT r.tenant_id, %(day)s, %(cost)s, %(tokens)s FROM r
     ON CONFLICT (tenant_id, day) DO UPDATE SET
         reserved_cost_usd = greatest(t.reserved_cost_usd - %(reserved_cost)s, 0),
         spent_cost_usd = t.spent_cost_usd + EXCLUDED.spent_cost_usd,
         spent_tokens = t.spent_tokens + EXCLUDED.spent_tokens
-)
-SELECT count(*) AS settled FROM r
-"""
+)""",
+}
+_settles: dict[tuple[str, ...], Statement] = {}
 
-_RUN_STATE = """
+
+def _settle_statement(parts: tuple[str, ...]) -> Statement:
+    stmt = _settles.get(parts)
+    if stmt is None:
+        body = ",\n".join(_SETTLE_PARTS[p] for p in ("run", *parts))
+        stmt = _settles[parts] = Statement(f"WITH {body}\nSELECT count(*) AS settled FROM r")
+    return stmt
+
+_RUN_STATE = Statement("""
 SELECT r.status, r.next_step, r.step_count, r.version, r.lease_owner, r.lease_expires_at, now() AS now,
        r.started_at, r.tenant_id, r.max_wall_s, r.max_cost_usd, r.max_tokens, r.max_steps,
-       r.spent_cost_usd, r.spent_tokens, r.reserved_cost_usd, r.reserved_tokens, r.steps_started,
+       r.spent_cost_usd, r.spent_tokens, r.reserved_cost_usd, r.reserved_tokens, r.steps_started, r.attempt_open,
        (SELECT c.status FROM checkpoints c WHERE c.run_id = r.id AND c.step_index = %(index)s
         ORDER BY c.attempt DESC LIMIT 1) AS last_status
 FROM runs r WHERE r.id = %(run)s
-"""
+""")
 
-_RUN_PLAN = """
+_RUN_PLAN = Statement("""
 SELECT tenant_id, agent_id, replay_of, plan, inputs, skill_versions, step_count,
        max_cost_usd, max_tokens, max_steps, max_wall_s
 FROM runs WHERE id = %(run)s
-"""
+""")
 
-_RUN_STATUS = "SELECT status FROM runs WHERE id = %(run)s"
+_RUN_STATUS = Statement("SELECT status FROM runs WHERE id = %(run)s")
 
-_OUTPUTS = """
+_OUTPUTS = Statement("""
 SELECT step_id, outcome->'output' AS output FROM checkpoints
 WHERE run_id = %(run)s AND step_id = ANY(%(step_ids)s) AND status IN ('succeeded', 'skipped')
-"""
+""")
 
-_REPLAY_CALL = """
+_REPLAY_CALL = Statement("""
 SELECT call FROM golden_replay_calls
 WHERE run_id = %(run)s AND step_id = %(step_id)s AND attempt = %(attempt)s AND role = %(role)s
-"""
+""")
 
 
 def session_connection(s: Session) -> psycopg.Connection[Any]:
     """The psycopg connection under a session, inside the session's transaction."""
     return s.connection().connection.dbapi_connection  # type: ignore[return-value]
-
-
-def _one(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any]) -> Row | None:
-    try:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql, params)
-            return cur.fetchone()
-    except psycopg.OperationalError as exc:
-        raise DatabaseOperationalError(exc) from exc
 
 
 @dataclass(frozen=True)
@@ -202,16 +212,31 @@ class ClaimRequest:
 
 
 def claim(conn: psycopg.Connection[Any], req: ClaimRequest) -> Row | None:
-    """Take the step; the claimed row (run spend, attempt, checkpoint id, agent capabilities), or None
-    when the fence does not hold (``run_state`` then tells why)."""
-    return _one(conn, _CLAIM, {
+    """Take the step; the claimed row (run spend, the open attempt, agent capabilities), or None when the
+    fence does not hold (``run_state`` then tells why)."""
+    return _CLAIM.one(conn, **{
         "run": req.run_id, "index": req.index, "step_id": req.step_id, "skill": req.skill, "worker": req.worker,
-        "mine": [req.worker, *req.takeover], "lease_s": req.lease_s, "cost": req.cost_usd, "tokens": req.tokens})
+        # one text of the owners it may take over, newline-separated (a delivery id never holds one)
+        "mine": "\n".join([req.worker, *req.takeover]),
+        "lease_s": req.lease_s, "cost": req.cost_usd, "tokens": req.tokens})
 
 
 def reserve_tenant_day(conn: psycopg.Connection[Any], tenant_id: uuid.UUID, day: date, cost_usd: Decimal) -> bool:
     """Reserve on the tenant's budget for the day (unlimited when the tenant has none)."""
-    return _one(conn, _RESERVE_DAY, {"tenant": tenant_id, "day": day, "cost": cost_usd}) is not None
+    return _RESERVE_DAY.one(conn, **{"tenant": tenant_id, "day": day, "cost": cost_usd}) is not None
+
+
+@dataclass(frozen=True)
+class OpenAttempt:
+    """The attempt a claim opened (or took over): what its checkpoint will say about it."""
+
+    index: int
+    step_id: str
+    skill: str
+    attempt: int
+    deliveries: int
+    started_at: datetime
+    started_event_id: int | None  # its step.started event, when not a row of its own
 
 
 @dataclass(frozen=True)
@@ -229,9 +254,10 @@ class Settlement:
     error_message: str | None = None
     warned: bool = False
     # the attempt's checkpoint (None: no attempt was opened)
-    checkpoint_id: int | None = None
+    attempt: OpenAttempt | None = None
     checkpoint_status: str | None = None
     checkpoint_error_code: str | None = None
+    derived_success: bool = False     # the checkpoint holds the attempt's step.succeeded event (timeline)
     args: str | None = None
     args_hash: str | None = None
     outcome: str | None = None
@@ -253,49 +279,51 @@ class Settlement:
 
 def settle(conn: psycopg.Connection[Any], st: Settlement) -> bool:
     """Write a settlement; False when its fence no longer holds (nothing was written)."""
+    a = st.attempt
     touch_day = st.day is not None and (st.reserved_cost_usd > 0 or st.cost_usd > 0
                                         or st.input_tokens + st.output_tokens > 0)
-    row = _one(conn, _SETTLE, {
+    parts = tuple(name for name, wanted in (("events", st.events != "[]"), ("outbox", st.outbox != "[]"),
+                                            ("dead", st.dead_letters != "[]"), ("day", touch_day)) if wanted)
+    row = _settle_statement(parts).one(conn, **{
         "run": st.run_id, "version": st.version, "lease_owner": st.lease_owner, "status": st.status,
         "next_step": st.next_step, "final": st.final, "wake_at": st.wake_at, "error_code": st.error_code,
         "error_message": st.error_message, "warned": st.warned,
-        "checkpoint_id": st.checkpoint_id, "cp_status": st.checkpoint_status,
-        "cp_error_code": st.checkpoint_error_code, "args": st.args, "args_hash": st.args_hash,
-        "outcome": st.outcome, "raw": st.raw, "fallback_from": st.fallback_from, "duration_ms": st.duration_ms,
-        "reserved_cost": st.reserved_cost_usd, "reserved_tokens": st.reserved_tokens, "cost": st.cost_usd,
-        "tokens": st.input_tokens + st.output_tokens, "input_tokens": st.input_tokens,
-        "output_tokens": st.output_tokens, "day": st.day, "touch_day": touch_day,
-        "events": st.events, "outbox": st.outbox, "dead_letters": st.dead_letters})
+        "cp_status": st.checkpoint_status if a is not None else None,
+        "cp_index": a.index if a else None, "cp_step_id": a.step_id if a else None,
+        "cp_attempt": a.attempt if a else None, "cp_deliveries": a.deliveries if a else None,
+        "cp_skill": a.skill if a else None, "cp_started_at": a.started_at if a else None,
+        "cp_started_event_id": a.started_event_id if a else None,
+        "cp_error_code": st.checkpoint_error_code, "derived_success": st.derived_success, "args": st.args,
+        "args_hash": st.args_hash, "outcome": st.outcome, "raw": st.raw, "fallback_from": st.fallback_from,
+        "duration_ms": st.duration_ms, "reserved_cost": st.reserved_cost_usd, "reserved_tokens": st.reserved_tokens,
+        "cost": st.cost_usd, "tokens": st.input_tokens + st.output_tokens, "input_tokens": st.input_tokens,
+        "output_tokens": st.output_tokens, "day": st.day, "events": st.events, "outbox": st.outbox,
+        "dead_letters": st.dead_letters})
     return bool(row and row["settled"])
 
 
 def run_state(conn: psycopg.Connection[Any], run_id: uuid.UUID, index: int) -> Row | None:
     """The run as it is now, and the status of step ``index``'s latest attempt: why a claim did not hold."""
-    return _one(conn, _RUN_STATE, {"run": run_id, "index": index})
+    return _RUN_STATE.one(conn, **{"run": run_id, "index": index})
 
 
 def run_plan(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> Row | None:
     """What never changes about a run after submission: its plan, inputs, pinned skills, limits."""
-    return _one(conn, _RUN_PLAN, {"run": run_id})
+    return _RUN_PLAN.one(conn, **{"run": run_id})
 
 
 def run_status(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> str | None:
-    row = _one(conn, _RUN_STATUS, {"run": run_id})
+    row = _RUN_STATUS.one(conn, **{"run": run_id})
     return row["status"] if row else None
 
 
 def outputs(conn: psycopg.Connection[Any], run_id: uuid.UUID, step_ids: Sequence[str]) -> dict[str, Any]:
     """The outputs of the run's finished steps among ``step_ids``."""
-    try:
-        with conn.cursor(row_factory=tuple_row) as cur:
-            cur.execute(_OUTPUTS, {"run": run_id, "step_ids": list(step_ids)})
-            return {sid: out for sid, out in cur.fetchall()}
-    except psycopg.OperationalError as exc:
-        raise DatabaseOperationalError(exc) from exc
+    return {sid: out for sid, out in _OUTPUTS.rows(conn, run=run_id, step_ids=list(step_ids))}
 
 
 def replay_call(conn: psycopg.Connection[Any], run_id: uuid.UUID, step_id: str, attempt: int,
                 role: str) -> dict[str, Any] | None:
     """The recorded call a golden replay run answers this attempt from (None: not recorded)."""
-    row = _one(conn, _REPLAY_CALL, {"run": run_id, "step_id": step_id, "attempt": attempt, "role": role})
+    row = _REPLAY_CALL.one(conn, **{"run": run_id, "step_id": step_id, "attempt": attempt, "role": role})
     return row["call"] if row else None

@@ -18,8 +18,13 @@ from aos.values import Estimate, Usage
 WARN_RATIO = 0.8
 
 
+_ZERO = Decimal(0)
+
+
 def money(usd: float | Decimal) -> Decimal:
     """A cost as the database stores it (six decimals)."""
+    if not usd:
+        return _ZERO  # most steps cost nothing
     return Decimal(str(round(float(usd), 6)))
 
 

@@ -27,6 +27,7 @@ from aos.db import direct, step_store
 from aos.db.models import ENQUEUE_TOPIC, FINAL_RUN_STATUSES, OutboxMessage, Run
 from aos.errors import AosError
 from aos.plan import Plan
+from aos.plan.refs import iter_references, leading_fields
 from aos.plan.stored import stored_plan
 from aos.runtime.budget import Limits
 from aos.services import timeline
@@ -53,6 +54,16 @@ def add_enqueue(s: Session, tenant_id: uuid.UUID, run_id: uuid.UUID, from_step: 
     s.add(row)
     s.flush()
     return row.id
+
+
+def referenced_steps(args: Any) -> frozenset[str]:
+    """The steps whose outputs ``args`` reference (``steps.<id>…``)."""
+    wanted = set()
+    for ref in iter_references(args, "args"):
+        fields = leading_fields(ref.expr)
+        if len(fields) > 1 and fields[0] == "steps":
+            wanted.add(fields[1])
+    return frozenset(wanted)
 
 
 def publish_segment(run_id: str, from_step: int, generation: int, publisher: Publisher) -> None:
@@ -93,6 +104,7 @@ class RunPlan:
     timeouts: tuple[float, ...]       # each step's soft timeout
     limits: Limits
     missing: dict[int, str]           # why a step's pinned skill could not be loaded here (a deploy removed it)
+    refs: tuple[frozenset[str], ...]  # the earlier steps whose outputs each step's args reference
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -146,7 +158,7 @@ def _build(run_id: uuid.UUID, row: dict[str, Any]) -> RunPlan:
     max_cost = row["max_cost_usd"]
     return RunPlan(
         run_id=run_id, tenant_id=row["tenant_id"], agent_id=row["agent_id"], replay_of=row["replay_of"],
-        plan=plan, skills=tuple(skills), missing=missing,
+        plan=plan, skills=tuple(skills), missing=missing, refs=tuple(referenced_steps(st.args) for st in plan.steps),
         timeouts=tuple(st.timeout_s or (k.default_timeout_s if k else Skill.default_timeout_s)
                        for st, k in zip(plan.steps, skills, strict=True)),
         limits=Limits(max_cost_usd=Decimal(max_cost) if max_cost is not None else None,

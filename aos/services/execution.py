@@ -4,13 +4,13 @@ Postgres is the truth, the broker only says "run step n of run r". A delivery co
 trips to Postgres (``aos.db.step_store``):
 
 1. **claim** (a redoable write, ``synchronous_commit`` off): take the lease of the run's current
-   step, reserve its estimate on the budget, open (or take over) the attempt's checkpoint. When
+   step, reserve its estimate on the budget, open (or take over) its attempt on the run row. When
    the claim does not hold, one read says why: the run is final, the step already succeeded
    (redelivery is normal, not an error), the message is stale, another delivery holds a live
    lease (wait and re-check), or a budget refuses the step (the run fails, the step never starts);
 2. resolve the args from the inputs and the earlier outputs they reference, call the skill
    (``runtime.invoke``: whatever happens becomes a StructuredOutcome classified by the catalog);
-3. **settle** (durable): the checkpoint, the run moved on (``aos.services.outcomes`` decides how:
+3. **settle** (durable): the attempt's checkpoint, the run moved on (``aos.services.outcomes`` decides how:
    next step, retry with the seeded backoff, fallback, skip, or fail), spend, events, outbox rows
    and dead letters — fenced by the run's version and this delivery's lease.
 
@@ -36,13 +36,13 @@ from aos.db.models import FINAL_RUN_STATUSES
 from aos.errors import AosError
 from aos.golden.replay import ReplayedSkill
 from aos.plan import Step
-from aos.plan.refs import iter_references, leading_fields, resolve
+from aos.plan.refs import resolve
 from aos.runtime import budget
 from aos.runtime.catalog import CATALOG
 from aos.runtime.invoke import invoke_skill, outcome_error
 from aos.runtime.outcome import StructuredOutcome
 from aos.services import outcomes
-from aos.services.enqueue import RunPlan, run_plan
+from aos.services.enqueue import RunPlan, referenced_steps, run_plan
 from aos.services.outcomes import StepDecision
 from aos.skills.base import Skill, SkillContext
 from aos.skills.registry import default_registry
@@ -61,8 +61,7 @@ class Claim:
     skill: Skill
     worker: str
     version: int
-    attempt: int
-    checkpoint_id: int
+    opened: step_store.OpenAttempt
     reserved: budget.Reservation
     spend: budget.Spend       # the run's spend when the step was claimed (this step counted as started)
     budget_warned: bool
@@ -87,8 +86,8 @@ def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[
     settings = get_settings()
     # a golden replay shows skills the recorded run's identity (calendar UIDs derive from it)
     identity = str(rp.replay_of) if rp.replay_of is not None else run_id
-    ctx = SkillContext(run_id=run_id, step_id=step.id, attempt=c.attempt, tenant_id=str(rp.tenant_id),
-                       settings=settings, idempotency_key=f"{identity}:{step.id}:{c.attempt}",
+    ctx = SkillContext(run_id=run_id, step_id=step.id, attempt=c.opened.attempt, tenant_id=str(rp.tenant_id),
+                       settings=settings, idempotency_key=f"{identity}:{step.id}:{c.opened.attempt}",
                        timeout_s=step.timeout_s or skill.default_timeout_s, capabilities=c.capabilities)
     attempt = _run_skill(c, skill, step.args, ctx)
     if not attempt.outcome.ok and step.on_error.mode == "FALLBACK" and not outcomes.retry_left(c, attempt.outcome):
@@ -130,13 +129,14 @@ def _claim(rp: RunPlan, index: int, worker: str, abandoned: Sequence[str]) -> Cl
             row = step_store.claim(conn, req)
     except _DayRefused:
         return _refuse(rp, step, "BUDGET_EXCEEDED", "the tenant's daily budget is spent", worker, abandoned)
-    except psycopg.errors.UniqueViolation:  # two deliveries opened the same attempt: one lost
-        return StepDecision.retry(0.2, "lost the claim race; re-checking")
     if row is None:
         return _why_not(rp, step, estimate, worker, abandoned)
+    opened = step_store.OpenAttempt(
+        index=index, step_id=step.id, skill=skill.ref, attempt=row["attempt"], deliveries=row["attempt_deliveries"],
+        started_at=row["attempt_started_at"], started_event_id=row["attempt_event_id"])
     return Claim(
-        rp=rp, step=step, skill=skill, worker=worker, version=row["version"], attempt=row["attempt"],
-        checkpoint_id=row["checkpoint_id"], reserved=reservation if not row["redelivered"] else budget.NOTHING,
+        rp=rp, step=step, skill=skill, worker=worker, version=row["version"], opened=opened,
+        reserved=reservation if not row["redelivered"] else budget.NOTHING,
         spend=budget.Spend(cost_usd=row["spent_cost_usd"], tokens=row["spent_tokens"],
                            steps_started=row["steps_started"], reserved_cost_usd=row["reserved_cost_usd"],
                            reserved_tokens=row["reserved_tokens"]),
@@ -175,7 +175,7 @@ def _why_not(rp: RunPlan, step: Step, estimate: budget.Estimate, worker: str,
                        worker, abandoned, fence=fence)
     spend = budget.Spend(cost_usd=st["spent_cost_usd"], tokens=st["spent_tokens"], steps_started=st["steps_started"],
                          reserved_cost_usd=st["reserved_cost_usd"], reserved_tokens=st["reserved_tokens"])
-    if st["last_status"] != "running" and budget.refuses(rp.limits, spend, estimate):
+    if not st["attempt_open"] and budget.refuses(rp.limits, spend, estimate):
         return _refuse(rp, step, "BUDGET_EXCEEDED", budget.explain(rp.limits, spend, estimate), worker, abandoned,
                        fence=fence)
     return StepDecision.retry(0.2, "lost the claim race; re-checking")
@@ -200,12 +200,8 @@ def _refuse(rp: RunPlan, step: Step, code: str, message: str, worker: str, aband
 
 
 def _scope_for(c: Claim, args: Any) -> dict[str, Any]:
-    """Only the earlier outputs this step's args reference: a long run must not load every output."""
-    wanted = set()
-    for ref in iter_references(args, "args"):
-        fields = leading_fields(ref.expr)
-        if len(fields) > 1 and fields[0] == "steps":
-            wanted.add(fields[1])
+    """Only the earlier outputs these args reference: a long run must not load every output."""
+    wanted = c.rp.refs[c.step.index] if args is c.step.args else referenced_steps(args)
     steps: dict[str, Any] = {}
     if wanted:
         steps = {sid: {"output": out} for sid, out in
@@ -233,7 +229,7 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
         return _failed_attempt("ARGS_TOO_LARGE", f"the step's resolved args take {size} bytes as JSON, "
                                f"more than AOS_MAX_STEP_ARGS_BYTES ({limit})")
     if c.rp.replay_of is not None and not skill.deterministic:  # a golden replay answers from the recording
-        skill = ReplayedSkill(skill, step_store.replay_call(direct.relaxed(), c.rp.run_id, c.step.id, c.attempt, role))
+        skill = ReplayedSkill(skill, step_store.replay_call(direct.relaxed(), c.rp.run_id, c.step.id, c.opened.attempt, role))
     with metrics.step_running(skill.name):
         outcome, raw = invoke_skill(skill, args, ctx)
     return outcomes.Attempt(outcome, raw, args, args_json)

@@ -96,7 +96,7 @@ def _failure(code: str, message: str) -> Attempt:
 def retry_left(c: Claim, outcome: StructuredOutcome) -> bool:
     assert outcome.error is not None
     policy = c.step.retry or c.skill.default_retry
-    return outcome.error.retryable and c.attempt < policy.max_attempts and c.step.on_error.mode != "SKIP"
+    return outcome.error.retryable and c.opened.attempt < policy.max_attempts and c.step.on_error.mode != "SKIP"
 
 
 def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) -> Settled:
@@ -118,7 +118,7 @@ def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) ->
     outcome, usage, rp, step = att.outcome, att.outcome.usage, c.rp, c.step
     rows = Entries()
     common = dict(
-        run_id=rp.run_id, version=c.version, lease_owner=c.worker, checkpoint_id=c.checkpoint_id,
+        run_id=rp.run_id, version=c.version, lease_owner=c.worker, attempt=c.opened,
         args=att.args_json, args_hash=_hash(att.args_json), outcome=outcome_json,
         raw=raw_json, fallback_from=fallback_json, duration_ms=outcome.timing.duration_ms,
         reserved_cost_usd=c.reserved.cost_usd, reserved_tokens=c.reserved.tokens, cost_usd=budget.money(usage.cost_usd),
@@ -127,41 +127,42 @@ def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) ->
     skill = c.skill.name
     if outcome.ok:
         fb_code = fallback_from.outcome.error.code if fallback_from and fallback_from.outcome.error else None
-        if fallback_from is not None:
+        if fallback_from is not None:  # step.fallback comes first: this step.succeeded is a row of its own
             rows.add(rp.run_id, "step.fallback", step_id=step.id, code=fb_code)
-        rows.add(rp.run_id, "step.succeeded", step_id=step.id, attempt=c.attempt,
-                 duration_ms=outcome.timing.duration_ms, cost_usd=usage.cost_usd)
+            rows.add(rp.run_id, "step.succeeded", step_id=step.id, attempt=c.opened.attempt,
+                     duration_ms=outcome.timing.duration_ms, cost_usd=usage.cost_usd)
         near = {} if c.budget_warned else budget.near_limits(rp.limits, spent)
         if near:  # the first time a limit passes 80 %: once per run
             rows.add(rp.run_id, "budget.warning", ratios=near, spent_cost_usd=float(spent.cost_usd),
                      spent_tokens=spent.tokens, steps_started=spent.steps_started)
         counted = [lambda: metrics.step_outcome(skill, "fallback" if fallback_from else "succeeded", outcome,
                                                 code=fb_code)]
-        return _advance(c, rows, common, "succeeded", spent, counted, warned=bool(near))
+        return _advance(c, rows, common, "succeeded", spent, counted, warned=bool(near),
+                        derived_success=fallback_from is None)
     assert outcome.error is not None
     err = outcome.error
     entry = CATALOG.get(err.code)
     if fallback_from is None and retry_left(c, outcome):
         countdown = _countdown(c, outcome)
-        rows.add(rp.run_id, "step.retrying", step_id=step.id, attempt=c.attempt, code=err.code,
+        rows.add(rp.run_id, "step.retrying", step_id=step.id, attempt=c.opened.attempt, code=err.code,
                  countdown_s=countdown, message=err.message[:500])
         st = Settlement(**common, status="running", next_step=step.index, checkpoint_status="failed",
                         checkpoint_error_code=err.code, wake_at=datetime.now(UTC) + timedelta(seconds=countdown),
                         events=_rows(rows.events), outbox=_rows(rows.outbox))
-        return Settled(st, StepDecision.retry(countdown, f"{err.code}: retry {c.attempt + 1} in {countdown:.2f}s"),
+        return Settled(st, StepDecision.retry(countdown, f"{err.code}: retry {c.opened.attempt + 1} in {countdown:.2f}s"),
                        [lambda: metrics.step_outcome(skill, "retrying", outcome),
                         lambda: metrics.step_retried(skill, err.code)])
     if step.on_error.mode == "SKIP":
         rows.add(rp.run_id, "step.skipped", step_id=step.id, code=err.code, message=err.message[:500])
         return _advance(c, rows, common, "skipped", spent, [lambda: metrics.step_outcome(skill, "skipped", outcome)],
                         checkpoint_error_code=err.code)
-    rows.add(rp.run_id, "step.failed", step_id=step.id, attempt=c.attempt, code=err.code,
+    rows.add(rp.run_id, "step.failed", step_id=step.id, attempt=c.opened.attempt, code=err.code,
              message=err.message[:500], recovery=str(entry.recovery))
     dead: list[dict[str, Any]] = []
     counted = [lambda: metrics.step_outcome(skill, "failed", outcome), lambda: metrics.run_finished("failed")]
     if err.retryable:  # retries exhausted: keep the work as a dead letter
         dead.append({"step_id": step.id, "payload": {"run_id": str(rp.run_id), "step_index": step.index},
-                     "error_code": err.code, "error_message": err.message, "attempts": c.attempt})
+                     "error_code": err.code, "error_message": err.message, "attempts": c.opened.attempt})
         counted.append(lambda: metrics.dead_letter_created("step"))
     _run_failed(rows, rp.run_id, step, err.code, err.message, recorded=True)
     st = Settlement(**common, status="failed", next_step=step.index, final=True, error_code=err.code,
@@ -183,7 +184,7 @@ def refused(rp: RunPlan, step: Step, code: str, message: str,
 
 def _advance(c: Claim, rows: Entries, common: dict[str, Any], checkpoint_status: str, spent: budget.Spend,
              counted: list[Callable[[], None]], *, warned: bool = False,
-             checkpoint_error_code: str | None = None) -> Settled:
+             checkpoint_error_code: str | None = None, derived_success: bool = False) -> Settled:
     rp, step = c.rp, c.step
     next_step = step.index + 1
     final = next_step >= rp.step_count
@@ -193,6 +194,7 @@ def _advance(c: Claim, rows: Entries, common: dict[str, Any], checkpoint_status:
         counted.append(lambda: metrics.run_finished("succeeded"))
     st = Settlement(**common, status="succeeded" if final else "running", next_step=next_step, final=final,
                     warned=warned, checkpoint_status=checkpoint_status, checkpoint_error_code=checkpoint_error_code,
+                    derived_success=derived_success,
                     events=_rows(rows.events), outbox=_rows(rows.outbox))
     return Settled(st, StepDecision.stop("run finished") if final else StepDecision.go_on("step done"), counted)
 
@@ -215,7 +217,7 @@ def _countdown(c: Claim, outcome: StructuredOutcome) -> float:
     if CATALOG.get(outcome.error.code).recovery == RecoveryMode.RETRY_AFTER and isinstance(hint, int | float):
         return min(float(hint), settings.max_countdown_s)
     policy = c.step.retry or c.skill.default_retry
-    return retry_countdown(str(c.rp.run_id), c.step.id, c.attempt, policy, cap_s=settings.max_countdown_s)
+    return retry_countdown(str(c.rp.run_id), c.step.id, c.opened.attempt, policy, cap_s=settings.max_countdown_s)
 
 
 def _hash(canonical_json: str | None) -> str | None:
@@ -223,4 +225,6 @@ def _hash(canonical_json: str | None) -> str | None:
 
 
 def _rows(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "[]"
     return json.dumps(rows, ensure_ascii=False, separators=(",", ":"), default=str)

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
@@ -15,7 +16,7 @@ from aos import metrics
 from aos.config import get_settings
 from aos.db import direct, run_store, step_store
 from aos.db.jsontext import NotStorable, to_json
-from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, OutboxMessage, Run, RunEvent, Workflow
+from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, OutboxMessage, Run, Workflow
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, parse_plan
@@ -176,7 +177,7 @@ def get_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
         cps = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id)
                         .order_by(Checkpoint.step_index, Checkpoint.attempt)).all()
         by_step: dict[int, list[Checkpoint]] = {}
-        for cp in cps:
+        for cp in [*cps, *_open_attempt(run)]:
             by_step.setdefault(cp.step_index, []).append(cp)
         steps = []
         for i, st in enumerate(run.plan["steps"]):
@@ -184,6 +185,17 @@ def get_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
             last = attempts[-1] if attempts else None
             steps.append(_step_view(run, i, st, attempts, last, large))
         return {**run_summary(run), "inputs": run.inputs, "steps": steps}
+
+
+def _open_attempt(run: Run) -> list[Checkpoint]:
+    """The attempt in progress (it lives on the run row until it ends), as an unsaved attempt row."""
+    if not run.attempt_open:
+        return []
+    step = run.plan["steps"][run.next_step]
+    return [Checkpoint(tenant_id=run.tenant_id, run_id=run.id, step_index=run.next_step, step_id=step["id"],
+                       attempt=run.attempt, deliveries=run.attempt_deliveries, status="running",
+                       skill=run.skill_versions.get(step["id"], step["skill"]), worker=run.lease_owner,
+                       started_at=run.attempt_started_at, cost_usd=Decimal(0), input_tokens=0, output_tokens=0)]
 
 
 def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint], last: Checkpoint | None,
@@ -215,13 +227,7 @@ def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint],
 def get_timeline(ctx: TenantContext, run_id: uuid.UUID | str, after_id: int = 0) -> list[dict[str, Any]]:
     with session_scope() as s:
         run = _get_run(s, ctx.tenant_id, run_id)
-        events = s.scalars(select(RunEvent).where(RunEvent.run_id == run.id, RunEvent.id > after_id)
-                           .order_by(RunEvent.id)).all()
-        return [_event_view(e) for e in events]
-
-
-def _event_view(e: RunEvent) -> dict[str, Any]:
-    return {"id": e.id, "type": e.type, "step_id": e.step_id, "data": e.data, "at": _iso(e.created_at)}
+        return timeline.events_of(s, run.id, after_id)
 
 
 def poll_events(ctx: TenantContext, run_id: uuid.UUID | str, after_id: int = 0,
@@ -234,9 +240,7 @@ def poll_events(ctx: TenantContext, run_id: uuid.UUID | str, after_id: int = 0,
     with session_scope() as s:
         run = _get_run(s, ctx.tenant_id, run_id)
         summary = run_summary(run)
-        events = s.scalars(select(RunEvent).where(RunEvent.run_id == run.id, RunEvent.id > after_id)
-                           .order_by(RunEvent.id).limit(limit)).all()
-        return run.status in FINAL_RUN_STATUSES, summary, [_event_view(e) for e in events]
+        return run.status in FINAL_RUN_STATUSES, summary, timeline.events_of(s, run.id, after_id, limit)
 
 
 def _step_index(run: Run, step_id: str) -> int:
@@ -252,8 +256,9 @@ def get_step(ctx: TenantContext, run_id: uuid.UUID | str, step_id: str) -> dict[
     with session_scope() as s:
         run = _get_run(s, ctx.tenant_id, run_id)
         i = _step_index(run, step_id)
-        attempts = s.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.step_index == i)
-                             .order_by(Checkpoint.attempt)).all()
+        attempts = [*s.scalars(select(Checkpoint).where(Checkpoint.run_id == run.id, Checkpoint.step_index == i)
+                               .order_by(Checkpoint.attempt)).all(),
+                    *(cp for cp in _open_attempt(run) if cp.step_index == i)]
         view = _step_view(run, i, run.plan["steps"][i], list(attempts), attempts[-1] if attempts else None, large)
         view["attempts"] = [_attempt_view(run, step_id, cp, large) for cp in attempts]
         return view

@@ -265,9 +265,11 @@ class ChaosStack:
 
     def http_steps_in_flight(self) -> list[tuple[str, str]]:
         """(run id, worker) of HTTP steps being executed right now."""
+        # an attempt in progress lives on its run row (its checkpoint is written when it ends)
         rows = self.try_query(
-            "SELECT c.run_id::text, c.worker FROM checkpoints c WHERE c.tenant_id = :t AND c.status = 'running' "
-            "AND c.skill LIKE 'http.request%'", t=self.tenant_id)
+            "SELECT r.id::text, r.lease_owner FROM runs r WHERE r.tenant_id = :t AND r.attempt_open "
+            "AND r.lease_owner IS NOT NULL "
+            "AND r.skill_versions->>(r.plan->'steps'->r.next_step->>'id') LIKE 'http.request%'", t=self.tenant_id)
         return [(r[0], r[1]) for r in rows or []]
 
     def logs(self, n: int = 1500) -> str:

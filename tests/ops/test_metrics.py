@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import delete, select
 
-from aos.db.models import Checkpoint, DeadLetter, DistributedLock, OutboxMessage
+from aos.db.models import Checkpoint, DeadLetter, DistributedLock, OutboxMessage, Run
 from aos.db.session import reset_engine, session_scope
 from aos.observability import group_name
 from aos.services.runs import submit_run
@@ -257,8 +257,8 @@ def test_killed_worker_child_loses_its_live_gauges(metrics_worker, tenant):
         while sample_value(metrics_worker.scrape(), "aos_steps_in_progress", skill="http.request") != 1:
             assert time.monotonic() < deadline, "the step never showed as in progress"
             time.sleep(0.2)
-        with session_scope() as s:
-            holder = s.scalar(select(Checkpoint.worker).where(Checkpoint.run_id == run_id))
+        with session_scope() as s:  # the attempt in progress lives on its run row; its holder is the lease owner
+            holder = s.scalar(select(Run.lease_owner).where(Run.id == run_id, Run.attempt_open))
         pid = pid_of(holder)
         assert pid in metrics_worker.process.children()
         live = metrics_worker.group_dir / f"gauge_livesum_{pid}.db"

@@ -7,12 +7,18 @@ from decimal import Decimal
 from sqlalchemy import select, update
 
 from aos.db import direct, step_store
-from aos.db.models import Run, Tenant, TenantDailySpend
+from aos.db.models import Checkpoint, Run, Tenant, TenantDailySpend
 from aos.db.session import session_scope
 from aos.runtime import budget
 from aos.services.runs import submit_run
 
 PLAN = {"steps": [{"id": "a", "skill": "json.transform", "args": {"input": 1, "expr": "@"}}]}
+
+
+def _opened(claimed: dict) -> step_store.OpenAttempt:
+    return step_store.OpenAttempt(index=0, step_id="a", skill="json.transform@1", attempt=claimed["attempt"],
+                                  deliveries=claimed["attempt_deliveries"], started_at=claimed["attempt_started_at"],
+                                  started_event_id=claimed["attempt_event_id"])
 
 
 def test_tenant_daily_budget_refuses_the_reservation_that_would_exceed_it(tenant):
@@ -44,7 +50,7 @@ def test_spend_is_recorded_on_the_tenants_day_even_when_nothing_was_reserved(ten
         assert s.scalar(select(TenantDailySpend).where(TenantDailySpend.tenant_id == ctx.tenant_id)) is None
     assert step_store.settle(direct.durable(), step_store.Settlement(
         run_id=run_id, version=claimed["version"], lease_owner="test:1/a", status="running", next_step=1,
-        checkpoint_id=claimed["checkpoint_id"], checkpoint_status="succeeded", outcome='{"status": "ok"}',
+        attempt=_opened(claimed), checkpoint_status="succeeded", outcome='{"status": "ok"}',
         cost_usd=Decimal("0.0125"), input_tokens=10, output_tokens=5, day=budget.today()))
     with session_scope() as s:
         day = s.scalar(select(TenantDailySpend).where(TenantDailySpend.tenant_id == ctx.tenant_id))
@@ -63,11 +69,12 @@ def test_a_settlement_whose_fence_moved_writes_nothing(tenant):
     assert claimed is not None
     stale = step_store.Settlement(
         run_id=run_id, version=claimed["version"] - 1, lease_owner="test:1/a", status="succeeded", next_step=1,
-        final=True, checkpoint_id=claimed["checkpoint_id"], checkpoint_status="succeeded", outcome="{}",
+        final=True, attempt=_opened(claimed), checkpoint_status="succeeded", outcome="{}",
         cost_usd=Decimal("1"), day=budget.today(), events='[{"type": "run.succeeded", "data": {}}]',
         outbox='[{"topic": "run.succeeded", "payload": {}}]')
     assert not step_store.settle(direct.durable(), stale)
     with session_scope() as s:
         run = s.get(Run, run_id)
-        assert (run.status, run.next_step, run.spent_cost_usd) == ("running", 0, Decimal(0))
+        assert (run.status, run.next_step, run.spent_cost_usd, run.attempt_open) == ("running", 0, Decimal(0), True)
+        assert s.scalar(select(Checkpoint).where(Checkpoint.run_id == run_id)) is None
         assert s.scalar(select(TenantDailySpend).where(TenantDailySpend.tenant_id == ctx.tenant_id)) is None
