@@ -29,7 +29,7 @@ WITH r AS (
     VALUES (%(id)s, %(tenant)s, %(agent)s, %(workflow)s, %(name)s, %(plan)s::jsonb, %(plan_hash)s,
             %(skill_versions)s::jsonb, %(inputs)s::jsonb, %(step_count)s, %(max_cost_usd)s, %(max_tokens)s,
             %(max_steps)s, %(max_wall_s)s)
-    RETURNING id, tenant_id
+    RETURNING id, tenant_id, created_at
 ), o AS (
     INSERT INTO outbox (tenant_id, topic, payload, attempts, next_attempt_at)
     SELECT r.tenant_id, %(topic)s, %(payload)s::jsonb, CASE WHEN %(lease_s)s > 0 THEN 1 ELSE 0 END,
@@ -40,7 +40,7 @@ WITH r AS (
     INSERT INTO run_events (tenant_id, run_id, type, data)
     SELECT r.tenant_id, r.id, 'run.queued', %(queued)s::jsonb FROM r
 )
-SELECT o.id, o.attempts, o.next_attempt_at, o.created_at FROM o
+SELECT o.id, o.attempts, o.next_attempt_at, o.created_at, r.created_at AS run_created_at FROM o, r
 """)
 
 
@@ -72,6 +72,7 @@ class EnqueueRow:
     attempts: int
     lease_until: datetime
     created_at: datetime
+    run_created_at: datetime  # the run's own created_at
 
 
 def insert_run(conn: psycopg.Connection[Any], run: NewRun, *, topic: str, payload: str, queued: str,
@@ -83,4 +84,4 @@ def insert_run(conn: psycopg.Connection[Any], run: NewRun, *, topic: str, payloa
         "max_tokens": run.max_tokens, "max_steps": run.max_steps, "max_wall_s": run.max_wall_s,
         "topic": topic, "payload": payload, "queued": queued, "lease_s": float(lease_s)})
     assert row is not None
-    return EnqueueRow(row["id"], row["attempts"], row["next_attempt_at"], row["created_at"])
+    return EnqueueRow(row["id"], row["attempts"], row["next_attempt_at"], row["created_at"], row["run_created_at"])

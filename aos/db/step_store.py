@@ -66,7 +66,7 @@ WITH prior AS (
            AND (max_tokens IS NULL OR spent_tokens + reserved_tokens + %(tokens)s <= max_tokens)
            AND (max_steps IS NULL OR steps_started + 1 <= max_steps)))
     RETURNING version, tenant_id, agent_id, spent_cost_usd, spent_tokens, reserved_cost_usd, reserved_tokens,
-              steps_started, budget_warned, attempt, attempt_started_at, attempt_deliveries, attempt_event_id
+              steps_started, budget_warned, attempt, attempt_deliveries, attempt_event_id
 ), events AS (
     INSERT INTO run_events (tenant_id, run_id, type, step_id, data)
     SELECT r.tenant_id, %(run)s, e.type, e.step_id, e.data
@@ -79,7 +79,8 @@ WITH prior AS (
     ) AS e(ord, type, step_id, data, wanted)
     WHERE e.wanted ORDER BY e.ord
 )
-SELECT r.*, r.attempt_deliveries > 1 AS redelivered,
+SELECT r.version, r.spent_cost_usd, r.spent_tokens, r.reserved_cost_usd, r.reserved_tokens, r.steps_started,
+       r.budget_warned, r.attempt, r.attempt_deliveries > 1 AS redelivered,
        CASE WHEN r.agent_id IS NOT NULL THEN (SELECT capabilities FROM agents WHERE id = r.agent_id) END
            AS capabilities
 FROM r
@@ -110,16 +111,15 @@ _SETTLE_PARTS = {
         budget_warned = budget_warned OR %(warned)s,
         -- the attempt is closed by its checkpoint; the next step starts counting attempts again
         attempt_open = attempt_open AND %(cp_status)s::text IS NULL,
-        attempt = CASE WHEN next_step <> %(next_step)s THEN 0 ELSE attempt END,
-        attempt_event_id = CASE WHEN next_step <> %(next_step)s THEN NULL ELSE attempt_event_id END
+        attempt = CASE WHEN next_step <> %(next_step)s THEN 0 ELSE attempt END
     WHERE id = %(run)s AND version = %(version)s AND lease_owner IS NOT DISTINCT FROM %(lease_owner)s
-    RETURNING tenant_id
+    RETURNING tenant_id, attempt_started_at, attempt_deliveries, attempt_event_id
 ), checkpoint AS (
     INSERT INTO checkpoints (tenant_id, run_id, step_index, step_id, attempt, deliveries, status, skill, worker,
                              started_at, started_event_id, args, args_hash, outcome, raw, fallback_from, error_code,
                              cost_usd, input_tokens, output_tokens, finished_at, duration_ms, finished_event_id)
-    SELECT r.tenant_id, %(run)s, %(cp_index)s, %(cp_step_id)s, %(cp_attempt)s, %(cp_deliveries)s, %(cp_status)s,
-           %(cp_skill)s, %(lease_owner)s, %(cp_started_at)s, %(cp_started_event_id)s, %(args)s::jsonb, %(args_hash)s,
+    SELECT r.tenant_id, %(run)s, %(cp_index)s, %(cp_step_id)s, %(cp_attempt)s, r.attempt_deliveries, %(cp_status)s,
+           %(cp_skill)s, %(lease_owner)s, r.attempt_started_at, r.attempt_event_id, %(args)s::jsonb, %(args_hash)s,
            %(outcome)s::jsonb, %(raw)s::jsonb, %(fallback_from)s::jsonb, %(cp_error_code)s, %(cost)s,
            %(input_tokens)s, %(output_tokens)s, now(), %(duration_ms)s,
            CASE WHEN %(derived_success)s THEN nextval('run_events_id_seq'::regclass) END
@@ -198,7 +198,7 @@ def session_connection(s: Session) -> psycopg.Connection[Any]:
     return s.connection().connection.dbapi_connection  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ClaimRequest:
     run_id: uuid.UUID
     index: int
@@ -226,20 +226,18 @@ def reserve_tenant_day(conn: psycopg.Connection[Any], tenant_id: uuid.UUID, day:
     return _RESERVE_DAY.one(conn, **{"tenant": tenant_id, "day": day, "cost": cost_usd}) is not None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OpenAttempt:
-    """The attempt a claim opened (or took over): what its checkpoint will say about it."""
+    """The attempt a claim opened (or took over); the run row keeps when it started, how many deliveries
+    it took and its step.started event id, which its checkpoint copies when it ends."""
 
     index: int
     step_id: str
     skill: str
     attempt: int
-    deliveries: int
-    started_at: datetime
-    started_event_id: int | None  # its step.started event, when not a row of its own
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Settlement:
     """Everything one settle writes. JSON fields are serialised text (or None)."""
 
@@ -290,9 +288,7 @@ def settle(conn: psycopg.Connection[Any], st: Settlement) -> bool:
         "error_message": st.error_message, "warned": st.warned,
         "cp_status": st.checkpoint_status if a is not None else None,
         "cp_index": a.index if a else None, "cp_step_id": a.step_id if a else None,
-        "cp_attempt": a.attempt if a else None, "cp_deliveries": a.deliveries if a else None,
-        "cp_skill": a.skill if a else None, "cp_started_at": a.started_at if a else None,
-        "cp_started_event_id": a.started_event_id if a else None,
+        "cp_attempt": a.attempt if a else None, "cp_skill": a.skill if a else None,
         "cp_error_code": st.checkpoint_error_code, "derived_success": st.derived_success, "args": st.args,
         "args_hash": st.args_hash, "outcome": st.outcome, "raw": st.raw, "fallback_from": st.fallback_from,
         "duration_ms": st.duration_ms, "reserved_cost": st.reserved_cost_usd, "reserved_tokens": st.reserved_tokens,

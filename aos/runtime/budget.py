@@ -28,7 +28,7 @@ def money(usd: float | Decimal) -> Decimal:
     return Decimal(str(round(float(usd), 6)))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reservation:
     cost_usd: Decimal
     tokens: int
@@ -61,7 +61,7 @@ class Limits:
         return self.max_cost_usd is not None or self.max_tokens is not None or self.max_steps is not None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Spend:
     """What a run has spent and reserved so far, and how many steps it started."""
 

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Claim", "StepDecision", "execute_step"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Claim:
     """A step this delivery holds the lease of."""
 
@@ -123,7 +123,7 @@ def _claim(rp: RunPlan, index: int, worker: str, abandoned: Sequence[str]) -> Cl
             with conn.transaction():
                 row = step_store.claim(conn, req)
                 if row is not None and not row["redelivered"] and not step_store.reserve_tenant_day(
-                        conn, row["tenant_id"], reservation.day, reservation.cost_usd):
+                        conn, rp.tenant_id, reservation.day, reservation.cost_usd):
                     raise _DayRefused
         else:
             row = step_store.claim(conn, req)
@@ -131,9 +131,7 @@ def _claim(rp: RunPlan, index: int, worker: str, abandoned: Sequence[str]) -> Cl
         return _refuse(rp, step, "BUDGET_EXCEEDED", "the tenant's daily budget is spent", worker, abandoned)
     if row is None:
         return _why_not(rp, step, estimate, worker, abandoned)
-    opened = step_store.OpenAttempt(
-        index=index, step_id=step.id, skill=skill.ref, attempt=row["attempt"], deliveries=row["attempt_deliveries"],
-        started_at=row["attempt_started_at"], started_event_id=row["attempt_event_id"])
+    opened = step_store.OpenAttempt(index=index, step_id=step.id, skill=skill.ref, attempt=row["attempt"])
     return Claim(
         rp=rp, step=step, skill=skill, worker=worker, version=row["version"], opened=opened,
         reserved=reservation if not row["redelivered"] else budget.NOTHING,

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from aos.services.execution import Claim
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepDecision:
     """What the task should do next: let the chain go on, stop it, or retry after ``countdown``."""
 
@@ -62,7 +62,7 @@ class StepDecision:
         return cls("retry", reason, countdown)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Attempt:
     """One skill call: its outcome, the raw response (golden files), and the resolved args (and their
     canonical JSON, which the checkpoint stores and hashes)."""
@@ -73,7 +73,7 @@ class Attempt:
     args_json: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Settled:
     """The settlement to write, the decision for the task, and the metrics to count once it is written."""
 

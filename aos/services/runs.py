@@ -41,6 +41,21 @@ def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
     A run that was committed is never lost: if publishing fails (broker down) the enqueue row stays
     pending and the beat-driven drain publishes it later.
     """
+    return _submit(ctx, plan_data, publisher, inputs=inputs, agent_id=agent_id, workflow_id=workflow_id)[0].id
+
+
+def accept_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *,
+               inputs: dict[str, Any] | None = None, agent_id: uuid.UUID | None = None,
+               workflow_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """``submit_run``, answered with the run as it was accepted (queued, every step pending) — the
+    view ``get_run`` gives of a new run, built from what was stored rather than read back."""
+    run, plan = _submit(ctx, plan_data, publisher, inputs=inputs, agent_id=agent_id, workflow_id=workflow_id)
+    steps = [_step_view(run, i, st, [], None, 0) for i, st in enumerate(run.plan["steps"])]
+    return {**run_summary(run), "inputs": run.inputs, "steps": steps}
+
+
+def _submit(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *, inputs: dict[str, Any] | None,
+            agent_id: uuid.UUID | None, workflow_id: uuid.UUID | None) -> tuple[Run, Plan]:
     if inputs is not None and not isinstance(inputs, dict):
         raise AosError("VALIDATION_ERROR", "inputs must be a JSON object")
     plan = parse_plan(plan_data, default_registry(), inputs=inputs)
@@ -54,7 +69,13 @@ def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
     metrics.run_submitted()  # after the commit (schedules count their firings the same way)
     if publisher is not None:
         outbox.publish_leased(ctx.tenant_id, run.id, row, publisher, enqueue.step_timeouts(plan))
-    return run.id
+    b = plan.budget
+    accepted = Run(id=run.id, tenant_id=ctx.tenant_id, agent_id=agent_id, workflow_id=workflow_id, name=plan.name,
+                   plan=plan.raw, plan_hash=run.plan_hash, inputs=plan.inputs, step_count=run.step_count,
+                   status="queued", next_step=0, max_cost_usd=run.max_cost_usd, max_tokens=b.max_tokens,
+                   max_steps=b.max_steps, max_wall_s=b.max_wall_s, spent_cost_usd=Decimal(0), spent_tokens=0,
+                   steps_started=0, created_at=row.run_created_at)
+    return accepted, plan
 
 
 def new_run(ctx: TenantContext, plan: Plan, *, agent_id: uuid.UUID | None = None,

@@ -14,7 +14,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from aos.db import direct, step_store
 from aos.db.models import ApiKey, Tenant
+from aos.db.statements import Statement
 from aos.errors import AosError
 
 KEY_PREFIX = "aos_"
@@ -76,19 +78,37 @@ def create_api_key(session: Session, tenant: Tenant, name: str = "default",
     return key, row
 
 
-def authenticate(session: Session, key: str) -> TenantContext:
-    """Resolve a bearer key to its tenant; AUTH_INVALID for anything but a live key."""
+def _key_prefix(key: str) -> str:
+    """The key's lookup prefix; AUTH_INVALID for anything not shaped like a key (checked before any query:
+    a NUL byte or a huge string never reaches Postgres)."""
     parts = key.split("_", 2)
-    # check the shape before any query: a NUL byte or a huge string never reaches Postgres
     if len(parts) != 3 or f"{parts[0]}_" != KEY_PREFIX or not PREFIX_SHAPE.fullmatch(parts[1]) \
             or not 0 < len(parts[2]) <= 100:
         raise AosError("AUTH_INVALID", "malformed API key; keys look like aos_<prefix>_<secret>")
-    row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, _hash(key)):
+    return parts[1]
+
+
+_KEY = Statement("""
+SELECT k.id, k.tenant_id, k.key_hash, k.scopes, k.revoked_at, t.name
+FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.prefix = %(prefix)s
+""")
+
+
+def authenticate(session: Session, key: str) -> TenantContext:
+    """Resolve a bearer key to its tenant; AUTH_INVALID for anything but a live key."""
+    return _context(key, _KEY.one(step_store.session_connection(session), prefix=_key_prefix(key)))
+
+
+def authenticate_key(key: str) -> TenantContext:
+    """``authenticate`` in one prepared read on this thread's engine connection (every API request)."""
+    return _context(key, _KEY.one(direct.relaxed(), prefix=_key_prefix(key)))
+
+
+def _context(key: str, row: dict | None) -> TenantContext:
+    if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], _hash(key)):
         raise AosError("AUTH_INVALID", "unknown or revoked API key")
-    tenant = session.get(Tenant, row.tenant_id)
-    assert tenant is not None
-    return TenantContext(tenant_id=tenant.id, tenant_name=tenant.name, key_id=row.id, scopes=frozenset(row.scopes))
+    return TenantContext(tenant_id=row["tenant_id"], tenant_name=row["name"], key_id=row["id"],
+                         scopes=frozenset(row["scopes"]))
 
 
 def revoke_api_key(session: Session, tenant_id: uuid.UUID, prefix: str) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import g, request
 from flask_smorest import Blueprint
 
-from aos.db.session import session_scope
 from aos.errors import AosError
-from aos.services.tenancy import TenantContext, authenticate
+from aos.services.tenancy import TenantContext, authenticate_key
 
 
 def current_tenant() -> TenantContext:
@@ -21,8 +20,7 @@ def _authenticate_request() -> None:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise AosError("AUTH_INVALID", "the Authorization header must be `Bearer <api key>`")
-    with session_scope() as s:
-        g.tenant = authenticate(s, key.strip())
+    g.tenant = authenticate_key(key.strip())
 
 
 class ProtectedBlueprint(Blueprint):

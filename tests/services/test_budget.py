@@ -16,9 +16,7 @@ PLAN = {"steps": [{"id": "a", "skill": "json.transform", "args": {"input": 1, "e
 
 
 def _opened(claimed: dict) -> step_store.OpenAttempt:
-    return step_store.OpenAttempt(index=0, step_id="a", skill="json.transform@1", attempt=claimed["attempt"],
-                                  deliveries=claimed["attempt_deliveries"], started_at=claimed["attempt_started_at"],
-                                  started_event_id=claimed["attempt_event_id"])
+    return step_store.OpenAttempt(index=0, step_id="a", skill="json.transform@1", attempt=claimed["attempt"])
 
 
 def test_tenant_daily_budget_refuses_the_reservation_that_would_exceed_it(tenant):

@@ -46,10 +46,8 @@ class Runs(MethodView):
         The run and its enqueue are committed in one transaction, so a run that got
         `201` is never lost, even if the broker is down at that moment. An invalid plan
         is a 422 listing every problem with its JSON path and code."""
-        tenant = current_tenant()
-        run_id = run_service.submit_run(tenant, body["plan"], _publisher(), inputs=body["inputs"],
-                                        agent_id=body["agent_id"])
-        return run_service.get_run(tenant, run_id)
+        return run_service.accept_run(current_tenant(), body["plan"], _publisher(), inputs=body["inputs"],
+                                      agent_id=body["agent_id"])
 
     @blp.arguments(RunListArgsSchema, location="query")
     @blp.response(200, RunPageSchema)
