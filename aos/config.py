@@ -63,6 +63,14 @@ def _broker_url(v: str) -> str:
     return v
 
 
+DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), ".local", "share", "aos")
+
+
+def data_dir_of(environ: Mapping[str, str]) -> str:
+    """AOS_DATA_DIR as ``environ`` sets it, else the default (for code that runs before Settings are read)."""
+    return os.path.expanduser(environ.get("AOS_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
 def setting(env: str, default: Any, parse: Callable[[str], Any] = _str, doc: str = "") -> Any:
     """Declare one setting: its variable, default (``None`` = unset), parser and one-line doc."""
     meta = {"env": env, "parse": parse, "doc": doc}
@@ -84,8 +92,9 @@ class Settings:
         "AOS_SECRET_KEY", None, _str,
         "Secret for signing (Flask sessions, webhook HMAC default). Required by `aos api`; `aos dev` makes one.")
     data_dir: str = setting(
-        "AOS_DATA_DIR", os.path.join(os.path.expanduser("~"), ".local", "share", "aos"), _str,
-        "Where the embedded Postgres and Redis keep their data.")
+        "AOS_DATA_DIR", DEFAULT_DATA_DIR, _str,
+        "Where the embedded Postgres and Redis keep their data, and where a running `aos dev` writes its "
+        "settings (dev.env) for the other `aos` commands.")
     env: str = setting("AOS_ENV", "development", _str, "`development`, `test` or `production`.")
     log_level: str = setting("AOS_LOG_LEVEL", "INFO", _str, "Python log level name.")
 

@@ -22,6 +22,7 @@ import httpx
 
 from aos.config import Settings, get_settings, reset_settings
 from aos.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from aos.envfile import DEV_STATE_NAME, render_env_file, write_private_file
 
 DEV_TENANT = "dev"
 
@@ -54,6 +55,7 @@ class DevStack:
         self.api_key = self._dev_key()
         self._start_children()
         self._wait_ready()
+        self._write_state()
 
     def _start_servers(self, settings: Settings) -> None:
         if settings.database_url:
@@ -70,6 +72,21 @@ class DevStack:
             rd = EmbeddedRedis(self.data_dir / "redis")
             self.broker_url = rd.start()
             self._stoppers.append(rd.stop)
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / DEV_STATE_NAME
+
+    def _write_state(self) -> None:
+        """The settings of this stack for every other `aos` command (aos.cli.config_file finds the file by
+        default): while `aos dev` runs, `aos doctor`, `aos dlq list` or `aos flower` need nothing exported."""
+        values = {"AOS_DATABASE_URL": self.database_url, "AOS_BROKER_URL": self.broker_url,
+                  "AOS_URL": self.api_url, "AOS_API_KEY": self.api_key,
+                  "AOS_SECRET_KEY": os.environ["AOS_SECRET_KEY"], "AOS_DATA_DIR": str(self.data_dir)}
+        write_private_file(self.state_file, render_env_file(
+            values, f"Settings of the running `aos dev` (pid {os.getpid()}); removed when it stops.\n"
+                    "Every `aos` command reads this file when no --config, AOS_CONFIG_FILE or ./aos.env is "
+                    "given;\nvariables set in the environment win."))
 
     def _dev_secret(self) -> str:
         path = self.data_dir / "secret-key"
@@ -138,6 +155,7 @@ class DevStack:
         raise RuntimeError(f"the API did not become ready in {timeout:.0f}s; see {self.data_dir / 'logs'}")
 
     def stop(self) -> None:
+        self.state_file.unlink(missing_ok=True)  # its URLs are about to stop answering
         for child in self._children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
