@@ -22,7 +22,8 @@ quickstart: $(STAMP)
 test: $(STAMP) promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# promtool (Debian package `prometheus`) checks the metrics exposition and the alert rules in tests/ops.
+# promtool (Debian package `prometheus`) checks the metrics exposition and the alert rules in tests/ops; the
+# same package's server scrapes a real API and worker there (tests/ops/test_alerts_scraped.py).
 # Installed when missing if we are root with apt-get; otherwise tests/ops fail and say how to install it.
 promtool:
 	@command -v promtool >/dev/null 2>&1 || { \

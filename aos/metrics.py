@@ -90,9 +90,13 @@ TOKENS = Counter("aos_tokens_total", "LLM tokens spent by steps, by skill.", ["s
 OUTBOX_DELIVERIES = Counter("aos_outbox_deliveries_total", "Outbox delivery attempts, by topic and result.",
                             ["topic", "result"])
 DEAD_LETTERS = Counter("aos_dead_letters_created_total", "Dead letters written, by kind.", ["kind"])
-LOCK_LEADER = Gauge("aos_lock_leader", "1 while this process holds the lease of a singleton job.", ["job"],
+# The label is `lock`, never `job`: Prometheus owns `job` (the scrape job) and renames a `job` label it scrapes to
+# `exported_job`, which would blind every query and alert on these series.
+LOCK_LEADER = Gauge("aos_lock_leader", "1 while this process holds the lease of a singleton job, by lock.", ["lock"],
                     multiprocess_mode="livemax")
-LOCK_ACQUIRED = Counter("aos_lock_acquired_total", "Leases taken over (leadership changes), by job.", ["job"])
+LOCK_ACQUIRED = Counter("aos_lock_acquired_total",
+                        "Leases taken, by lock: each run of a singleton job takes its lease (and releases it when "
+                        "done); aos.beat counts each time a beat becomes leader.", ["lock"])
 RETENTION_DELETED = Counter("aos_retention_deleted_total", "Rows deleted by retention, by table.", ["table"])
 # livesum: a worker child killed mid-step has its file removed (aos.observability), so its step stops counting
 STEPS_RUNNING = Gauge("aos_steps_in_progress", "Step attempts executing a skill right now, by skill.", ["skill"],
@@ -110,10 +114,10 @@ SCRAPE_GAUGES: dict[str, tuple[str, str | None, frozenset[str]]] = {
                                               "topic", OUTBOX_TOPICS),
     "aos_dead_letters_open": ("Dead letters waiting for replay or discard, by kind.", "kind", DEAD_LETTER_KINDS),
     "aos_runs_active": ("Runs not yet final, by status.", "status", ACTIVE_RUN_STATUSES),
-    "aos_lock_holders": ("Singleton-job leases held right now (0 or 1), by job.", "job", SINGLETON_JOBS),
+    "aos_lock_holders": ("Singleton-job leases held right now (0 or 1), by lock.", "lock", SINGLETON_JOBS),
     "aos_lock_expiry_timestamp_seconds": ("When the job's lease expires (Unix time); far in the past means no "
-                                          "process has run the job lately.", "job", SINGLETON_JOBS),
-    "aos_lock_fencing_token": ("Fencing token of the job's lease; it grows at every change of leader.", "job",
+                                          "process has run the job lately.", "lock", SINGLETON_JOBS),
+    "aos_lock_fencing_token": ("Fencing token of the job's lease; it grows at every change of leader.", "lock",
                                SINGLETON_JOBS),
 }
 
@@ -157,8 +161,8 @@ def dead_letter_created(kind: str) -> None:
     DEAD_LETTERS.labels(closed(kind, DEAD_LETTER_KINDS, "kind")).inc()
 
 
-def lock_leadership(job: str, leader: bool, *, acquired: bool = False) -> None:
-    label = closed(job, SINGLETON_JOBS, "job")
+def lock_leadership(lock: str, leader: bool, *, acquired: bool = False) -> None:
+    label = closed(lock, SINGLETON_JOBS, "lock")
     LOCK_LEADER.labels(label).set(1 if leader else 0)
     if acquired:
         LOCK_ACQUIRED.labels(label).inc()
