@@ -96,6 +96,12 @@ class Settings:
         "Where the embedded Postgres and Redis keep their data, and where a running `aos dev` writes its "
         "settings (dev.env) for the other `aos` commands.")
     env: str = setting("AOS_ENV", "development", _str, "`development`, `test` or `production`.")
+    dev_restart_max: int = setting(
+        "AOS_DEV_RESTART_MAX", 5, _int,
+        "`aos dev` restarts a child (worker, beat, API) that dies, with backoff; one that exits more than this "
+        "many times within AOS_DEV_RESTART_WINDOW_S stops the whole stack.")
+    dev_restart_window_s: float = setting(
+        "AOS_DEV_RESTART_WINDOW_S", 60.0, _float, "The window of AOS_DEV_RESTART_MAX (s).")
     log_level: str = setting("AOS_LOG_LEVEL", "INFO", _str, "Python log level name.")
 
     # --- database ---------------------------------------------------------------

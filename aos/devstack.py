@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ import httpx
 from aos.config import Settings, get_settings, reset_settings
 from aos.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from aos.envfile import DEV_STATE_NAME, render_env_file, write_private_file
+from aos.supervisor import Supervisor
 
 DEV_TENANT = "dev"
 
@@ -36,7 +35,7 @@ class DevStack:
     broker_url: str = ""
     api_url: str = ""
     api_key: str = ""
-    _children: list[subprocess.Popen] = field(default_factory=list)
+    _supervisor: Supervisor | None = None
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -134,18 +133,19 @@ class DevStack:
             "beat": [py, "-m", "aos", "beat"],
             "api": [py, "-m", "aos", "api", "-b", f"127.0.0.1:{port}", "-w", "2"],
         }
+        settings = get_settings()
+        self._supervisor = Supervisor(os.environ.copy(), log=self.log, max_restarts=settings.dev_restart_max,
+                                      window_s=settings.dev_restart_window_s)
         for name, cmd in commands.items():
-            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 — lives as long as the child
-            self._children.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()))
-            self.log(f"started {name} (pid {self._children[-1].pid}), log: {logs / f'{name}.log'}")
+            self._supervisor.start(name, cmd, logs / f"{name}.log")
 
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
+        assert self._supervisor is not None
         while time.monotonic() < deadline:
-            for child in self._children:
-                if child.poll() is not None:
-                    raise RuntimeError(f"a child process exited early (code {child.returncode}); "
-                                       f"see the logs under {self.data_dir / 'logs'}")
+            for child in self._supervisor.exited():
+                # at start-up an exit is a configuration problem (a port taken, a bad URL): no restart
+                raise RuntimeError(f"{child.name} exited at start-up; see {child.log_path}")
             try:
                 if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
                     return
@@ -154,17 +154,17 @@ class DevStack:
             time.sleep(0.3)
         raise RuntimeError(f"the API did not become ready in {timeout:.0f}s; see {self.data_dir / 'logs'}")
 
+    def supervise(self) -> None:
+        """Restart a child that died (with backoff, saying so); raise ChildKeepsDying (a RuntimeError) when
+        one keeps dying. Call it every second or so while the stack runs."""
+        if self._supervisor is not None:
+            self._supervisor.check()
+
     def stop(self) -> None:
         self.state_file.unlink(missing_ok=True)  # its URLs are about to stop answering
-        for child in self._children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in self._children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        self._children.clear()
+        if self._supervisor is not None:
+            self._supervisor.stop()
+            self._supervisor = None
         for stop in reversed(self._stoppers):
             stop()
         self._stoppers.clear()

@@ -17,6 +17,7 @@ from aos.cli.base import console, err_console
 from aos.cli.config_file import forget_dev_state
 from aos.config import get_settings
 from aos.envfile import dev_state_path
+from aos.supervisor import ChildKeepsDying
 
 if TYPE_CHECKING:
     from aos.devstack import DevStack
@@ -49,8 +50,14 @@ def dev(ctx: click.Context, data_dir: str | None, port: int | None) -> None:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while True:
             time.sleep(1)
+            stack.supervise()  # a dead child is restarted; one that keeps dying stops the stack (below)
     except KeyboardInterrupt:
         console.print("\nstopping …")
+    except ChildKeepsDying as exc:
+        err_console.print(f"error: SERVICE_UNAVAILABLE: {exc}. Stopping the whole stack: without it, runs "
+                          "would be accepted and wait forever. Fix the cause and start `aos dev` again.",
+                          markup=False)
+        sys.exit(1)
     except RuntimeError as exc:
         err_console.print(f"error: SERVICE_UNAVAILABLE: {exc}", markup=False)
         sys.exit(1)

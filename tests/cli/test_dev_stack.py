@@ -4,6 +4,7 @@ Redis keeps one socket path, so a broker URL stays good across restarts."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,23 +67,34 @@ def test_a_deep_data_directory_gets_a_short_socket_that_is_still_stable(home):
     assert sock != redis_socket_path(home / ("d" * 60) / ("f" * 60))
 
 
-def test_operator_commands_reach_a_running_aos_dev_with_nothing_exported(home):
-    env = _clean_env(home)
+def _wait_log(path: Path, text: str, proc: subprocess.Popen, timeout: float = 120, after: int = 0) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (log := path.read_text(errors="replace"))[after:]:
+        assert proc.poll() is None or text in path.read_text(errors="replace")[after:], log
+        assert time.monotonic() < deadline, f"{text!r} not in the log:\n{log}"
+        time.sleep(0.2)
+    return log
+
+
+def test_aos_dev_for_an_operator(home):
+    """Its settings reach every other command; a killed worker is restarted and runs go on; a worker that
+    keeps dying stops the whole stack with a message that says so."""
+    env = {**_clean_env(home), "AOS_DEV_RESTART_MAX": "2", "AOS_DEV_RESTART_WINDOW_S": "600"}
     data = home / ".local" / "share" / "aos"
     state = data / "dev.env"
     # A file left by an `aos dev` that was killed must not send the new one to servers that are gone.
     data.mkdir(parents=True)
     state.write_text("AOS_DATABASE_URL='postgresql://nobody@127.0.0.1:1/gone'\nAOS_BROKER_URL='redis://127.0.0.1:1/0'\n")
-    log = open(home / "dev.log", "wb")  # noqa: SIM115 — closed below
+    log_path = home / "dev.log"
+    log = open(log_path, "wb")  # noqa: SIM115 — closed below
     dev = subprocess.Popen([AOS, "dev"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=home,
                            start_new_session=True)
+
+    def aos(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([AOS, *args], capture_output=True, text=True, env=env, cwd=home, timeout=timeout)
+
     try:
-        deadline = time.monotonic() + 120
-        while "AOS is running" not in (home / "dev.log").read_text(errors="replace"):
-            assert dev.poll() is None, (home / "dev.log").read_text(errors="replace")
-            assert time.monotonic() < deadline, (home / "dev.log").read_text(errors="replace")
-            time.sleep(0.5)
-        banner = (home / "dev.log").read_text()
+        banner = _wait_log(log_path, "AOS is running", dev)
         settings = parse_env_file(state.read_text())
         assert oct(state.stat().st_mode & 0o777) == "0o600"
         assert settings["AOS_BROKER_URL"] == f"redis+socket://{data}/redis/redis.sock"
@@ -91,25 +103,48 @@ def test_operator_commands_reach_a_running_aos_dev_with_nothing_exported(home):
             assert settings[key] in banner, f"{key} is not printed"
         assert f"settings  {state} (every `aos` command finds them)" in banner
 
-        def aos(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run([AOS, *args], capture_output=True, text=True, env=env, cwd=home, timeout=60)
-
         for args in (["dlq", "list"], ["locks", "list"], ["runs", "list"], ["outbox", "status"]):
             res = aos(*args)
             assert res.returncode == 0, f"aos {' '.join(args)}: {res.stdout}{res.stderr}"
         doctor = aos("doctor")
         assert "AOS_DATABASE_URL is not set" not in doctor.stdout + doctor.stderr
         assert "ok   database" in doctor.stdout and "ok   broker" in doctor.stdout, doctor.stdout + doctor.stderr
+
+        # SIGKILL the worker: aos dev restarts it, and a run submitted afterwards finishes
+        worker = int(re.search(r"started worker \(pid (\d+)\)", banner).group(1))
+        mark = len(log_path.read_text(errors="replace"))
+        os.kill(worker, signal.SIGKILL)
+        after = _wait_log(log_path, "restarted worker (pid ", dev, timeout=30, after=mark)
+        assert "worker killed by SIGKILL; restarting it in 1s" in after[mark:]
+        quick = Path(__file__).resolve().parents[2] / "examples" / "quickstart.json"
+        run = aos("runs", "submit", str(quick), "--follow", "--timeout", "90", timeout=120)
+        assert run.returncode == 0 and "run succeeded" in run.stdout, run.stdout + run.stderr
+
+        # a worker that keeps dying: the third exit in the window stops everything, saying why
+        for exit_number in (2, 3):
+            restarted = re.findall(r"restarted worker \(pid (\d+)\)", log_path.read_text(errors="replace"))
+            mark = len(log_path.read_text(errors="replace"))
+            os.kill(int(restarted[-1]), signal.SIGKILL)
+            if exit_number == 2:
+                _wait_log(log_path, "restarting it in 2s (exit 2 of at most 3", dev, timeout=30, after=mark)
+                _wait_log(log_path, "restarted worker (pid ", dev, timeout=30, after=mark)
+        assert dev.wait(timeout=60) == 1
+        out = log_path.read_text(errors="replace")
+        assert ("error: SERVICE_UNAVAILABLE: worker keeps dying: 3 exits in 600s, the last killed by SIGKILL; "
+                f"see its log {data / 'logs' / 'worker.log'}. Stopping the whole stack") in out
     finally:
-        os.killpg(dev.pid, signal.SIGINT)
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGINT)
         try:
             dev.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(dev.pid, signal.SIGKILL)
             dev.wait()
         log.close()
+    leftovers = subprocess.run(["pgrep", "-g", str(dev.pid)], capture_output=True, text=True).stdout.split()
+    assert not leftovers, f"processes of the stack outlived it: {leftovers}"
     assert not state.exists(), "dev.env outlives the stack it describes"
-    res = subprocess.run([AOS, "locks", "list"], capture_output=True, text=True, env=env, cwd=home, timeout=60)
+    res = aos("locks", "list")
     assert res.returncode != 0 and "AOS_DATABASE_URL is not set" in res.stderr
 
 
