@@ -78,6 +78,7 @@ OUTPUT_SCHEMA: dict[str, Any] = {
 class HttpRequest(Skill):
     name = "http.request"
     version = 1
+    summary_text = "One HTTP request"
     description = ("Send one HTTP request (GET, POST, …) and return status, headers and body; "
                    "private addresses are refused unless allow-listed.")
     input_schema = INPUT_SCHEMA

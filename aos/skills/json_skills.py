@@ -16,6 +16,7 @@ from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillCont
 class JsonTransform(Skill):
     name = "json.transform"
     version = 1
+    summary_text = "Reshape JSON (JMESPath)"
     description = "Select or reshape JSON with a JMESPath expression; the output is the selected value."
     input_schema = {
         "type": "object",
@@ -56,6 +57,7 @@ class JsonTransform(Skill):
 class JsonValidate(Skill):
     name = "json.validate"
     version = 1
+    summary_text = "Check JSON with a schema"
     description = "Validate JSON against a JSON Schema; the output says whether it is valid and lists every error."
     input_schema = {
         "type": "object",

@@ -75,11 +75,11 @@ def _configure(sender: Celery, **_: Any) -> None:
 
 @worker_init.connect
 def _load_skills_before_fork(**_: Any) -> None:
-    # Import every skill (the LLM SDKs take seconds) once in the parent, before the pool forks:
-    # loaded lazily, the first step of each child would spend its soft time limit importing.
+    # Import every skill and warm it up (the LLM SDKs take seconds) once in the parent, before the pool
+    # forks: loaded lazily, the first step of each child would spend its soft time limit importing.
     from aos.skills.registry import default_registry
 
-    default_registry()
+    default_registry().warm_up()
 
 
 @worker_process_init.connect

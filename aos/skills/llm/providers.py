@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import importlib
 import json
 import re
 import time
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
-
-import anthropic
-import openai
 
 from aos.skills.base import SkillError
 
@@ -60,6 +59,20 @@ class Completion:
     output_tokens: int
     raw: dict[str, Any]
     refusal: str | None = None  # set when the provider refused or filtered the content
+
+
+def sdk(name: str) -> ModuleType:
+    """The provider SDK (``anthropic`` or ``openai``), imported on first use.
+
+    Importing both takes over a second, and everything that only lists skills (`aos skills list`, the
+    API's /skills, plan validation) must not pay it. A worker imports them once before its pool forks
+    (``import_sdks``, from ``Skill.warm_up``), so no step spends its time limit on an import."""
+    return importlib.import_module(name)
+
+
+def import_sdks() -> None:
+    for name in ("anthropic", "openai"):
+        sdk(name)
 
 
 def scrub(text: str, secrets: tuple[str | None, ...]) -> str:
@@ -186,6 +199,7 @@ def complete_anthropic(req: LlmRequest, *, api_key: str, base_url: str | None, t
         kwargs["extra_body"] = {"temperature": req.temperature}
     if req.stop:
         kwargs["stop_sequences"] = req.stop
+    anthropic = sdk("anthropic")
     try:
         # base_url is always explicit so ANTHROPIC_* variables outside AOS's config never redirect calls
         with anthropic.Anthropic(api_key=api_key, base_url=url, max_retries=0, timeout=timeout_s) as client:
@@ -232,6 +246,7 @@ def complete_openai(req: LlmRequest, *, provider: str, api_key: str, base_url: s
         kwargs["temperature"] = req.temperature
     if req.stop:
         kwargs["stop"] = req.stop
+    openai = sdk("openai")
     try:
         with openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s) as client:
             response = client.chat.completions.with_raw_response.create(**kwargs)
