@@ -71,6 +71,12 @@ def data_dir_of(environ: Mapping[str, str]) -> str:
     return os.path.expanduser(environ.get("AOS_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def _log_format(v: str) -> str:
+    if v not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return v
+
+
 def setting(env: str, default: Any, parse: Callable[[str], Any] = _str, doc: str = "") -> Any:
     """Declare one setting: its variable, default (``None`` = unset), parser and one-line doc."""
     meta = {"env": env, "parse": parse, "doc": doc}
@@ -103,6 +109,13 @@ class Settings:
     dev_restart_window_s: float = setting(
         "AOS_DEV_RESTART_WINDOW_S", 60.0, _float, "The window of AOS_DEV_RESTART_MAX (s).")
     log_level: str = setting("AOS_LOG_LEVEL", "INFO", _str, "Python log level name.")
+    access_log: bool = setting(
+        "AOS_ACCESS_LOG", True, _bool,
+        "The API writes one line per request (logger `aos.access`, to stderr): method, route, path, status, "
+        "duration, tenant, request id. Health checks and /metrics scrapes are logged at DEBUG only.")
+    access_log_format: str = setting(
+        "AOS_ACCESS_LOG_FORMAT", "text", _log_format,
+        "`text` (key=value pairs) or `json` (one JSON object per line, for log shippers).")
 
     # --- database ---------------------------------------------------------------
     db_pool_size: int = setting("AOS_DB_POOL_SIZE", 5, _int, "SQLAlchemy pool size per process.")

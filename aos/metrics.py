@@ -36,6 +36,11 @@ OUTBOX_TOPICS = frozenset({"run.enqueue", "run.succeeded", "run.failed", "budget
 OUTBOX_RESULTS = frozenset({"delivered", "retry", "dead"}) | frozenset(OUTBOX_STATUSES)
 DEAD_LETTER_KINDS = frozenset({"step", "outbox", "task"})
 RETENTION_TABLES = frozenset({"runs", "checkpoints", "run_events", "outbox", "replay_log", "dead_letter_archive"})
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+HTTP_STATUS_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
+UNMATCHED_ROUTE = "unmatched"  # a request no route of the API answers (a 404 or 405 before any view)
+# The route templates (`/api/v1/runs/<run_id>`) of the API: its URL map, declared by the app factory.
+_http_routes: frozenset[str] = frozenset({UNMATCHED_ROUTE})
 SINGLETON_JOBS = frozenset({"aos.outbox.drain", "aos.runs.reap", "aos.dlq.reconcile", "aos.retention.run",
                             "aos.schedules.fire", "aos.views.refresh", "aos.beat"})
 
@@ -98,6 +103,12 @@ LOCK_ACQUIRED = Counter("aos_lock_acquired_total",
                         "Leases taken, by lock: each run of a singleton job takes its lease (and releases it when "
                         "done); aos.beat counts each time a beat becomes leader.", ["lock"])
 RETENTION_DELETED = Counter("aos_retention_deleted_total", "Rows deleted by retention, by table.", ["table"])
+HTTP_REQUESTS = Counter("aos_http_requests_total", "API requests answered, by method, route template and status "
+                        "class.", ["method", "route", "status"])
+HTTP_SECONDS = Histogram("aos_http_request_duration_seconds", "Time to answer an API request (until the response "
+                         "starts: an event stream counts its opening), by method, route template and status class.",
+                         ["method", "route", "status"],
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 # livesum: a worker child killed mid-step has its file removed (aos.observability), so its step stops counting
 STEPS_RUNNING = Gauge("aos_steps_in_progress", "Step attempts executing a skill right now, by skill.", ["skill"],
                       multiprocess_mode="livesum")
@@ -166,6 +177,23 @@ def lock_leadership(lock: str, leader: bool, *, acquired: bool = False) -> None:
     LOCK_LEADER.labels(label).set(1 if leader else 0)
     if acquired:
         LOCK_ACQUIRED.labels(label).inc()
+
+
+def declare_http_routes(routes: frozenset[str]) -> None:
+    """The closed set of the ``route`` label: the API's URL map (called by the app factory)."""
+    global _http_routes
+    _http_routes = frozenset(routes) | {UNMATCHED_ROUTE}
+
+
+def http_routes() -> frozenset[str]:
+    return _http_routes
+
+
+def http_request(method: str, route: str | None, status: int, seconds: float) -> None:
+    labels = (closed(method, HTTP_METHODS, "method"), closed(route or UNMATCHED_ROUTE, _http_routes, "route"),
+              closed(f"{status // 100}xx", HTTP_STATUS_CLASSES, "status"))
+    HTTP_REQUESTS.labels(*labels).inc()
+    HTTP_SECONDS.labels(*labels).observe(seconds)
 
 
 def step_running(skill: str) -> AbstractContextManager[object]:

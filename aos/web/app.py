@@ -9,7 +9,7 @@ from flask import Flask
 
 from aos import __version__
 from aos.config import get_settings
-from aos.web import docs_ui
+from aos.web import docs_ui, traffic
 from aos.web.errors import register_error_handlers
 from aos.web.extensions import api
 
@@ -21,6 +21,7 @@ def create_app(publisher: Any = None, **overrides: Any) -> Flask:
     register_extensions(app, publisher)
     register_blueprints(app)
     register_error_handlers(app)
+    traffic.register(app)  # request ids, the access log, HTTP metrics by route template (after the routes exist)
     return app
 
 

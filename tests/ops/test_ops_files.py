@@ -107,9 +107,15 @@ def test_grafana_provisioning_matches_the_compose_mounts():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     ds = yaml.safe_load((ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
     uid = ds["datasources"][0]["uid"]
-    for expr_panel in json.loads((DASHBOARDS / "aos-overview.json").read_text())["panels"]:
+    dash = json.loads((DASHBOARDS / "aos-overview.json").read_text())
+    # the datasource is a template variable (any Prometheus can be picked), defaulting to the provisioned one
+    [var] = [v for v in dash["templating"]["list"] if v["type"] == "datasource"]
+    assert var["query"] == "prometheus" and var["current"]["value"] == uid
+    for expr_panel in dash["panels"]:
         if expr_panel.get("targets"):
-            assert expr_panel["datasource"]["uid"] == uid
+            assert expr_panel["datasource"] == {"type": "prometheus", "uid": f"${{{var['name']}}}"}
+            for target in expr_panel["targets"]:
+                assert target["datasource"]["uid"] == f"${{{var['name']}}}"
     provider = yaml.safe_load((ROOT / "ops/grafana/provisioning/dashboards/aos.yml").read_text())
     path = provider["providers"][0]["options"]["path"]
     mounts = compose["services"]["grafana"]["volumes"]
