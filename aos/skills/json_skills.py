@@ -37,6 +37,8 @@ class JsonTransform(Skill):
 
     def check_args(self, args: dict[str, Any]) -> list[dict[str, str]]:
         # A syntax error in a literal expression is the submitter's mistake: catch it at submission.
+        if not isinstance(args.get("expr"), str):
+            return []  # missing or not text: the input schema says so; filled by a reference: judged at run time
         try:
             compile_expr(args["expr"])
         except AosError as exc:
