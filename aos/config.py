@@ -63,6 +63,11 @@ def _broker_url(v: str) -> str:
     return v
 
 
+# The API's port wherever nothing else is said: `aos api`, the URL `aos init` writes, the CLI's default
+# --url, the Procfile (unless AOS_API_PORT), compose and the systemd unit. One number, so they agree.
+API_PORT = 8000
+DEFAULT_API_URL = f"http://127.0.0.1:{API_PORT}"
+
 DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), ".local", "share", "aos")
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from aos.config import ConfigError
+from aos.config import DEFAULT_API_URL, ConfigError
 from aos.errors import AosError
 
 # soft_wrap: a long line (an id, a command to copy) is never broken at the terminal's width
@@ -113,7 +113,7 @@ def load_json_object(path: str, what: str) -> dict[str, Any]:
 
 # --- commands that call the API ----------------------------------------------------------------------------
 
-url_option = click.option("--url", envvar="AOS_URL", default="http://127.0.0.1:8000", show_default=True,
+url_option = click.option("--url", envvar="AOS_URL", default=DEFAULT_API_URL, show_default=True,
                           help="API base URL (env AOS_URL; `aos dev` prints it).")
 key_option = click.option("--api-key", envvar="AOS_API_KEY", required=True,
                           help="API key (env AOS_API_KEY; `aos init` or `aos keys create` makes one).")

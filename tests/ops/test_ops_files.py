@@ -146,3 +146,23 @@ def test_make_test_installs_promtool_first():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test: .*\bpromtool\b", makefile, flags=re.M)
     assert "apt-get install" in makefile and "prometheus" in makefile
+
+
+def test_the_procfile_api_port_agrees_with_aos_init_under_foreman_and_honcho():
+    """foreman and honcho give the first process PORT=5000; `aos init` writes AOS_URL on port 8000. The web line
+    must not follow PORT, or `aos runs list` cannot reach the API the Procfile started."""
+    from urllib.parse import urlsplit
+
+    from aos.cli.init import init
+    from aos.cli.processes import api
+    from aos.config import API_PORT, DEFAULT_API_URL
+
+    web = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())["web"]
+    for env, port in (({"PORT": "5000"}, API_PORT), ({"PORT": "5000", "AOS_API_PORT": "8123"}, 8123)):
+        expanded = subprocess.run(["sh", "-c", f"echo {web}"], capture_output=True, text=True, env=env).stdout
+        assert f"--bind 0.0.0.0:{port} " in expanded, expanded
+    init_url = next(p.default for p in init.params if p.name == "api_url")
+    api_bind = next(p.default for p in api.params if p.name == "bind")
+    assert urlsplit(init_url).port == urlsplit(DEFAULT_API_URL).port == int(api_bind.rsplit(":", 1)[1]) == API_PORT
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    assert f"0.0.0.0:{API_PORT}" in compose["command"] and f"{API_PORT}:{API_PORT}" in compose["ports"]
