@@ -11,10 +11,12 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
 from aos.config import Settings, get_settings
-from aos.tasks import resilience
+from aos.tasks import logs, resilience
 
 # A Redis restart while a step is in flight must not kill the worker (see aos/tasks/resilience.py).
 resilience.install()
+# Housekeeping ticks log at DEBUG, not INFO: an idle worker's log stays readable (see aos/tasks/logs.py).
+logs.quiet_housekeeping()
 
 app = Celery("aos", include=["aos.tasks.steps", "aos.tasks.beat", "aos.tasks.worker_metrics", "aos.tasks.dlq"])
 
