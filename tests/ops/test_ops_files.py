@@ -166,3 +166,58 @@ def test_the_procfile_api_port_agrees_with_aos_init_under_foreman_and_honcho():
     assert urlsplit(init_url).port == urlsplit(DEFAULT_API_URL).port == int(api_bind.rsplit(":", 1)[1]) == API_PORT
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
     assert f"0.0.0.0:{API_PORT}" in compose["command"] and f"{API_PORT}:{API_PORT}" in compose["ports"]
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    lines, joined = [], ""
+    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+        if raw.lstrip().startswith("#") and not joined:
+            continue
+        joined += raw.rstrip("\\").strip() + " "
+        if not raw.rstrip().endswith("\\"):
+            if joined.strip():
+                word, _, rest = joined.strip().partition(" ")
+                lines.append((word.upper(), rest))
+            joined = ""
+    return lines
+
+
+def test_the_image_runs_as_an_unprivileged_user_with_a_writable_data_dir():
+    instructions = _dockerfile()
+    users = [i for i, (word, _) in enumerate(instructions) if word == "USER"]
+    assert users, "the image runs as root"
+    last_user, user = users[-1], instructions[users[-1]][1].split(":")[0]
+    assert user not in ("root", "0")
+    assert all(word != "RUN" for word, _ in instructions[last_user:]), "a RUN after USER runs as that user"
+    env = " ".join(rest for word, rest in instructions if word == "ENV")
+    data_dir = re.search(r"AOS_DATA_DIR=(\S+)", env).group(1)
+    run = " ".join(rest for word, rest in instructions if word == "RUN")
+    assert f"chown {user}:{user} {data_dir}" in run or f"chown {user} {data_dir}" in run
+    assert "pip install" in run and "useradd" in run
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore matching, as far as these patterns need: a pattern matches the path or a parent
+    of it; `**/` matches at any depth."""
+    from fnmatch import fnmatch
+
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    for pat in patterns:
+        if pat.startswith("**/"):
+            if any(fnmatch(part, pat[3:]) for part in parts):
+                return True
+        elif any(fnmatch(prefix, pat) for prefix in prefixes):
+            return True
+    return False
+
+
+def test_the_build_context_leaves_out_the_venv_git_caches_and_secrets():
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    for rel in (".venv/bin/python", ".git/HEAD", "aos/__pycache__/config.cpython-311.pyc", "aos.env",
+                ".pytest_cache/v/x", "build/lib/aos/x.py", "aos.egg-info/PKG-INFO", ".aos-data/postgres/x"):
+        assert _ignored(rel, patterns), f"{rel} would be sent to the image build"
+    for rel in ("aos/cli/main.py", "migrations/versions/0001_initial_schema.py", "aos/migrations", "pyproject.toml",
+                "README.md", "config/aos.env.example", "aos/web/static/redoc/redoc.standalone.js"):
+        assert not _ignored(rel, patterns), f"{rel} is needed by the image and ignored"
