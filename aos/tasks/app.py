@@ -1,4 +1,5 @@
-"""The Celery app. Settings marked "requirement" come from ARCHITECTURE.md and dodge known Celery bugs."""
+"""The Celery app. Settings marked "requirement" are the engine's guarantees (docs/architecture.md) and dodge
+known Celery bugs."""
 
 from __future__ import annotations
 

@@ -9,18 +9,17 @@ API key (OpenAI echoes part of a wrong key in its 401 message).
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import importlib
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 from aos.skills.base import SkillError
+from aos.skills.retry_after import parse_retry_after
 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -92,22 +91,10 @@ def _host(url: str) -> str:
 
 def _retry_after_s(headers: Any) -> float | None:
     """Seconds the provider asks us to wait: ``retry-after-ms``, else ``retry-after`` (seconds or date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+    ms = parse_retry_after(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def _error_fields(body: object) -> tuple[str | None, str | None, str | None]:
