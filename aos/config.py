@@ -63,6 +63,25 @@ def _broker_url(v: str) -> str:
     return v
 
 
+# The API's port wherever nothing else is said: `aos api`, the URL `aos init` writes, the CLI's default
+# --url, the Procfile (unless AOS_API_PORT), compose and the systemd unit. One number, so they agree.
+API_PORT = 8000
+DEFAULT_API_URL = f"http://127.0.0.1:{API_PORT}"
+
+DEFAULT_DATA_DIR = os.path.join(os.path.expanduser("~"), ".local", "share", "aos")
+
+
+def data_dir_of(environ: Mapping[str, str]) -> str:
+    """AOS_DATA_DIR as ``environ`` sets it, else the default (for code that runs before Settings are read)."""
+    return os.path.expanduser(environ.get("AOS_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def _log_format(v: str) -> str:
+    if v not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return v
+
+
 def setting(env: str, default: Any, parse: Callable[[str], Any] = _str, doc: str = "") -> Any:
     """Declare one setting: its variable, default (``None`` = unset), parser and one-line doc."""
     meta = {"env": env, "parse": parse, "doc": doc}
@@ -84,10 +103,24 @@ class Settings:
         "AOS_SECRET_KEY", None, _str,
         "Secret for signing (Flask sessions, webhook HMAC default). Required by `aos api`; `aos dev` makes one.")
     data_dir: str = setting(
-        "AOS_DATA_DIR", os.path.join(os.path.expanduser("~"), ".local", "share", "aos"), _str,
-        "Where the embedded Postgres and Redis keep their data.")
+        "AOS_DATA_DIR", DEFAULT_DATA_DIR, _str,
+        "Where the embedded Postgres and Redis keep their data, and where a running `aos dev` writes its "
+        "settings (dev.env) for the other `aos` commands.")
     env: str = setting("AOS_ENV", "development", _str, "`development`, `test` or `production`.")
+    dev_restart_max: int = setting(
+        "AOS_DEV_RESTART_MAX", 5, _int,
+        "`aos dev` restarts a child (worker, beat, API) that dies, with backoff; one that exits more than this "
+        "many times within AOS_DEV_RESTART_WINDOW_S stops the whole stack.")
+    dev_restart_window_s: float = setting(
+        "AOS_DEV_RESTART_WINDOW_S", 60.0, _float, "The window of AOS_DEV_RESTART_MAX (s).")
     log_level: str = setting("AOS_LOG_LEVEL", "INFO", _str, "Python log level name.")
+    access_log: bool = setting(
+        "AOS_ACCESS_LOG", True, _bool,
+        "The API writes one line per request (logger `aos.access`, to stderr): method, route, path, status, "
+        "duration, tenant, request id. Health checks and /metrics scrapes are logged at DEBUG only.")
+    access_log_format: str = setting(
+        "AOS_ACCESS_LOG_FORMAT", "text", _log_format,
+        "`text` (key=value pairs) or `json` (one JSON object per line, for log shippers).")
 
     # --- database ---------------------------------------------------------------
     db_pool_size: int = setting("AOS_DB_POOL_SIZE", 5, _int, "SQLAlchemy pool size per process.")

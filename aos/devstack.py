@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +20,8 @@ import httpx
 
 from aos.config import Settings, get_settings, reset_settings
 from aos.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from aos.envfile import DEV_STATE_NAME, render_env_file, write_private_file
+from aos.supervisor import Supervisor
 
 DEV_TENANT = "dev"
 
@@ -35,7 +35,7 @@ class DevStack:
     broker_url: str = ""
     api_url: str = ""
     api_key: str = ""
-    _children: list[subprocess.Popen] = field(default_factory=list)
+    _supervisor: Supervisor | None = None
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -54,6 +54,7 @@ class DevStack:
         self.api_key = self._dev_key()
         self._start_children()
         self._wait_ready()
+        self._write_state()
 
     def _start_servers(self, settings: Settings) -> None:
         if settings.database_url:
@@ -70,6 +71,21 @@ class DevStack:
             rd = EmbeddedRedis(self.data_dir / "redis")
             self.broker_url = rd.start()
             self._stoppers.append(rd.stop)
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / DEV_STATE_NAME
+
+    def _write_state(self) -> None:
+        """The settings of this stack for every other `aos` command (aos.cli.config_file finds the file by
+        default): while `aos dev` runs, `aos doctor`, `aos dlq list` or `aos flower` need nothing exported."""
+        values = {"AOS_DATABASE_URL": self.database_url, "AOS_BROKER_URL": self.broker_url,
+                  "AOS_URL": self.api_url, "AOS_API_KEY": self.api_key,
+                  "AOS_SECRET_KEY": os.environ["AOS_SECRET_KEY"], "AOS_DATA_DIR": str(self.data_dir)}
+        write_private_file(self.state_file, render_env_file(
+            values, f"Settings of the running `aos dev` (pid {os.getpid()}); removed when it stops.\n"
+                    "Every `aos` command reads this file when no --config, AOS_CONFIG_FILE or ./aos.env is "
+                    "given;\nvariables set in the environment win."))
 
     def _dev_secret(self) -> str:
         path = self.data_dir / "secret-key"
@@ -117,18 +133,19 @@ class DevStack:
             "beat": [py, "-m", "aos", "beat"],
             "api": [py, "-m", "aos", "api", "-b", f"127.0.0.1:{port}", "-w", "2"],
         }
+        settings = get_settings()
+        self._supervisor = Supervisor(os.environ.copy(), log=self.log, max_restarts=settings.dev_restart_max,
+                                      window_s=settings.dev_restart_window_s)
         for name, cmd in commands.items():
-            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 — lives as long as the child
-            self._children.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()))
-            self.log(f"started {name} (pid {self._children[-1].pid}), log: {logs / f'{name}.log'}")
+            self._supervisor.start(name, cmd, logs / f"{name}.log")
 
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
+        assert self._supervisor is not None
         while time.monotonic() < deadline:
-            for child in self._children:
-                if child.poll() is not None:
-                    raise RuntimeError(f"a child process exited early (code {child.returncode}); "
-                                       f"see the logs under {self.data_dir / 'logs'}")
+            for child in self._supervisor.exited():
+                # at start-up an exit is a configuration problem (a port taken, a bad URL): no restart
+                raise RuntimeError(f"{child.name} exited at start-up; see {child.log_path}")
             try:
                 if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
                     return
@@ -137,16 +154,17 @@ class DevStack:
             time.sleep(0.3)
         raise RuntimeError(f"the API did not become ready in {timeout:.0f}s; see {self.data_dir / 'logs'}")
 
+    def supervise(self) -> None:
+        """Restart a child that died (with backoff, saying so); raise ChildKeepsDying (a RuntimeError) when
+        one keeps dying. Call it every second or so while the stack runs."""
+        if self._supervisor is not None:
+            self._supervisor.check()
+
     def stop(self) -> None:
-        for child in self._children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in self._children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        self._children.clear()
+        self.state_file.unlink(missing_ok=True)  # its URLs are about to stop answering
+        if self._supervisor is not None:
+            self._supervisor.stop()
+            self._supervisor = None
         for stop in reversed(self._stoppers):
             stop()
         self._stoppers.clear()

@@ -36,6 +36,11 @@ OUTBOX_TOPICS = frozenset(models.OUTBOX_TOPICS)
 OUTBOX_RESULTS = frozenset({"delivered", "retry", "dead"}) | frozenset(models.OUTBOX_STATUSES)
 DEAD_LETTER_KINDS = frozenset(models.DEAD_LETTER_KINDS)
 RETENTION_TABLES = frozenset({"runs", "checkpoints", "run_events", "outbox", "replay_log", "dead_letter_archive"})
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+HTTP_STATUS_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
+UNMATCHED_ROUTE = "unmatched"  # a request no route of the API answers (a 404 or 405 before any view)
+# The route templates (`/api/v1/runs/<run_id>`) of the API: its URL map, declared by the app factory.
+_http_routes: frozenset[str] = frozenset({UNMATCHED_ROUTE})
 SINGLETON_JOBS = frozenset({"aos.outbox.drain", "aos.runs.reap", "aos.dlq.reconcile", "aos.retention.run",
                             "aos.schedules.fire", "aos.views.refresh", "aos.beat"})
 
@@ -93,10 +98,20 @@ TOKENS = Counter("aos_tokens_total", "LLM tokens spent by steps, by skill.", ["s
 OUTBOX_DELIVERIES = Counter("aos_outbox_deliveries_total", "Outbox delivery attempts, by topic and result.",
                             ["topic", "result"])
 DEAD_LETTERS = Counter("aos_dead_letters_created_total", "Dead letters written, by kind.", ["kind"])
-LOCK_LEADER = Gauge("aos_lock_leader", "1 while this process holds the lease of a singleton job.", ["job"],
+# The label is `lock`, never `job`: Prometheus owns `job` (the scrape job) and renames a `job` label it scrapes to
+# `exported_job`, which would blind every query and alert on these series.
+LOCK_LEADER = Gauge("aos_lock_leader", "1 while this process holds the lease of a singleton job, by lock.", ["lock"],
                     multiprocess_mode="livemax")
-LOCK_ACQUIRED = Counter("aos_lock_acquired_total", "Leases taken over (leadership changes), by job.", ["job"])
+LOCK_ACQUIRED = Counter("aos_lock_acquired_total",
+                        "Leases taken, by lock: each run of a singleton job takes its lease (and releases it when "
+                        "done); aos.beat counts each time a beat becomes leader.", ["lock"])
 RETENTION_DELETED = Counter("aos_retention_deleted_total", "Rows deleted by retention, by table.", ["table"])
+HTTP_REQUESTS = Counter("aos_http_requests_total", "API requests answered, by method, route template and status "
+                        "class.", ["method", "route", "status"])
+HTTP_SECONDS = Histogram("aos_http_request_duration_seconds", "Time to answer an API request (until the response "
+                         "starts: an event stream counts its opening), by method, route template and status class.",
+                         ["method", "route", "status"],
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 # livesum: a worker child killed mid-step has its file removed (aos.observability), so its step stops counting
 STEPS_RUNNING = Gauge("aos_steps_in_progress", "Step attempts executing a skill right now, by skill.", ["skill"],
                       multiprocess_mode="livesum")
@@ -113,10 +128,10 @@ SCRAPE_GAUGES: dict[str, tuple[str, str | None, frozenset[str]]] = {
                                               "topic", OUTBOX_TOPICS),
     "aos_dead_letters_open": ("Dead letters waiting for replay or discard, by kind.", "kind", DEAD_LETTER_KINDS),
     "aos_runs_active": ("Runs not yet final, by status.", "status", ACTIVE_RUN_STATUSES),
-    "aos_lock_holders": ("Singleton-job leases held right now (0 or 1), by job.", "job", SINGLETON_JOBS),
+    "aos_lock_holders": ("Singleton-job leases held right now (0 or 1), by lock.", "lock", SINGLETON_JOBS),
     "aos_lock_expiry_timestamp_seconds": ("When the job's lease expires (Unix time); far in the past means no "
-                                          "process has run the job lately.", "job", SINGLETON_JOBS),
-    "aos_lock_fencing_token": ("Fencing token of the job's lease; it grows at every change of leader.", "job",
+                                          "process has run the job lately.", "lock", SINGLETON_JOBS),
+    "aos_lock_fencing_token": ("Fencing token of the job's lease; it grows at every change of leader.", "lock",
                                SINGLETON_JOBS),
 }
 
@@ -177,11 +192,28 @@ def dead_letter_created(kind: str) -> None:
     DEAD_LETTERS.labels(closed(kind, DEAD_LETTER_KINDS, "kind")).inc()
 
 
-def lock_leadership(job: str, leader: bool, *, acquired: bool = False) -> None:
-    label = closed(job, SINGLETON_JOBS, "job")
+def lock_leadership(lock: str, leader: bool, *, acquired: bool = False) -> None:
+    label = closed(lock, SINGLETON_JOBS, "lock")
     LOCK_LEADER.labels(label).set(1 if leader else 0)
     if acquired:
         LOCK_ACQUIRED.labels(label).inc()
+
+
+def declare_http_routes(routes: frozenset[str]) -> None:
+    """The closed set of the ``route`` label: the API's URL map (called by the app factory)."""
+    global _http_routes
+    _http_routes = frozenset(routes) | {UNMATCHED_ROUTE}
+
+
+def http_routes() -> frozenset[str]:
+    return _http_routes
+
+
+def http_request(method: str, route: str | None, status: int, seconds: float) -> None:
+    labels = (closed(method, HTTP_METHODS, "method"), closed(route or UNMATCHED_ROUTE, _http_routes, "route"),
+              closed(f"{status // 100}xx", HTTP_STATUS_CLASSES, "status"))
+    HTTP_REQUESTS.labels(*labels).inc()
+    HTTP_SECONDS.labels(*labels).observe(seconds)
 
 
 def step_running(skill: str) -> AbstractContextManager[object]:

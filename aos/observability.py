@@ -315,8 +315,8 @@ def read_database_gauges() -> dict[str, dict[str, float]]:
             add("aos_runs_active", status, count)
         for name, expires, token in s.execute(select(DistributedLock.name, DistributedLock.expires_at,
                                                      DistributedLock.fencing_token)):
-            job = closed(name, SINGLETON_JOBS, "job")
-            add("aos_lock_holders", job, 1.0 if expires > now else 0.0)
-            keep_max("aos_lock_expiry_timestamp_seconds", job, expires.timestamp())
-            keep_max("aos_lock_fencing_token", job, float(token))
+            lock = closed(name, SINGLETON_JOBS, "lock")
+            add("aos_lock_holders", lock, 1.0 if expires > now else 0.0)
+            keep_max("aos_lock_expiry_timestamp_seconds", lock, expires.timestamp())
+            keep_max("aos_lock_fencing_token", lock, float(token))
     return out

@@ -54,7 +54,7 @@ def agents_list(limit: int | None, url: str, api_key: str, as_json: bool) -> Non
         return
     print_table(["id", "name", "created", "capabilities"],
                 [[a.id, Text(a.name), when(a.created_at), ", ".join(sorted(a.capabilities)) or "(no limits)"]
-                 for a in items], keep=("id", "name"), wrap=("capabilities",))
+                 for a in items], keep=("id", "name"), wrap=("capabilities",), drop=("capabilities", "created"))
 
 
 @agents.command("show")
@@ -77,4 +77,4 @@ def agents_show(agent_id: str, url: str, api_key: str, as_json: bool) -> None:
     if page.items:
         print_table(["latest runs", "status", "created", "name"],
                     [[r.id, r.status, when(r.created_at), Text(r.name or "")] for r in page.items],
-                    keep=("latest runs", "status"))
+                    keep=("latest runs", "status"), drop=("name", "created"))

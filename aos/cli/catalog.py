@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.table import Column, Table
+from rich.text import Text
 
-from aos.cli.base import console, emit_json, json_option
+from aos.cli.base import console, emit_json, json_option, print_table
 from aos.errors import AosError
 
 
@@ -26,12 +26,11 @@ def skills_list(recommended: bool, as_json: bool) -> None:
     if as_json:
         emit_json([s.describe() for s in items])
         return
-    table = Table(Column("skill", no_wrap=True), Column("side effect", no_wrap=True), "deterministic", "rank",
-                  "description")
-    for s in items:
-        table.add_row(s.ref, str(s.side_effect), "yes" if s.deterministic else "no",
-                      str(s.recommended or ""), s.description.split(". ")[0])
-    console.print(table)
+    # one line per skill: its summary, cut to the room left (`aos skills list --json` has each description)
+    headers = ["skill", *(["rank"] if recommended else []), "side effect", "deterministic", "summary"]
+    print_table(headers, [[s.ref, *([str(s.recommended)] if recommended else []), str(s.side_effect),
+                           "yes" if s.deterministic else "no", Text(s.summary)] for s in items],
+                keep=("skill", "rank", "side effect", "deterministic"))
 
 
 @click.group()
@@ -56,12 +55,12 @@ def errors_list(category: str | None, as_json: bool) -> None:
     if as_json:
         emit_json([_entry_dict(e) for e in entries])
         return
-    table = Table(Column("code", no_wrap=True), "category", "retryable", Column("recovery", no_wrap=True), "HTTP",
-                  "what to do")
-    for e in entries:
-        table.add_row(e.code, str(e.category), "yes" if e.retryable else "no", str(e.recovery), str(e.http_status),
-                      e.description)
-    console.print(table)
+    print_table(["code", "category", "retry", "recovery", "HTTP", "what to do"],
+                [[e.code, str(e.category), "yes" if e.retryable else "no", str(e.recovery), str(e.http_status),
+                  Text(e.description)] for e in entries],
+                keep=("code", "category", "retry", "recovery"), wrap=("what to do",), drop=("HTTP", "what to do"))
+    if console.width < 110:
+        console.print("aos errors show CODE: what one code means and what to do", style="dim", markup=False)
 
 
 @errors.command("show")

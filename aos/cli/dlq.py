@@ -10,10 +10,9 @@ import uuid
 from typing import Any
 
 import click
-from rich.table import Table
 from rich.text import Text
 
-from aos.cli.base import console, emit_json, json_option
+from aos.cli.base import console, emit_json, json_option, print_table
 from aos.db.models import DEAD_LETTER_KINDS, DEAD_LETTER_STATUSES
 
 _tenant_option = click.option("--tenant", "tenant_name", default=None,
@@ -71,12 +70,12 @@ def dlq_list(status: str, all_statuses: bool, kind: str | None, limit: int, curs
     if not page["items"]:
         console.print("no dead letters" + ("" if all_statuses else f" with status {status}"))
         return
-    table = Table("id", "kind", "status", "run / step", "code", "attempts", "created", "message")
-    for d in page["items"]:
-        where = f"{d['run_id'] or '-'}" + (f" / {d['step_id']}" if d["step_id"] else "")
-        table.add_row(str(d["id"]), d["kind"], d["status"], Text(where), d["error"]["code"], str(d["attempts"]),
-                      d["created_at"][:19], Text(_short(d["error"]["message"])))
-    console.print(table)
+    # the run id and the code whole (`aos runs show`, `aos errors show` take them); the rest as room allows
+    print_table(["id", "kind", "code", "run", "step", "status", "attempts", "created", "message"],
+                [[str(d["id"]), d["kind"], d["error"]["code"], d["run_id"] or "-", Text(d["step_id"] or ""),
+                  d["status"], str(d["attempts"]), d["created_at"][:19].replace("T", " "),
+                  Text(_short(d["error"]["message"]))] for d in page["items"]],
+                keep=("id", "kind", "code", "run"), drop=("message", "created", "attempts", "status", "step"))
     if page["next_cursor"]:
         console.print(f"more: aos dlq list --cursor {page['next_cursor']}", style="dim", markup=False)
 
@@ -185,10 +184,9 @@ def outbox_status_cmd(tenant_name: str | None, as_json: bool) -> None:
     console.print(f"pending {st['pending']} (due now {st['due']}), delivered {st['delivered']}, dead {st['dead']}; "
                   f"oldest pending: {'-' if age is None else f'{age:.1f}s'}", markup=False)
     if st["by_topic"]:
-        table = Table("topic", "pending", "delivered", "dead")
-        for topic, n in sorted(st["by_topic"].items()):
-            table.add_row(topic, str(n.get("pending", 0)), str(n.get("delivered", 0)), str(n.get("dead", 0)))
-        console.print(table)
+        print_table(["topic", "pending", "delivered", "dead"],
+                    [[topic, str(n.get("pending", 0)), str(n.get("delivered", 0)), str(n.get("dead", 0))]
+                     for topic, n in sorted(st["by_topic"].items())], keep=("topic", "pending", "delivered", "dead"))
     if st["dead"]:
         console.print("dead rows are dead letters: aos dlq list --kind outbox", style="dim", markup=False)
 

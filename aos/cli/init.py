@@ -9,7 +9,7 @@ import click
 
 from aos.cli.base import console, emit_json
 from aos.cli.config_file import DEFAULT_NAME, render_env_file, write_private_file
-from aos.config import ConfigError, _broker_url, _db_url
+from aos.config import DEFAULT_API_URL, ConfigError, _broker_url, _db_url
 from aos.errors import AosError
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -30,7 +30,7 @@ def _checked(parse, env: str, value: str) -> str:  # noqa: ANN001
               help="Postgres URL (env AOS_DATABASE_URL). Required: `aos dev` needs no init, it embeds one.")
 @click.option("--broker-url", envvar="AOS_BROKER_URL", default=DEFAULT_BROKER, show_default=True,
               help="Celery broker URL (env AOS_BROKER_URL).")
-@click.option("--api-url", default="http://127.0.0.1:8000", show_default=True,
+@click.option("--api-url", default=DEFAULT_API_URL, show_default=True,
               help="Where `aos api` will listen; written as AOS_URL for the CLI's API commands.")
 @click.option("--tenant", "tenant_name", default="default", show_default=True,
               help="The tenant to create (an existing one is reused).")

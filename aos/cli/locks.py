@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
+from rich.text import Text
 
-from aos.cli.base import console, emit_json
+from aos.cli.base import console, emit_json, print_table
 
 
 @click.group()
@@ -28,8 +28,8 @@ def locks_list(as_json: bool) -> None:
     if not rows:
         console.print("no leases yet (nothing has run under leader election)")
         return
-    table = Table("name", "held", "holder", "token", "acquired", "expires in s")
-    for r in rows:
-        table.add_row(r["name"], "yes" if r["held"] else "no", r["holder"], str(r["fencing_token"]),
-                      r["acquired_at"], f"{r['expires_in_s']:.1f}" if r["held"] else "-")
-    console.print(table)
+    print_table(["name", "held", "token", "expires in s", "holder", "acquired"],
+                [[r["name"], "yes" if r["held"] else "no", str(r["fencing_token"]),
+                  f"{r['expires_in_s']:.1f}" if r["held"] else "-", Text(r["holder"] or ""),
+                  str(r["acquired_at"] or "")[:19].replace("T", " ")] for r in rows],
+                keep=("name", "held", "token", "holder"), drop=("acquired", "expires in s"))

@@ -23,56 +23,36 @@ def cli() -> None:
     (docs/configuration.md), or the config file `aos init` writes."""
 
 
-def _register() -> None:
-    from aos.cli import (
-        agents,
-        catalog,
-        db,
-        docs,
-        init,
-        ops,
-        processes,
-        runs,
-        simulate,
-        stack,
-        tenancy,
-        workflows,
-    )
+# Each command's module is imported when that command runs, not before: `aos skills list` must not load
+# SQLAlchemy, nor `aos locks list` the web app. `aos --help` imports them all (it shows every summary).
+COMMANDS = {
+    "db": "aos.cli.db:db",
+    "tenants": "aos.cli.tenancy:tenants",
+    "keys": "aos.cli.tenancy:keys",
+    "dev": "aos.cli.stack:dev",
+    "quickstart": "aos.cli.stack:quickstart",
+    "worker": "aos.cli.processes:worker",
+    "beat": "aos.cli.processes:beat",
+    "api": "aos.cli.processes:api",
+    "runs": "aos.cli.runs:runs",
+    "skills": "aos.cli.catalog:skills",
+    "errors": "aos.cli.catalog:errors",
+    "init": "aos.cli.init:init",
+    "simulate": "aos.cli.simulate:simulate",
+    "workflows": "aos.cli.workflows:workflows",
+    "agents": "aos.cli.agents:agents",
+    "docs": "aos.cli.docs:docs",
+    "flower": "aos.cli.ops:flower",
+    "doctor": "aos.cli.doctor:doctor",           # singletons, retention, `aos doctor`
+    "locks": "aos.cli.locks:locks",
+    "retention": "aos.cli.retention:retention",
+    "schedules": "aos.cli.schedules:schedules",
+    "dlq": "aos.cli.dlq:dlq",                     # dead letters, the outbox, tenants' webhooks
+    "outbox": "aos.cli.dlq:outbox",
+    "golden": "aos.cli.golden:golden",            # golden files: record, verify, replay
+}
+# subcommands that live in another command's module: `aos tenants webhook …` is written beside the outbox
+SUBCOMMANDS = {"tenants": ["aos.cli.dlq:webhook"]}
 
-    cli.add_command(db.db)
-    cli.add_command(tenancy.tenants)
-    cli.add_command(tenancy.keys)
-    cli.add_command(stack.dev)
-    cli.add_command(stack.quickstart)
-    cli.add_command(processes.worker)
-    cli.add_command(processes.beat)
-    cli.add_command(processes.api)
-    cli.add_command(runs.runs)
-    cli.add_command(catalog.skills)
-    cli.add_command(catalog.errors)
-    cli.add_command(init.init)
-    cli.add_command(simulate.simulate)
-    cli.add_command(workflows.workflows)
-    cli.add_command(agents.agents)
-    cli.add_command(docs.docs)
-    cli.add_command(ops.flower)
-
-    from aos.cli import doctor, locks, retention, schedules  # singletons, retention, `aos doctor`
-
-    cli.add_command(doctor.doctor)
-    cli.add_command(locks.locks)
-    cli.add_command(retention.retention)
-    cli.add_command(schedules.schedules)
-
-    from aos.cli import dlq  # dead letters, the outbox, tenants' webhooks
-
-    cli.add_command(dlq.dlq)
-    cli.add_command(dlq.outbox)
-    tenancy.tenants.add_command(dlq.webhook)
-
-    from aos.cli import golden  # golden files: record, verify, replay
-
-    cli.add_command(golden.golden)
-
-
-_register()
+cli.lazy_commands.update(COMMANDS)
+cli.lazy_subcommands.update(SUBCOMMANDS)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from aos.config import get_settings
+from aos.config import API_PORT, get_settings
 from aos.observability import group_name, prepare_multiprocess
 
 
@@ -41,7 +41,7 @@ def beat(loglevel: str) -> None:
 
 
 @click.command()
-@click.option("-b", "--bind", default="127.0.0.1:8000", show_default=True, help="Address to listen on.")
+@click.option("-b", "--bind", default=f"127.0.0.1:{API_PORT}", show_default=True, help="Address to listen on.")
 @click.option("-w", "--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--threads", default=8, show_default=True, help="Threads per worker (a live event stream holds one).")
 def api(bind: str, workers: int, threads: int) -> None:

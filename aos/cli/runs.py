@@ -112,15 +112,10 @@ def runs_list(status: str | None, agent_id: str | None, workflow: str | None, cr
     if as_json:
         emit_json({"items": [r.raw for r in items], "next_cursor": next_cursor})
         return
-    if console.width >= 110:
-        print_table(["id", "status", "steps", "cost", "created", "error", "name"],
-                    [[r.id, styled_status(r.status), f"{r.next_step}/{r.steps_total}", money(r.budget.spent_cost_usd),
-                      when(r.created_at), r.error.code if r.error else "", Text(r.name or "")] for r in items],
-                    keep=("id", "status", "steps", "error"))
-    else:  # 80 columns: the id whole, and what matters most
-        print_table(["id", "status", "created", "error / name"],
-                    [[r.id, styled_status(r.status), when(r.created_at)[5:16],
-                      Text(r.error.code if r.error else r.name or "")] for r in items], keep=("id", "status"))
+    print_table(["id", "status", "error", "steps", "created", "cost", "name"],
+                [[r.id, styled_status(r.status), r.error.code if r.error else "", f"{r.next_step}/{r.steps_total}",
+                  when(r.created_at)[5:16], money(r.budget.spent_cost_usd), Text(r.name or "")] for r in items],
+                keep=("id", "status", "error"), drop=("name", "cost", "steps", "created"))
     if next_cursor:
         console.print(f"more: aos runs list --cursor {next_cursor}" + (f" --limit {limit}" if limit != 20 else ""),
                       markup=False, style="dim", soft_wrap=True)
@@ -145,7 +140,7 @@ def print_run(run: Run) -> None:
     print_table(["step", "status", "error", "tries", "duration", "cost", "skill"],
                 [[st.id, styled_status(st.status), st.error.code if st.error else "", str(st.attempts),
                   ms(st.duration_ms), money(st.cost_usd), st.skill] for st in run.steps],
-                keep=("step", "status", "error"))
+                keep=("step", "status", "error"), drop=("skill", "cost", "duration", "tries"))
 
 
 @runs.command("show")
@@ -173,7 +168,8 @@ def runs_step(run_id: str, step_id: str, url: str, api_key: str, as_json: bool) 
     print_table(["attempt", "status", "error", "duration", "cost", "tokens in/out", "worker"],
                 [[str(a.attempt), styled_status(a.status), a.error.code if a.error else "", ms(a.duration_ms),
                   money(a.cost_usd), f"{a.input_tokens}/{a.output_tokens}", Text(a.worker or "")]
-                 for a in st.attempts], keep=("attempt", "status", "error"))
+                 for a in st.attempts], keep=("attempt", "status", "error"),
+                drop=("worker", "tokens in/out", "cost", "duration"))
     for a in st.attempts:
         if a.error and a.error.message:
             console.print(f"  attempt {a.attempt}: {a.error.code}: ", end="", markup=False)

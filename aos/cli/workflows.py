@@ -53,7 +53,7 @@ def workflows_list(limit: int | None, url: str, api_key: str, as_json: bool) -> 
         return
     print_table(["name", "version", "steps", "saved", "plan hash"],
                 [[w.name, str(w.version), str(len(w.plan.get("steps", []))), when(w.created_at),
-                  (w.plan_hash or "")[:16]] for w in items], keep=("name", "version"))
+                  (w.plan_hash or "")[:16]] for w in items], keep=("name", "version"), drop=("plan hash",))
 
 
 @workflows.command("show")

@@ -13,7 +13,9 @@ from sqlalchemy import create_engine, pool
 
 from aos.db.session import sqlalchemy_url
 
-MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
+# Inside the package (`aos.migrations`; in the source tree aos/migrations links to the top-level migrations/),
+# so an installed wheel migrates as well as a checkout does.
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:

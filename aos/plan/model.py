@@ -184,7 +184,7 @@ def _parse_steps(p: _Problems, raw_steps: Any, registry: SkillRegistry, inputs: 
             p.add(f"{path}.args", "PLAN_INVALID", "must be an object")
             args = {}
         _check_refs(p, f"{path}.args", args, seen, inputs)
-        if skill is not None and not has_references(args):
+        if skill is not None:
             _check_static_args(p, f"{path}.args", skill, args)
         retry = _parse_retry(p, f"{path}.retry", s.get("retry"))
         timeout = None
@@ -219,11 +219,26 @@ def _check_refs(p: _Problems, path: str, args: dict[str, Any], earlier: set[str]
 
 
 def _check_static_args(p: _Problems, path: str, skill: Any, args: dict[str, Any]) -> None:
+    """The args as far as they are written in the plan. What a reference will fill in is judged when the step
+    runs; everything literal is judged now, beside the reference problems, so one submission shows them all
+    (a bad `expr` next to an unresolved `$ref` used to wait for the next try)."""
     from aos.runtime.invoke import validate_args
 
-    for prob in validate_args(skill, args):
-        p.add(path + prob["path"][len("args"):], prob["code"], prob["message"])
-    for prob in skill.check_args(args):
+    filled = [ref.path for ref in iter_references(args, "args")]
+
+    def literal(prob_path: str) -> bool:
+        return not any(prob_path == f or prob_path.startswith((f + ".", f + "[")) for f in filled)
+
+    problems = [prob for prob in validate_args(skill, args) if literal(prob["path"])]
+    if not filled:
+        problems += skill.check_args(args)
+    else:
+        written = {k: v for k, v in args.items() if not has_references(v)}
+        try:
+            problems += [prob for prob in skill.check_args(written) if literal(prob["path"])]
+        except (KeyError, TypeError, ValueError):
+            pass  # a skill's own check that needs an arg a reference fills: it runs with the step
+    for prob in problems:
         p.add(path + prob["path"][len("args"):], prob["code"], prob["message"])
 
 

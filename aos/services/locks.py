@@ -178,10 +178,11 @@ def singleton(job: str, *, ttl_s: float | None = None) -> Iterator[Lease | None]
     ttl = float(ttl_s if ttl_s is not None else get_settings().lock_ttl_s)
     lease = acquire(job, new_holder(), ttl)
     if lease is None:
-        log.info("singleton %s: another process holds the lease; skipping", job)
+        log.debug("singleton %s: another process holds the lease; skipping", job)
         yield None
         return
-    log.info("singleton %s: leader with fencing token %d", job, lease.fencing_token)
+    # DEBUG: every tick of every singleton job takes its lease; a change of leader shows in the fencing token
+    log.debug("singleton %s: leader with fencing token %d", job, lease.fencing_token)
     metrics.lock_leadership(job, True, acquired=True)
     try:
         yield lease

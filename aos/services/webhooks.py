@@ -35,7 +35,8 @@ from aos.db.models import WEBHOOK_EVENTS, Tenant
 from aos.errors import AosError
 from aos.runtime.catalog import CATALOG
 from aos.skills.base import SkillError
-from aos.skills.http import STATUS_CODES, parse_retry_after, safe_url
+from aos.skills.http import STATUS_CODES, safe_url
+from aos.skills.retry_after import parse_retry_after
 from aos.skills.ssrf import AllowList, IPAddress, check_host, parse_ip
 
 SIGNATURE_HEADER = "AOS-Signature"

@@ -93,10 +93,21 @@ class Skill(ABC):
     default_timeout_s: float = 30.0
     default_retry: RetryPolicy = RetryPolicy()
     recommended: int | None = None  # rank for new users; None = not recommended
+    summary_text: str | None = None  # a few words for listings (`aos skills list`); default: the first sentence
 
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def summary(self) -> str:
+        """What the skill does in a few words: one line of a listing on an 80-column terminal."""
+        return self.summary_text or self.description.split(". ")[0].split("; ")[0].rstrip(".")
+
+    def warm_up(self) -> None:
+        """Load what the first call would otherwise load (an SDK, say). A worker calls it once, before its
+        pool forks, so no step spends its time limit on an import; nothing else has to pay for it."""
+        return None  # most skills load nothing heavy
 
     def check_args(self, args: dict[str, Any]) -> list[dict[str, str]]:
         """Skill-specific checks of literal args at submission (beyond the JSON Schema).
@@ -121,6 +132,7 @@ class Skill(ABC):
             "version": self.version,
             "ref": self.ref,
             "description": self.description,
+            "summary": self.summary,
             "input_schema": self.input_schema,
             "output_schema": self.output_schema,
             "side_effect": str(self.side_effect),

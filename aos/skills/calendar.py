@@ -266,6 +266,7 @@ def _slots(busy: list[Interval], tz: ZoneInfo, lo: datetime, hi: datetime, hours
 class FreeSlots(Skill):
     name = "calendar.free_slots"
     version = 1
+    summary_text = "Free slots in calendars"
     description = ("Free meeting slots of `duration_minutes` from one or more iCalendar (ICS) calendars, within "
                    "working hours and days in `timezone`. Busy time is every VEVENT except TRANSP:TRANSPARENT and "
                    "STATUS:CANCELLED, with RRULE/RDATE/EXDATE/RECURRENCE-ID expanded; all-day events block the "
@@ -337,6 +338,7 @@ def _mailto(address: str) -> str:
 class CreateEvent(Skill):
     name = "calendar.create_event"
     version = 1
+    summary_text = "Write an iCalendar event"
     description = ("Create an iCalendar (RFC 5545) VCALENDAR with one VEVENT. `start` (and `end`) are ISO "
                    "datetimes read in `timezone` when they carry no offset; give `end` or `duration_minutes`. "
                    "Deterministic: UID defaults to a UUID5 of the step's idempotency key, DTSTAMP is `start`.")
@@ -417,6 +419,7 @@ class CreateEvent(Skill):
 class BusinessDays(Skill):
     name = "calendar.business_days"
     version = 1
+    summary_text = "Add or count business days"
     description = ("Business-day arithmetic. With `add`: the date that many business days after (or, negative, "
                    "before) `date`; `date` itself is never counted, so Friday + 1 is Monday and Saturday + 1 is "
                    "Monday, and adding 0 returns `date` unchanged even on a weekend or holiday. With `until`: "

@@ -16,13 +16,12 @@ import json
 import re
 import ssl
 import time
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
+from aos.skills.retry_after import parse_retry_after
 from aos.skills.ssrf import AllowList, IPAddress, check_host, host_matches, parse_ip
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -78,6 +77,7 @@ OUTPUT_SCHEMA: dict[str, Any] = {
 class HttpRequest(Skill):
     name = "http.request"
     version = 1
+    summary_text = "One HTTP request"
     description = ("Send one HTTP request (GET, POST, …) and return status, headers and body; "
                    "private addresses are refused unless allow-listed.")
     input_schema = INPUT_SCHEMA
@@ -302,24 +302,6 @@ def _too_large(url: httpx.URL, limit: int, declared: int | None = None) -> Skill
     return SkillError("HTTP_RESPONSE_TOO_LARGE",
                       f"{safe_url(url)}: response body exceeds {limit} bytes{said} (AOS_HTTP_MAX_RESPONSE_BYTES)",
                       details={"limit_bytes": limit, "content_length": declared})
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP-date); None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def safe_url(url: httpx.URL) -> str:

@@ -16,6 +16,7 @@ from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillCont
 class JsonTransform(Skill):
     name = "json.transform"
     version = 1
+    summary_text = "Reshape JSON (JMESPath)"
     description = "Select or reshape JSON with a JMESPath expression; the output is the selected value."
     input_schema = {
         "type": "object",
@@ -36,6 +37,8 @@ class JsonTransform(Skill):
 
     def check_args(self, args: dict[str, Any]) -> list[dict[str, str]]:
         # A syntax error in a literal expression is the submitter's mistake: catch it at submission.
+        if not isinstance(args.get("expr"), str):
+            return []  # missing or not text: the input schema says so; filled by a reference: judged at run time
         try:
             compile_expr(args["expr"])
         except AosError as exc:
@@ -56,6 +59,7 @@ class JsonTransform(Skill):
 class JsonValidate(Skill):
     name = "json.validate"
     version = 1
+    summary_text = "Check JSON with a schema"
     description = "Validate JSON against a JSON Schema; the output says whether it is valid and lists every error."
     input_schema = {
         "type": "object",

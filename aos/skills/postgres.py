@@ -8,17 +8,25 @@ and user, so they are replaced by a message naming only the connection.
 from __future__ import annotations
 
 import base64
+import importlib
 import math
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
-
-import psycopg
-import psycopg.errors
-from psycopg.conninfo import conninfo_to_dict
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def _psycopg() -> ModuleType:
+    """psycopg, imported on first use: listing skills (`aos skills list`) must not pay for it, and a worker
+    loads it before it forks (``warm_up``)."""
+    importlib.import_module("psycopg.errors")  # a submodule: the failure mapping reads psycopg.errors.*
+    return importlib.import_module("psycopg")
 
 CONNECT_TIMEOUT_S = 10
 
@@ -59,6 +67,7 @@ def _libpq_url(url: str) -> str:
 
 def _connect_failure(name: str, exc: psycopg.Error) -> SkillError:
     """A connection error with psycopg's text (host, port, user) left out."""
+    psycopg = _psycopg()
     state = getattr(exc, "sqlstate", None) or ""
     if state.startswith("28"):
         reason = "authentication failed"
@@ -79,7 +88,7 @@ class _Scrubber:
     """Removes the URL's secrets from server messages that might echo them."""
 
     def __init__(self, url: str) -> None:
-        info = conninfo_to_dict(url) if url else {}
+        info = importlib.import_module("psycopg.conninfo").conninfo_to_dict(url) if url else {}
         secrets = [url, str(info.get("password") or "")]
         if info.get("user") and info.get("host"):
             secrets.append(f"{info['user']}@{info['host']}")
@@ -94,6 +103,7 @@ class _Scrubber:
 class PostgresQuery(Skill):
     name = "postgres.query"
     version = 1
+    summary_text = "Read-only SQL query"
     description = ("Run one parameterised SQL statement on a named, configured connection (AOS_PG_CONNECTIONS), "
                    "inside a READ ONLY transaction with a statement timeout, returning at most `max_rows` rows. "
                    "Placeholders: %s with a `params` array, %(name)s with a `params` object. Values come back "
@@ -128,7 +138,11 @@ class PostgresQuery(Skill):
     default_retry = RetryPolicy(max_attempts=3, backoff_s=1, backoff_max_s=20)
     recommended = None
 
+    def warm_up(self) -> None:
+        _psycopg()
+
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
+        psycopg = _psycopg()
         name = args["connection"]
         url = self._url(name, ctx)
         cap = min(args.get("max_rows") or ctx.settings.pg_query_max_rows, ctx.settings.pg_query_max_rows)
@@ -179,6 +193,7 @@ class PostgresQuery(Skill):
 
     @staticmethod
     def _query_failure(name: str, url: str, exc: psycopg.Error, timeout_ms: int) -> SkillError:
+        psycopg = _psycopg()
         state = exc.sqlstate
         dropped = state is None and isinstance(exc, psycopg.OperationalError)
         if dropped or (state or "").startswith(("08", "57P0")):

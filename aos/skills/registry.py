@@ -55,6 +55,14 @@ class SkillRegistry:
     def all(self) -> list[Skill]:
         return [s for versions in self._skills.values() for s in versions.values()]
 
+    def warm_up(self) -> None:
+        """Every skill's ``warm_up``; a skill whose warm-up fails is logged and loads on first use instead."""
+        for skill in self.all():
+            try:
+                skill.warm_up()
+            except Exception:  # noqa: BLE001 — a broken third-party skill must not stop the worker
+                log.warning("skill %s: warm-up failed; it loads on its first call", skill.ref, exc_info=True)
+
     def recommended(self) -> list[Skill]:
         ranked = [s for s in self.all() if s.recommended is not None]
         return sorted(ranked, key=lambda s: (s.recommended, s.name))

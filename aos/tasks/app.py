@@ -1,4 +1,5 @@
-"""The Celery app. Settings marked "requirement" come from ARCHITECTURE.md and dodge known Celery bugs."""
+"""The Celery app. Settings marked "requirement" are the engine's guarantees (docs/architecture.md) and dodge
+known Celery bugs."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from celery.signals import worker_init, worker_process_init
 
 from aos.config import Settings, get_settings
 from aos.services.publisher import CONTINUE_TASK, STEP_TASK
-from aos.tasks import resilience
+from aos.tasks import logs, resilience
 
 # A Redis restart while a step is in flight must not kill the worker (see aos/tasks/resilience.py).
 resilience.install()
+# Housekeeping ticks log at DEBUG, not INFO: an idle worker's log stays readable (see aos/tasks/logs.py).
+logs.quiet_housekeeping()
 
 app = Celery("aos", include=["aos.tasks.steps", "aos.tasks.beat", "aos.tasks.worker_metrics", "aos.tasks.dlq"])
 
@@ -75,11 +78,11 @@ def _configure(sender: Celery, **_: Any) -> None:
 
 @worker_init.connect
 def _load_skills_before_fork(**_: Any) -> None:
-    # Import every skill (the LLM SDKs take seconds) once in the parent, before the pool forks:
-    # loaded lazily, the first step of each child would spend its soft time limit importing.
+    # Import every skill and warm it up (the LLM SDKs take seconds) once in the parent, before the pool
+    # forks: loaded lazily, the first step of each child would spend its soft time limit importing.
     from aos.skills.registry import default_registry
 
-    default_registry()
+    default_registry().warm_up()
 
 
 @worker_process_init.connect

@@ -9,6 +9,7 @@ from flask import Flask
 
 from aos import __version__
 from aos.config import get_settings
+from aos.web import docs_ui, traffic
 from aos.web.errors import register_error_handlers
 from aos.web.extensions import api
 
@@ -20,6 +21,7 @@ def create_app(publisher: Any = None, **overrides: Any) -> Flask:
     register_extensions(app, publisher)
     register_blueprints(app)
     register_error_handlers(app)
+    traffic.register(app)  # request ids, the access log, HTTP metrics by route template (after the routes exist)
     return app
 
 
@@ -35,9 +37,10 @@ def configure(app: Flask, overrides: dict[str, Any]) -> None:
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL=docs_ui.SWAGGER_UI_URL,  # pinned assets served by the API itself, no CDN
+        OPENAPI_SWAGGER_UI_CONFIG=docs_ui.SWAGGER_UI_CONFIG,
         OPENAPI_REDOC_PATH="redoc",
-        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc/bundles/redoc.standalone.js",
+        OPENAPI_REDOC_URL=docs_ui.REDOC_URL,
         API_SPEC_OPTIONS={
             "info": {"description": "Submit plans, follow runs. Errors are application/problem+json with a "
                                     "failure-catalog `code`; see /api/v1/errors."},
@@ -83,4 +86,5 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(golden)
     api.register_blueprint(dead_letters)
     api.register_blueprint(webhook)
+    docs_ui.register(app)  # the docs pages' assets (public, like the pages) and their Content-Security-Policy
     app.register_blueprint(metrics)  # plain Flask: /metrics is for Prometheus, outside /api/v1 and its OpenAPI

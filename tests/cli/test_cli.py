@@ -261,7 +261,9 @@ def test_submit_with_a_bad_api_key_is_auth_invalid(api_url, runner):
 
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()):
     yield prefix, group
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
         if isinstance(cmd, click.Group):
             yield from _command_paths(cmd, (*prefix, name))
         else:

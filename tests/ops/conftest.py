@@ -179,8 +179,10 @@ def sample_value(text: str, name: str, **labels: str) -> float | None:
 def assert_closed_labels(text: str) -> None:
     """Every label value of every aos_* metric comes from its closed set in aos.metrics; never `unknown`."""
     from aos import metrics as m
+    from aos.web.app import create_app
 
     code, skill = m._codes() | {m.NONE, m.OTHER}, m._skills() | {m.OTHER}
+    routes = {rule.rule for rule in create_app().url_map.iter_rules()} | {m.UNMATCHED_ROUTE}
     other = {m.OTHER}
     closed_sets: dict[str, dict[str, frozenset[str] | set[str]]] = {
         "aos_runs_submitted": {},
@@ -193,10 +195,14 @@ def assert_closed_labels(text: str) -> None:
         "aos_tokens": {"skill": skill},
         "aos_outbox_deliveries": {"topic": m.OUTBOX_TOPICS | other, "result": m.OUTBOX_RESULTS | other},
         "aos_dead_letters_created": {"kind": m.DEAD_LETTER_KINDS | other},
-        "aos_lock_leader": {"job": m.SINGLETON_JOBS | other},
-        "aos_lock_acquired": {"job": m.SINGLETON_JOBS | other},
+        "aos_lock_leader": {"lock": m.SINGLETON_JOBS | other},
+        "aos_lock_acquired": {"lock": m.SINGLETON_JOBS | other},
         "aos_retention_deleted": {"table": m.RETENTION_TABLES | other},
         "aos_steps_in_progress": {"skill": skill},
+        "aos_http_requests": {"method": m.HTTP_METHODS | other, "route": routes | other,
+                              "status": m.HTTP_STATUS_CLASSES | other},
+        "aos_http_request_duration_seconds": {"method": m.HTTP_METHODS | other, "route": routes | other,
+                                              "status": m.HTTP_STATUS_CLASSES | other},
     }
     for name, (_, label, allowed) in m.SCRAPE_GAUGES.items():
         closed_sets[name] = {label: allowed | other} if label else {}

@@ -105,9 +105,9 @@ def test_api_metrics_pass_promtool_and_read_the_deployment_from_postgres(client,
     assert sample_value(text, "aos_outbox_pending_messages", topic="budget.warning") >= 1
     assert sample_value(text, "aos_outbox_oldest_pending_age_seconds", topic="budget.warning") >= 3590
     assert sample_value(text, "aos_dead_letters_open", kind="task") >= 1
-    assert sample_value(text, "aos_lock_holders", job="aos.views.refresh") == 1
-    assert sample_value(text, "aos_lock_fencing_token", job="aos.views.refresh") == 7
-    expiry = sample_value(text, "aos_lock_expiry_timestamp_seconds", job="aos.views.refresh")
+    assert sample_value(text, "aos_lock_holders", lock="aos.views.refresh") == 1
+    assert sample_value(text, "aos_lock_fencing_token", lock="aos.views.refresh") == 7
+    expiry = sample_value(text, "aos_lock_expiry_timestamp_seconds", lock="aos.views.refresh")
     assert 30 < expiry - time.time() <= 61
     # every closed value is exported even at zero, so a dashboard never shows "no data" for a quiet topic
     for topic in ("run.enqueue", "run.succeeded", "run.failed", "budget.warning"):

@@ -107,9 +107,15 @@ def test_grafana_provisioning_matches_the_compose_mounts():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     ds = yaml.safe_load((ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
     uid = ds["datasources"][0]["uid"]
-    for expr_panel in json.loads((DASHBOARDS / "aos-overview.json").read_text())["panels"]:
+    dash = json.loads((DASHBOARDS / "aos-overview.json").read_text())
+    # the datasource is a template variable (any Prometheus can be picked), defaulting to the provisioned one
+    [var] = [v for v in dash["templating"]["list"] if v["type"] == "datasource"]
+    assert var["query"] == "prometheus" and var["current"]["value"] == uid
+    for expr_panel in dash["panels"]:
         if expr_panel.get("targets"):
-            assert expr_panel["datasource"]["uid"] == uid
+            assert expr_panel["datasource"] == {"type": "prometheus", "uid": f"${{{var['name']}}}"}
+            for target in expr_panel["targets"]:
+                assert target["datasource"]["uid"] == f"${{{var['name']}}}"
     provider = yaml.safe_load((ROOT / "ops/grafana/provisioning/dashboards/aos.yml").read_text())
     path = provider["providers"][0]["options"]["path"]
     mounts = compose["services"]["grafana"]["volumes"]
@@ -140,3 +146,78 @@ def test_make_test_installs_promtool_first():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test: .*\bpromtool\b", makefile, flags=re.M)
     assert "apt-get install" in makefile and "prometheus" in makefile
+
+
+def test_the_procfile_api_port_agrees_with_aos_init_under_foreman_and_honcho():
+    """foreman and honcho give the first process PORT=5000; `aos init` writes AOS_URL on port 8000. The web line
+    must not follow PORT, or `aos runs list` cannot reach the API the Procfile started."""
+    from urllib.parse import urlsplit
+
+    from aos.cli.init import init
+    from aos.cli.processes import api
+    from aos.config import API_PORT, DEFAULT_API_URL
+
+    web = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())["web"]
+    for env, port in (({"PORT": "5000"}, API_PORT), ({"PORT": "5000", "AOS_API_PORT": "8123"}, 8123)):
+        expanded = subprocess.run(["sh", "-c", f"echo {web}"], capture_output=True, text=True, env=env).stdout
+        assert f"--bind 0.0.0.0:{port} " in expanded, expanded
+    init_url = next(p.default for p in init.params if p.name == "api_url")
+    api_bind = next(p.default for p in api.params if p.name == "bind")
+    assert urlsplit(init_url).port == urlsplit(DEFAULT_API_URL).port == int(api_bind.rsplit(":", 1)[1]) == API_PORT
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    assert f"0.0.0.0:{API_PORT}" in compose["command"] and f"{API_PORT}:{API_PORT}" in compose["ports"]
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    lines, joined = [], ""
+    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+        if raw.lstrip().startswith("#") and not joined:
+            continue
+        joined += raw.rstrip("\\").strip() + " "
+        if not raw.rstrip().endswith("\\"):
+            if joined.strip():
+                word, _, rest = joined.strip().partition(" ")
+                lines.append((word.upper(), rest))
+            joined = ""
+    return lines
+
+
+def test_the_image_runs_as_an_unprivileged_user_with_a_writable_data_dir():
+    instructions = _dockerfile()
+    users = [i for i, (word, _) in enumerate(instructions) if word == "USER"]
+    assert users, "the image runs as root"
+    last_user, user = users[-1], instructions[users[-1]][1].split(":")[0]
+    assert user not in ("root", "0")
+    assert all(word != "RUN" for word, _ in instructions[last_user:]), "a RUN after USER runs as that user"
+    env = " ".join(rest for word, rest in instructions if word == "ENV")
+    data_dir = re.search(r"AOS_DATA_DIR=(\S+)", env).group(1)
+    run = " ".join(rest for word, rest in instructions if word == "RUN")
+    assert f"chown {user}:{user} {data_dir}" in run or f"chown {user} {data_dir}" in run
+    assert "pip install" in run and "useradd" in run
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore matching, as far as these patterns need: a pattern matches the path or a parent
+    of it; `**/` matches at any depth."""
+    from fnmatch import fnmatch
+
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    for pat in patterns:
+        if pat.startswith("**/"):
+            if any(fnmatch(part, pat[3:]) for part in parts):
+                return True
+        elif any(fnmatch(prefix, pat) for prefix in prefixes):
+            return True
+    return False
+
+
+def test_the_build_context_leaves_out_the_venv_git_caches_and_secrets():
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    for rel in (".venv/bin/python", ".git/HEAD", "aos/__pycache__/config.cpython-311.pyc", "aos.env",
+                ".pytest_cache/v/x", "build/lib/aos/x.py", "aos.egg-info/PKG-INFO", ".aos-data/postgres/x"):
+        assert _ignored(rel, patterns), f"{rel} would be sent to the image build"
+    for rel in ("aos/cli/main.py", "migrations/versions/0001_initial_schema.py", "aos/migrations", "pyproject.toml",
+                "README.md", "config/aos.env.example", "aos/web/static/redoc/redoc.standalone.js"):
+        assert not _ignored(rel, patterns), f"{rel} is needed by the image and ignored"

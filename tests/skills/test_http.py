@@ -13,7 +13,8 @@ import pytest
 from aos.config import load_settings
 from aos.runtime.invoke import invoke_skill
 from aos.skills.base import SideEffect, SkillContext, SkillError
-from aos.skills.http import SKILLS, HttpRequest, parse_retry_after
+from aos.skills.http import SKILLS, HttpRequest
+from aos.skills.retry_after import parse_retry_after
 from aos.skills.ssrf import AllowList, address_risk, check_host
 from tests.support.http_server import RecordedRequest, Reply, serve_http
 

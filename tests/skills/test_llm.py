@@ -496,3 +496,21 @@ def test_a_plan_chosen_base_url_respects_the_agents_http_hosts(server):
                                       "base_url": server.openai_url}, ctx)
     assert outcome.error.code == "CAPABILITY_DENIED"
     assert server.requests == []
+
+
+def test_the_server_has_one_retry_after_parser_and_it_never_raises():
+    """http.request, llm.complete and webhooks read a remote's hint through aos.skills.retry_after."""
+    import inspect
+
+    from aos.services import webhooks
+    from aos.skills import http
+    from aos.skills.llm import providers
+    from aos.skills.retry_after import parse_retry_after
+
+    assert http.parse_retry_after is parse_retry_after and webhooks.parse_retry_after is parse_retry_after
+    assert "parse_retry_after(" in inspect.getsource(providers._retry_after_s)
+    for bad in ("soon", "inf", "nan", "-", "Mon, 99 Foo 2025", "1e999"):
+        assert parse_retry_after(bad) is None, bad
+        assert providers._retry_after_s({"retry-after": bad}) is None, bad
+    assert providers._retry_after_s({"retry-after-ms": "1500", "retry-after": "soon"}) == 1.5
+    assert providers._retry_after_s({"retry-after-ms": "soon", "retry-after": "2"}) == 2.0

@@ -34,6 +34,7 @@ from aos.skills.llm.providers import (
     complete_anthropic,
     complete_offline,
     complete_openai,
+    import_sdks,
     parse_recorded,
 )
 from aos.skills.ssrf import AllowList, check_host, host_matches
@@ -103,6 +104,7 @@ class LlmCostModel(CostModel):
 class LlmComplete(Skill):
     name = "llm.complete"
     version = 1
+    summary_text = "One completion of an LLM"
     description = ("One completion from an LLM: Anthropic (default), OpenAI, any OpenAI-compatible server, "
                    "or the deterministic offline provider. Usage and cost are recorded; "
                    "json_output parses the reply as JSON.")
@@ -153,6 +155,9 @@ class LlmComplete(Skill):
     default_timeout_s = 120.0
     default_retry = RetryPolicy(max_attempts=4, backoff_s=2, backoff_max_s=60)
     recommended = 3
+
+    def warm_up(self) -> None:
+        import_sdks()
 
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
         provider, table, req = self._prepare(args, ctx.settings)

@@ -9,19 +9,17 @@ API key (OpenAI echoes part of a wrong key in its 401 message).
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
+import importlib
 import json
 import re
-import time
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-import anthropic
-import openai
-
 from aos.skills.base import SkillError
+from aos.skills.retry_after import parse_retry_after
 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -62,6 +60,20 @@ class Completion:
     refusal: str | None = None  # set when the provider refused or filtered the content
 
 
+def sdk(name: str) -> ModuleType:
+    """The provider SDK (``anthropic`` or ``openai``), imported on first use.
+
+    Importing both takes over a second, and everything that only lists skills (`aos skills list`, the
+    API's /skills, plan validation) must not pay it. A worker imports them once before its pool forks
+    (``import_sdks``, from ``Skill.warm_up``), so no step spends its time limit on an import."""
+    return importlib.import_module(name)
+
+
+def import_sdks() -> None:
+    for name in ("anthropic", "openai"):
+        sdk(name)
+
+
 def scrub(text: str, secrets: tuple[str | None, ...]) -> str:
     """``text`` without any secret, nor anything shaped like an API key."""
     for secret in secrets:
@@ -79,22 +91,10 @@ def _host(url: str) -> str:
 
 def _retry_after_s(headers: Any) -> float | None:
     """Seconds the provider asks us to wait: ``retry-after-ms``, else ``retry-after`` (seconds or date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+    ms = parse_retry_after(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def _error_fields(body: object) -> tuple[str | None, str | None, str | None]:
@@ -186,6 +186,7 @@ def complete_anthropic(req: LlmRequest, *, api_key: str, base_url: str | None, t
         kwargs["extra_body"] = {"temperature": req.temperature}
     if req.stop:
         kwargs["stop_sequences"] = req.stop
+    anthropic = sdk("anthropic")
     try:
         # base_url is always explicit so ANTHROPIC_* variables outside AOS's config never redirect calls
         with anthropic.Anthropic(api_key=api_key, base_url=url, max_retries=0, timeout=timeout_s) as client:
@@ -232,6 +233,7 @@ def complete_openai(req: LlmRequest, *, provider: str, api_key: str, base_url: s
         kwargs["temperature"] = req.temperature
     if req.stop:
         kwargs["stop"] = req.stop
+    openai = sdk("openai")
     try:
         with openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s) as client:
             response = client.chat.completions.with_raw_response.create(**kwargs)

@@ -16,7 +16,7 @@ _BIGINT = 2**63 - 1
 
 
 class RunCreateSchema(BodySchema):
-    plan = ma.fields.Dict(required=True, metadata={"description": "The plan (SPEC §3 plan format)."})
+    plan = ma.fields.Dict(required=True, metadata={"description": "The plan: inputs, budget and steps (docs/plans.md)."})
     inputs = ma.fields.Dict(load_default=None, allow_none=True,
                             metadata={"description": "Overrides of the plan's inputs."})
     agent_id = ma.fields.UUID(load_default=None, allow_none=True,

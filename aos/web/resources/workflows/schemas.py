@@ -12,7 +12,7 @@ from aos.web.schemas import BodySchema, timestamp
 class WorkflowCreateSchema(BodySchema):
     name = ma.fields.String(required=True, validate=ma.validate.Regexp(NAME, error=NAME_RULE),
                             metadata={"description": f"The workflow's name: {NAME_RULE}."})
-    plan = ma.fields.Dict(required=True, metadata={"description": "The plan (SPEC §3 plan format)."})
+    plan = ma.fields.Dict(required=True, metadata={"description": "The plan: inputs, budget and steps (docs/plans.md)."})
 
 
 class WorkflowRunSchema(BodySchema):

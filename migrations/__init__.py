@@ -1,0 +1,1 @@
+"""The alembic migration chain, shipped inside the package as ``aos.migrations`` (aos/migrations links here)."""
