@@ -339,6 +339,39 @@ class AosBench:
         return elapsed
 
 
+    def per_step_ms(self, label: str, n_steps: int, runs: int = 1) -> float:
+        """Run ``runs`` runs of ``n_steps`` steps one after the other; milliseconds per step (wall)."""
+        total = 0.0
+        for _ in range(runs):
+            total += self.run_shape(label, 1, n_steps)
+        return total / (runs * n_steps) * 1000
+
+
+def prefill_history(db_url: str, tenant_id: uuid.UUID, rows: int, per_run: int = 1000) -> float:
+    """Fill the tables with ``rows`` checkpoints of other, finished runs (and those runs): the history a
+    busy deployment accumulates. Returns the seconds it took."""
+    t0 = time.perf_counter()
+    n_runs = max(1, rows // per_run)
+    with psycopg.connect(libpq(db_url), autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO runs (id, tenant_id, name, plan, plan_hash, skill_versions, inputs, step_count, status,
+                              next_step, started_at, finished_at)
+            SELECT gen_random_uuid(), %(t)s, 'history', '{}'::jsonb, 'history', '{}'::jsonb, '{}'::jsonb,
+                   %(per)s, 'succeeded', %(per)s, now() - interval '1 day', now() - interval '1 day'
+            FROM generate_series(1, %(n)s)""", {"t": tenant_id, "per": per_run, "n": n_runs})
+        conn.execute("""
+            INSERT INTO checkpoints (tenant_id, run_id, step_index, step_id, attempt, status, skill, args, args_hash,
+                                     outcome, started_at, finished_at, duration_ms)
+            SELECT r.tenant_id, r.id, g, 's' || g, 1, 'succeeded', 'json.transform@1',
+                   jsonb_build_object('input', g, 'expr', '@'), md5(g::text),
+                   jsonb_build_object('status', 'ok', 'output', g), r.started_at, r.finished_at, 0.2
+            FROM runs r CROSS JOIN generate_series(0, %(per)s - 1) AS g
+            WHERE r.tenant_id = %(t)s AND r.plan_hash = 'history'""", {"t": tenant_id, "per": per_run})
+        conn.execute("VACUUM ANALYZE runs")
+        conn.execute("VACUUM ANALYZE checkpoints")
+    return time.perf_counter() - t0
+
+
 # --- AOS set-up -----------------------------------------------------------------------------------
 
 
@@ -517,12 +550,32 @@ def table(results: list[Result], machine: dict, concurrency: int) -> str:
     return "\n".join(lines)
 
 
+def growth_lines(growth: dict[str, dict[str, float]]) -> str:
+    lines = []
+    if "plan_size" in growth:
+        g = growth["plan_size"]
+        big = g[f"ms_per_step_{int(g['steps'])}"]
+        lines.append(f"plan size: {g['ms_per_step_20']:.2f} ms/step (20-step runs) vs {big:.2f} ms/step "
+                     f"(one {int(g['steps'])}-step run): {g['ratio']:.2f}×")
+    if "history" in growth:
+        g = growth["history"]
+        lines.append(f"history: {g['ms_per_step_empty']:.2f} ms/step (empty tables) vs {g['ms_per_step_with_history']:.2f} "
+                     f"ms/step ({g['rows']:,} checkpoint rows of other runs): {g['ratio']:.2f}×")
+    return "".join("\n" + line for line in lines)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.steps", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=50, help="parallel chains/runs (default 50)")
     p.add_argument("--steps", type=int, default=20, help="steps in each parallel chain/run (default 20)")
     p.add_argument("--long-steps", type=int, default=500, help="steps of the one long chain/run (default 500)")
     p.add_argument("--concurrency", type=int, default=2, help="worker processes of each worker (default 2)")
+    p.add_argument("--plan-size", type=int, default=2000, metavar="STEPS",
+                   help="growth with plan size: per-step time of one run of STEPS steps against 20-step runs "
+                        "(default 2000; 0 skips it)")
+    p.add_argument("--history", type=int, default=0, metavar="ROWS",
+                   help="growth with history: step latency of the long run again after ROWS checkpoint rows of "
+                        "other runs were written (e.g. 1000000; default 0 skips it)")
     p.add_argument("--database", default=os.environ.get("AOS_BENCH_DATABASE_URL"),
                    help="Postgres admin URL (default $AOS_BENCH_DATABASE_URL, else an embedded Postgres)")
     p.add_argument("--broker", default=os.environ.get("AOS_BENCH_BROKER_URL"),
@@ -575,6 +628,21 @@ def main(argv: list[str] | None = None) -> int:
                 samples[name]["baseline"].append(n * steps / base.run_shape(name, n, steps))
                 samples[name]["aos"].append(n * steps / aos.run_shape(name, n, steps))
         base.worker.stop()
+        growth: dict[str, dict[str, float]] = {}
+        if args.plan_size:
+            # the same total of steps each round: short runs one after another, and one long run
+            small = [aos.per_step_ms("plan-20", 20, runs=max(1, args.plan_size // 20 // 10)) for _ in range(args.repeat)]
+            big = [aos.per_step_ms(f"plan-{args.plan_size}", args.plan_size) for _ in range(args.repeat)]
+            growth["plan_size"] = {"steps": args.plan_size, "ms_per_step_20": min(small),
+                                   f"ms_per_step_{args.plan_size}": min(big), "ratio": min(big) / min(small)}
+        if args.history:
+            empty = [aos.per_step_ms("history-empty", args.long_steps) for _ in range(args.repeat)]
+            say(f"writing {args.history:,} checkpoint rows of other runs…")
+            took = prefill_history(db_url, aos.ctx.tenant_id, args.history)
+            say(f"  done in {took:.0f}s")
+            full = [aos.per_step_ms("history-full", args.long_steps) for _ in range(args.repeat)]
+            growth["history"] = {"rows": args.history, "ms_per_step_empty": min(empty),
+                                 "ms_per_step_with_history": min(full), "ratio": min(full) / min(empty)}
         aos.worker.stop()
         results = [Result(name, n, st, max(samples[name]["baseline"]), max(samples[name]["aos"]))
                    for name, n, st in shapes]
@@ -584,11 +652,12 @@ def main(argv: list[str] | None = None) -> int:
             say("profiling AOS steps in process…")
             profile = {"aos": profile_aos(ctx, args.steps), "aos_long": profile_aos(ctx, args.long_steps),
                        "baseline": profile_baseline(db_url)}
-        report = table(results, machine, args.concurrency)
+        report = table(results, machine, args.concurrency) + growth_lines(growth)
         say(f"done in {time.perf_counter() - started:.0f}s\n")
         if args.json:
             print(json.dumps({"machine": machine, "concurrency": args.concurrency, "repeat": args.repeat,
                               "results": [asdict(r) for r in results], "samples_steps_per_s": samples,
+                              "growth": growth,
                               "aos_submit_s": aos.submit_s,
                               "profile": profile}, indent=2))
             say(report)

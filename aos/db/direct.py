@@ -10,21 +10,25 @@ the step path speaks to psycopg directly, through prepared statements, on connec
   (a step's checkpoint, a submitted run). WAL is flushed in order, so the flush of a durable
   commit also makes every earlier relaxed commit durable.
 
-One connection of each kind per thread and process, opened lazily. A connection inherited
-across fork belongs to the parent (its socket is shared): the child never uses, closes or
-garbage-collects it, it opens its own. A broken connection (server restart, network) is
-replaced at the next use; the error itself reaches the caller as ``psycopg.OperationalError``,
-one of ``TRANSIENT_ERRORS``.
+Each kind is a small pool per process (``AOS_DB_POOL_SIZE`` kept open, a few more under load),
+borrowed by one thread at a time: a Celery worker child uses one connection of each, an API
+worker's threads share a few. A connection inherited across fork belongs to the parent (its
+socket is shared): the child never uses, closes or garbage-collects it, it opens its own. A
+broken connection (server restart, network) is dropped when it is returned; the error itself
+reaches the caller as one of ``TRANSIENT_ERRORS``.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
 import sqlalchemy.exc
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from aos.config import get_settings
@@ -43,16 +47,62 @@ class DatabaseOperationalError(Exception):
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DatabaseOperationalError, psycopg.OperationalError,
                                                  sqlalchemy.exc.OperationalError)
 
-_local = threading.local()
+class _Pool:
+    """Idle connections of one kind for this process, borrowed by one thread at a time."""
+
+    def __init__(self, synchronous_commit: bool) -> None:
+        self.synchronous_commit = synchronous_commit
+        self.pid = os.getpid()
+        self.idle: list[psycopg.Connection[Any]] = []
+        self.lock = threading.Lock()
+        size = get_settings().db_pool_size
+        self.slots = threading.BoundedSemaphore(size + 5)  # like the engine's pool: size + overflow
+        self.keep = size  # idle connections kept open between borrows
+
+    @contextmanager
+    def borrow(self) -> Iterator[psycopg.Connection[Any]]:
+        if not self.slots.acquire(timeout=30):
+            raise DatabaseOperationalError(psycopg.OperationalError(
+                "no database connection free in this process for 30 s (AOS_DB_POOL_SIZE)"))
+        try:
+            with self.lock:
+                conn = self.idle.pop() if self.idle else None
+            if conn is None or conn.closed or conn.broken:
+                conn = _connect(self.synchronous_commit)
+            try:
+                yield conn
+            finally:
+                if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.close()
+                else:
+                    with self.lock:
+                        if len(self.idle) < self.keep:
+                            self.idle.append(conn)
+                            conn = None
+                    if conn is not None:
+                        conn.close()
+        finally:
+            self.slots.release()
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        if self.pid == os.getpid():
+            for conn in idle:
+                conn.close()
+        else:  # inherited across fork: the parent's sockets; never close them here
+            _inherited.extend(idle)
+
+
 # Connections inherited across fork: kept referenced so that no child ever finalises (closes) them.
 _inherited: list[psycopg.Connection[Any]] = []
-_opened_lock = threading.Lock()
-_opened: list[tuple[int, psycopg.Connection[Any]]] = []  # (pid that opened it, connection)
+_pools: dict[bool, _Pool] = {}
+_pools_lock = threading.Lock()
 
 
 def _connect(synchronous_commit: bool) -> psycopg.Connection[Any]:
     settings = get_settings()
-    conn = psycopg.connect(
+    return psycopg.connect(
         libpq_url(settings.effective_database_url()), autocommit=True, connect_timeout=10,
         row_factory=dict_row, application_name="aos-engine",
         # these connections run a handful of statements, over and over: plan each once, at first use
@@ -61,45 +111,40 @@ def _connect(synchronous_commit: bool) -> psycopg.Connection[Any]:
         options=(f"-c statement_timeout={int(settings.db_statement_timeout_ms)} -c TimeZone=UTC "
                  "-c plan_cache_mode=force_generic_plan "
                  f"-c synchronous_commit={'on' if synchronous_commit else 'off'}"))
-    with _opened_lock:
-        _opened.append((os.getpid(), conn))
-    return conn
 
 
-def _get(kind: str, synchronous_commit: bool) -> psycopg.Connection[Any]:
-    pid = os.getpid()
-    if getattr(_local, "pid", None) != pid:
-        _inherited.extend(c for c in getattr(_local, "conns", {}).values())
-        _local.pid, _local.conns = pid, {}
-    conn: psycopg.Connection[Any] | None = _local.conns.get(kind)
-    if conn is None or conn.closed or conn.broken:
-        conn = _local.conns[kind] = _connect(synchronous_commit)
-    return conn
+def _pool(synchronous_commit: bool) -> _Pool:
+    pool = _pools.get(synchronous_commit)
+    if pool is None or pool.pid != os.getpid():
+        with _pools_lock:
+            pool = _pools.get(synchronous_commit)
+            if pool is None or pool.pid != os.getpid():
+                if pool is not None:
+                    pool.close()  # the parent's: kept, never closed
+                pool = _pools[synchronous_commit] = _Pool(synchronous_commit)
+    return pool
 
 
-def relaxed() -> psycopg.Connection[Any]:
-    """This thread's connection for redoable writes (``synchronous_commit = off``), autocommit."""
-    return _get("relaxed", False)
+def relaxed() -> AbstractContextManager[psycopg.Connection[Any]]:
+    """``with relaxed() as conn``: an autocommit connection for redoable writes (``synchronous_commit =
+    off``) and reads, borrowed from this process's pool."""
+    return _pool(False).borrow()
 
 
-def durable() -> psycopg.Connection[Any]:
-    """This thread's connection for durable writes (``synchronous_commit = on``), autocommit."""
-    return _get("durable", True)
+def durable() -> AbstractContextManager[psycopg.Connection[Any]]:
+    """``with durable() as conn``: an autocommit connection for durable writes (``synchronous_commit =
+    on``), borrowed from this process's pool."""
+    return _pool(True).borrow()
 
 
 def reset() -> None:
-    """Forget the connections: this process's own are closed; those inherited across fork are left
+    """Forget the pools: this process's idle connections are closed; those inherited across fork are left
     alone (they belong to the parent) and kept referenced so that they are never finalised here."""
-    pid = os.getpid()
-    with _opened_lock:
-        opened = list(_opened)
-        _opened.clear()
-    for owner, conn in opened:
-        if owner != pid:
-            _inherited.append(conn)
-        elif not conn.closed:
-            conn.close()
-    _local.pid, _local.conns = pid, {}
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
 
 
 on_engine_reset(reset)

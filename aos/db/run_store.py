@@ -1,6 +1,6 @@
 """The submission's statements: a run, its enqueue and its ``run.queued`` event in one round trip.
 
-``insert_run`` runs on any psycopg connection: ``aos.db.direct.durable()`` for a submission on
+``insert_run`` runs on any psycopg connection: one of ``aos.db.direct.durable()`` for a submission on
 its own (one durable commit), or a session's connection inside a larger transaction (a schedule
 that advances its next fire time in the same one, a golden replay that stores its recorded calls).
 

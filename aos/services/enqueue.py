@@ -69,7 +69,8 @@ def referenced_steps(args: Any) -> frozenset[str]:
 def publish_segment(run_id: str, from_step: int, generation: int, publisher: Publisher) -> None:
     """Publish the next segment of a long run's chain (called by the chain itself)."""
     rid = uuid.UUID(run_id)
-    status = step_store.run_status(direct.relaxed(), rid)
+    with direct.relaxed() as conn:
+        status = step_store.run_status(conn, rid)
     rp = run_plan(rid) if status is not None and status not in FINAL_RUN_STATUSES else None
     if rp is not None:
         publisher.enqueue_run(run_id, from_step, list(rp.timeouts), generation=generation)
@@ -127,7 +128,8 @@ def run_plan(run_id: uuid.UUID) -> RunPlan | None:
         if hit is not None:
             _cache.move_to_end(run_id)
             return hit
-    row = step_store.run_plan(direct.relaxed(), run_id)
+    with direct.relaxed() as conn:
+        row = step_store.run_plan(conn, run_id)
     if row is None:
         return None
     loaded = _build(run_id, row)

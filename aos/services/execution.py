@@ -117,16 +117,16 @@ def _claim(rp: RunPlan, index: int, worker: str, abandoned: Sequence[str]) -> Cl
         run_id=rp.run_id, index=index, step_id=step.id, skill=skill.ref, worker=worker, takeover=tuple(abandoned),
         lease_s=rp.timeouts[index] + settings.hard_timeout_grace_s + settings.lease_grace_s,
         cost_usd=reservation.cost_usd, tokens=reservation.tokens)
-    conn = direct.relaxed()
     try:
-        if reservation.cost_usd > 0:  # the tenant's day is reserved in the same (rolled back if refused) transaction
-            with conn.transaction():
+        with direct.relaxed() as conn:
+            if reservation.cost_usd > 0:  # the tenant's day is reserved in the same (rolled back if refused) transaction
+                with conn.transaction():
+                    row = step_store.claim(conn, req)
+                    if row is not None and not row["redelivered"] and not step_store.reserve_tenant_day(
+                            conn, rp.tenant_id, reservation.day, reservation.cost_usd):
+                        raise _DayRefused
+            else:
                 row = step_store.claim(conn, req)
-                if row is not None and not row["redelivered"] and not step_store.reserve_tenant_day(
-                        conn, rp.tenant_id, reservation.day, reservation.cost_usd):
-                    raise _DayRefused
-        else:
-            row = step_store.claim(conn, req)
     except _DayRefused:
         return _refuse(rp, step, "BUDGET_EXCEEDED", "the tenant's daily budget is spent", worker, abandoned)
     if row is None:
@@ -148,7 +148,8 @@ class _DayRefused(Exception):
 def _why_not(rp: RunPlan, step: Step, estimate: budget.Estimate, worker: str,
              abandoned: Sequence[str]) -> StepDecision:
     """The claim did not hold: read the run once and say why (rare: redeliveries, races, refusals)."""
-    st = step_store.run_state(direct.relaxed(), rp.run_id, step.index)
+    with direct.relaxed() as conn:
+        st = step_store.run_state(conn, rp.run_id, step.index)
     if st is None:
         return StepDecision.stop("run does not exist")
     if st["status"] in FINAL_RUN_STATUSES:
@@ -183,12 +184,15 @@ def _refuse(rp: RunPlan, step: Step, code: str, message: str, worker: str, aband
             fence: tuple[int, str | None] | None = None) -> StepDecision:
     """Fail the run before its step started (a budget, a missing skill), fenced by the run as read."""
     if fence is None:
-        st = step_store.run_state(direct.relaxed(), rp.run_id, step.index)
+        with direct.relaxed() as conn:
+            st = step_store.run_state(conn, rp.run_id, step.index)
         if st is None or st["status"] in FINAL_RUN_STATUSES:
             return StepDecision.stop("run changed meanwhile")
         fence = (st["version"], st["lease_owner"])
     settlement, decision = outcomes.refused(rp, step, code, message, fence)
-    if not step_store.settle(direct.durable(), settlement):
+    with direct.durable() as conn:
+        settled = step_store.settle(conn, settlement)
+    if not settled:
         return StepDecision.stop("run changed meanwhile")
     metrics.run_finished("failed")
     return decision
@@ -202,8 +206,8 @@ def _scope_for(c: Claim, args: Any) -> dict[str, Any]:
     wanted = c.rp.refs[c.step.index] if args is c.step.args else referenced_steps(args)
     steps: dict[str, Any] = {}
     if wanted:
-        steps = {sid: {"output": out} for sid, out in
-                 step_store.outputs(direct.relaxed(), c.rp.run_id, sorted(wanted)).items()}
+        with direct.relaxed() as conn:
+            steps = {sid: {"output": out} for sid, out in step_store.outputs(conn, c.rp.run_id, sorted(wanted)).items()}
     return {"inputs": c.rp.inputs, "steps": steps}
 
 
@@ -227,7 +231,8 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
         return _failed_attempt("ARGS_TOO_LARGE", f"the step's resolved args take {size} bytes as JSON, "
                                f"more than AOS_MAX_STEP_ARGS_BYTES ({limit})")
     if c.rp.replay_of is not None and not skill.deterministic:  # a golden replay answers from the recording
-        skill = ReplayedSkill(skill, step_store.replay_call(direct.relaxed(), c.rp.run_id, c.step.id, c.opened.attempt, role))
+        with direct.relaxed() as conn:
+            skill = ReplayedSkill(skill, step_store.replay_call(conn, c.rp.run_id, c.step.id, c.opened.attempt, role))
     with metrics.step_running(skill.name):
         outcome, raw = invoke_skill(skill, args, ctx)
     return outcomes.Attempt(outcome, raw, args, args_json)
@@ -238,13 +243,15 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
 
 def _settle(c: Claim, plan: outcomes.Settled) -> StepDecision:
     try:
-        settled = step_store.settle(direct.durable(), plan.settlement)
+        with direct.durable() as conn:
+            settled = step_store.settle(conn, plan.settlement)
     except (psycopg.DataError, UnicodeEncodeError) as exc:
         # Postgres refused what the skill produced (a string jsonb cannot hold): the step fails, the run
         # goes on being handled like any failure — never a message redelivered forever.
         log.warning("run %s step %s: output not storable: %s", c.rp.run_id, c.step.id, exc)
         plan = outcomes.finished(c, _failed_attempt("DATA_NOT_STORABLE", f"{type(exc).__name__}: {exc}"[:500]))
-        settled = step_store.settle(direct.durable(), plan.settlement)
+        with direct.durable() as conn:
+            settled = step_store.settle(conn, plan.settlement)
     if not settled:
         # Our lease expired and another delivery took the step over (or the run was cancelled): nothing
         # was written; the partial unique index would refuse a second success anyway.

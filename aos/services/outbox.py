@@ -34,6 +34,7 @@ from aos.db import direct
 from aos.db.models import DeadLetter, OutboxMessage, Run, Tenant
 from aos.db.run_store import EnqueueRow
 from aos.db.session import session_scope
+from aos.db.statements import Statement
 from aos.errors import AosError
 from aos.runtime.backoff import retry_countdown
 from aos.runtime.catalog import CATALOG
@@ -178,14 +179,14 @@ def _run_inline(job: Delivery, publisher: Publisher) -> webhooks.DeliveryResult:
 
 def settle(row: Claimed, result: webhooks.DeliveryResult, note: str | None = None) -> bool:
     """Record one attempt's outcome, fenced by this attempt's token; True when the row is now delivered."""
-    settings = get_settings()
-    fence = (OutboxMessage.id == row.id, OutboxMessage.status == "pending",
-             OutboxMessage.attempts == row.attempts, OutboxMessage.next_attempt_at == row.lease_until)
     if result.ok:
         done = _mark_delivered(row, note)
         if done:
             metrics.outbox_delivery(row.topic, "delivered")
         return done
+    settings = get_settings()
+    fence = (OutboxMessage.id == row.id, OutboxMessage.status == "pending",
+             OutboxMessage.attempts == row.attempts, OutboxMessage.next_attempt_at == row.lease_until)
     with session_scope() as s:
         code = result.code if result.code in CATALOG else CATALOG.fallback.code
         error = f"{code}: {result.message or ''}"[:2000]
@@ -211,18 +212,18 @@ def settle(row: Claimed, result: webhooks.DeliveryResult, note: str | None = Non
         return False
 
 
-_DELIVERED = """
+_DELIVERED = Statement("""
 UPDATE outbox SET status = 'delivered', delivered_at = now(), last_error = %(note)s
 WHERE id = %(id)s AND status = 'pending' AND attempts = %(attempts)s AND next_attempt_at = %(lease_until)s
-"""
+""")
 
 
 def _mark_delivered(row: Claimed, note: str | None) -> bool:
     # A relaxed commit: were it lost in a crash, the row would simply be delivered again (a duplicate
     # chain is harmless, a webhook carries its stable AOS-Webhook-Id), so it need not wait for the disk.
-    res = direct.relaxed().execute(_DELIVERED, {"id": row.id, "attempts": row.attempts,
-                                                "lease_until": row.lease_until, "note": note})
-    if res.rowcount == 0:
+    with direct.relaxed() as conn:
+        touched = _DELIVERED.run(conn, id=row.id, attempts=row.attempts, lease_until=row.lease_until, note=note)
+    if touched == 0:
         log.warning("outbox row settled by nobody: its lease ran out and another drainer claimed it")
         return False
     return True

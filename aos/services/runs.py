@@ -64,8 +64,9 @@ def _submit(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *, 
             check_capabilities(s, ctx, agent_id, plan)
     check_step_budget(plan)
     run = new_run(ctx, plan, agent_id=agent_id, workflow_id=workflow_id)
-    row = run_store.insert_run(direct.durable(), run,
-                               **_enqueue_args(run, plan, lease_s=outbox.lease_seconds() if publisher else 0))
+    with direct.durable() as conn:
+        row = run_store.insert_run(conn, run, **_enqueue_args(run, plan,
+                                                              lease_s=outbox.lease_seconds() if publisher else 0))
     metrics.run_submitted()  # after the commit (schedules count their firings the same way)
     if publisher is not None:
         outbox.publish_leased(ctx.tenant_id, run.id, row, publisher, enqueue.step_timeouts(plan))

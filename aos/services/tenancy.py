@@ -101,7 +101,10 @@ def authenticate(session: Session, key: str) -> TenantContext:
 
 def authenticate_key(key: str) -> TenantContext:
     """``authenticate`` in one prepared read on this thread's engine connection (every API request)."""
-    return _context(key, _KEY.one(direct.relaxed(), prefix=_key_prefix(key)))
+    prefix = _key_prefix(key)
+    with direct.relaxed() as conn:
+        row = _KEY.one(conn, prefix=prefix)
+    return _context(key, row)
 
 
 def _context(key: str, row: dict | None) -> TenantContext:

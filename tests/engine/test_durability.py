@@ -201,12 +201,12 @@ def _reserve_many(env: dict[str, str], tenant_id: str, tries: int, barrier) -> i
     from aos.db import direct, step_store
     from aos.runtime import budget
 
-    conn = direct.relaxed()  # connect before the race starts
-    barrier.wait(timeout=60)
-    won = 0
-    for _ in range(tries):
-        if step_store.reserve_tenant_day(conn, uuid.UUID(tenant_id), budget.today(), Decimal("0.01")):
-            won += 1
+    with direct.relaxed() as conn:  # connect before the race starts
+        barrier.wait(timeout=60)
+        won = 0
+        for _ in range(tries):
+            if step_store.reserve_tenant_day(conn, uuid.UUID(tenant_id), budget.today(), Decimal("0.01")):
+                won += 1
     return won
 
 
@@ -219,11 +219,11 @@ def _claim_many(env: dict[str, str], run_id: str, name: str, barrier) -> bool:
     init_helper_process(env)
     from aos.db import direct, step_store
 
-    conn = direct.relaxed()
-    barrier.wait(timeout=60)
-    return step_store.claim(conn, step_store.ClaimRequest(
-        run_id=uuid.UUID(run_id), index=0, step_id="a", skill="json.transform@1", worker=f"race:{name}",
-        takeover=(), lease_s=60, cost_usd=Decimal("0.01"), tokens=0)) is not None
+    with direct.relaxed() as conn:
+        barrier.wait(timeout=60)
+        return step_store.claim(conn, step_store.ClaimRequest(
+            run_id=uuid.UUID(run_id), index=0, step_id="a", skill="json.transform@1", worker=f"race:{name}",
+            takeover=(), lease_s=60, cost_usd=Decimal("0.01"), tokens=0)) is not None
 
 
 def _claim_worker(env, run_id, name, barrier, results) -> None:

@@ -15,6 +15,18 @@ from aos.services.runs import submit_run
 PLAN = {"steps": [{"id": "a", "skill": "json.transform", "args": {"input": 1, "expr": "@"}}]}
 
 
+def _claim(run_id) -> dict | None:  # noqa: ANN001
+    with direct.relaxed() as conn:
+        return step_store.claim(conn, step_store.ClaimRequest(
+            run_id=run_id, index=0, step_id="a", skill="json.transform@1", worker="test:1/a", takeover=(),
+            lease_s=30, cost_usd=Decimal(0), tokens=0))
+
+
+def _settle(settlement: step_store.Settlement) -> bool:
+    with direct.durable() as conn:
+        return step_store.settle(conn, settlement)
+
+
 def _opened(claimed: dict) -> step_store.OpenAttempt:
     return step_store.OpenAttempt(index=0, step_id="a", skill="json.transform@1", attempt=claimed["attempt"])
 
@@ -24,7 +36,8 @@ def test_tenant_daily_budget_refuses_the_reservation_that_would_exceed_it(tenant
     with session_scope() as s:
         s.execute(update(Tenant).where(Tenant.id == ctx.tenant_id).values(daily_budget_usd=Decimal("0.05")))
     day = budget.today()
-    results = [step_store.reserve_tenant_day(direct.durable(), ctx.tenant_id, day, Decimal("0.02")) for _ in range(3)]
+    with direct.durable() as conn:
+        results = [step_store.reserve_tenant_day(conn, ctx.tenant_id, day, Decimal("0.02")) for _ in range(3)]
     assert results == [True, True, False]
     with session_scope() as s:
         row = s.scalar(select(TenantDailySpend).where(TenantDailySpend.tenant_id == ctx.tenant_id))
@@ -34,19 +47,18 @@ def test_tenant_daily_budget_refuses_the_reservation_that_would_exceed_it(tenant
 def test_a_tenant_without_a_daily_budget_reserves_without_limit(tenant):
     ctx, _ = tenant
     day = budget.today()
-    assert all(step_store.reserve_tenant_day(direct.durable(), ctx.tenant_id, day, Decimal("1000")) for _ in range(3))
+    with direct.durable() as conn:
+        assert all(step_store.reserve_tenant_day(conn, ctx.tenant_id, day, Decimal("1000")) for _ in range(3))
 
 
 def test_spend_is_recorded_on_the_tenants_day_even_when_nothing_was_reserved(tenant):
     ctx, _ = tenant
     run_id = submit_run(ctx, PLAN, None)
-    claimed = step_store.claim(direct.relaxed(), step_store.ClaimRequest(
-        run_id=run_id, index=0, step_id="a", skill="json.transform@1", worker="test:1/a", takeover=(),
-        lease_s=30, cost_usd=Decimal(0), tokens=0))
+    claimed = _claim(run_id)
     assert claimed is not None
     with session_scope() as s:  # a zero estimate wrote no row on the tenant's day
         assert s.scalar(select(TenantDailySpend).where(TenantDailySpend.tenant_id == ctx.tenant_id)) is None
-    assert step_store.settle(direct.durable(), step_store.Settlement(
+    assert _settle(step_store.Settlement(
         run_id=run_id, version=claimed["version"], lease_owner="test:1/a", status="running", next_step=1,
         attempt=_opened(claimed), checkpoint_status="succeeded", outcome='{"status": "ok"}',
         cost_usd=Decimal("0.0125"), input_tokens=10, output_tokens=5, day=budget.today()))
@@ -61,16 +73,14 @@ def test_a_settlement_whose_fence_moved_writes_nothing(tenant):
     """A delivery whose lease was taken over (the version moved on) settles nothing at all."""
     ctx, _ = tenant
     run_id = submit_run(ctx, PLAN, None)
-    claimed = step_store.claim(direct.relaxed(), step_store.ClaimRequest(
-        run_id=run_id, index=0, step_id="a", skill="json.transform@1", worker="test:1/a", takeover=(),
-        lease_s=30, cost_usd=Decimal(0), tokens=0))
+    claimed = _claim(run_id)
     assert claimed is not None
     stale = step_store.Settlement(
         run_id=run_id, version=claimed["version"] - 1, lease_owner="test:1/a", status="succeeded", next_step=1,
         final=True, attempt=_opened(claimed), checkpoint_status="succeeded", outcome="{}",
         cost_usd=Decimal("1"), day=budget.today(), events='[{"type": "run.succeeded", "data": {}}]',
         outbox='[{"topic": "run.succeeded", "payload": {}}]')
-    assert not step_store.settle(direct.durable(), stale)
+    assert not _settle(stale)
     with session_scope() as s:
         run = s.get(Run, run_id)
         assert (run.status, run.next_step, run.spent_cost_usd, run.attempt_open) == ("running", 0, Decimal(0), True)
