@@ -62,8 +62,10 @@ systemd-analyze:
 	  else echo "warning: systemd-analyze missing and cannot apt-get install it (not root); the units go unverified" >&2; \
 	  fi; }
 
+# ruff; import-linter keeps the layers (.importlinter: imports point down, no circles); mypy on aos/
 lint: $(STAMP)
 	$(BIN)/ruff check aos tests bench
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.steps

@@ -105,8 +105,9 @@ def _connect(synchronous_commit: bool) -> psycopg.Connection[Any]:
     return psycopg.connect(
         libpq_url(settings.effective_database_url()), autocommit=True, connect_timeout=10,
         row_factory=dict_row, application_name="aos-engine",
-        # these connections run a handful of statements, over and over: plan each once, at first use
-        prepare_threshold=0,
+        # aos.db.statements prepares its statements itself; psycopg must not prepare (and then, at a
+        # rollback, DEALLOCATE ALL) on these connections
+        prepare_threshold=None,
         # generic plans from the first execution: every statement here finds its rows by key
         options=(f"-c statement_timeout={int(settings.db_statement_timeout_ms)} -c TimeZone=UTC "
                  "-c plan_cache_mode=force_generic_plan "

@@ -32,8 +32,8 @@ WITH r AS (
     RETURNING id, tenant_id, created_at
 ), o AS (
     INSERT INTO outbox (tenant_id, topic, payload, attempts, next_attempt_at)
-    SELECT r.tenant_id, %(topic)s, %(payload)s::jsonb, CASE WHEN %(lease_s)s > 0 THEN 1 ELSE 0 END,
-           now() + make_interval(secs => %(lease_s)s)
+    SELECT r.tenant_id, %(topic)s, %(payload)s::jsonb, CASE WHEN %(lease_s)s::float8 > 0 THEN 1 ELSE 0 END,
+           now() + make_interval(secs => %(lease_s)s::float8)
     FROM r
     RETURNING id, attempts, next_attempt_at, created_at
 ), e AS (

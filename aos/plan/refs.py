@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import jmespath
-import jmespath.exceptions
-import jmespath.functions
-from jmespath.parser import ParsedResult
+from aos.expressions import compile_expr
 
-from aos.errors import AosError
+__all__ = ["INTERPOLATION", "Reference", "as_text", "compile_expr", "has_references", "iter_references",
+           "leading_fields", "resolve"]
 
 # `${…}` up to the first `}`: JMESPath multiselect hashes cannot be interpolated
 # inline (use a `$ref` for those) — documented in docs/plans.md.
@@ -52,45 +50,12 @@ def has_references(value: Any) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def compile_expr(expr: str) -> ParsedResult:
-    """Compile a JMESPath expression; EXPR_INVALID when it does not parse."""
-    if not expr.strip():
-        raise AosError("EXPR_INVALID", "empty reference expression")
-    try:
-        parsed = jmespath.compile(expr)
-    except jmespath.exceptions.JMESPathError as exc:
-        raise AosError("EXPR_INVALID", f"JMESPath expression {expr!r} does not parse: {_one_line(exc)}") from None
-    unknown = unknown_functions(parsed.parsed)
-    if unknown:
-        # jmespath only notices an unknown function when it evaluates it: catch it at submission instead
-        raise AosError("EXPR_INVALID", f"JMESPath expression {expr!r} calls unknown function(s) "
-                       f"{', '.join(unknown)}; known: {', '.join(sorted(KNOWN_FUNCTIONS))}")
-    return parsed
-
-
-KNOWN_FUNCTIONS = frozenset(jmespath.functions.Functions.FUNCTION_TABLE)
-
-
-def unknown_functions(node: Any) -> list[str]:
-    """Names of functions the expression calls that JMESPath does not have, in order of appearance."""
-    found: list[str] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, dict):
-            if n.get("type") == "function_expression" and n.get("value") not in KNOWN_FUNCTIONS \
-                    and n.get("value") not in found:
-                found.append(n["value"])
-            stack.extend(reversed(n.get("children", [])))
-    return found
-
-
-def leading_fields(expr: str) -> list[str]:
+def leading_fields(expr: str) -> tuple[str, ...]:
     """The field names an expression starts with: ``steps.fetch.output.json`` → [steps, fetch, output, json]."""
     node = compile_expr(expr).parsed
     fields: list[str] = []
     _walk_leading(node, fields)
-    return fields
+    return tuple(fields)
 
 
 def _walk_leading(node: dict[str, Any], out: list[str]) -> bool:
@@ -127,7 +92,3 @@ def as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())

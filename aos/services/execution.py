@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,29 +42,13 @@ from aos.runtime.invoke import invoke_skill, outcome_error
 from aos.runtime.outcome import StructuredOutcome
 from aos.services import outcomes
 from aos.services.enqueue import RunPlan, referenced_steps, run_plan
-from aos.services.outcomes import StepDecision
+from aos.services.outcomes import Claim, StepDecision
 from aos.skills.base import Skill, SkillContext
 from aos.skills.registry import default_registry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Claim", "StepDecision", "execute_step"]
-
-
-@dataclass(slots=True)
-class Claim:
-    """A step this delivery holds the lease of."""
-
-    rp: RunPlan
-    step: Step
-    skill: Skill
-    worker: str
-    version: int
-    opened: step_store.OpenAttempt
-    reserved: budget.Reservation
-    spend: budget.Spend       # the run's spend when the step was claimed (this step counted as started)
-    budget_warned: bool
-    capabilities: dict[str, Any]
+__all__ = ["StepDecision", "execute_step"]
 
 
 def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[str] = ()) -> StepDecision:

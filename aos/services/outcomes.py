@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aos import metrics
 from aos.config import get_settings
 from aos.db.jsontext import NotStorable, json_size, to_json
-from aos.db.step_store import Settlement
+from aos.db.step_store import OpenAttempt, Settlement
 from aos.plan import Step
 from aos.runtime import budget
 from aos.runtime.backoff import retry_countdown
@@ -35,10 +35,26 @@ from aos.runtime.catalog import CATALOG, RecoveryMode
 from aos.runtime.invoke import outcome_error
 from aos.runtime.outcome import StructuredOutcome
 from aos.services.timeline import Entries
+from aos.skills.base import Skill
 
 if TYPE_CHECKING:
     from aos.services.enqueue import RunPlan
-    from aos.services.execution import Claim
+
+
+@dataclass(slots=True)
+class Claim:
+    """A step this delivery holds the lease of."""
+
+    rp: RunPlan
+    step: Step
+    skill: Skill
+    worker: str
+    version: int
+    opened: OpenAttempt
+    reserved: budget.Reservation
+    spend: budget.Spend       # the run's spend when the step was claimed (this step counted as started)
+    budget_warned: bool
+    capabilities: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -117,7 +133,7 @@ def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) ->
                                     f"AOS_MAX_STEP_OUTPUT_BYTES ({cap})"))
     outcome, usage, rp, step = att.outcome, att.outcome.usage, c.rp, c.step
     rows = Entries()
-    common = dict(
+    common: dict[str, Any] = dict(
         run_id=rp.run_id, version=c.version, lease_owner=c.worker, attempt=c.opened,
         args=att.args_json, args_hash=_hash(att.args_json), outcome=outcome_json,
         raw=raw_json, fallback_from=fallback_json, duration_ms=outcome.timing.duration_ms,

@@ -9,7 +9,7 @@ import jmespath.exceptions
 import jsonschema
 
 from aos.errors import AosError
-from aos.plan.refs import compile_expr
+from aos.expressions import compile_expr
 from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
 
 
