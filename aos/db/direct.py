@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -47,51 +47,108 @@ class DatabaseOperationalError(Exception):
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DatabaseOperationalError, psycopg.OperationalError,
                                                  sqlalchemy.exc.OperationalError)
 
+BORROW_TIMEOUT_S = 30.0  # how long a thread waits for a connection when the process has its cap open
+
+
 class _Pool:
-    """Idle connections of one kind for this process, borrowed by one thread at a time."""
+    """Idle connections of one kind for this process, borrowed by one thread at a time.
+
+    The common case (an idle connection is there, and goes back afterwards) takes no lock: a list's
+    ``pop`` and ``append`` are atomic. The condition is only for opening a connection past the idle
+    ones, and for waiting at the cap (``AOS_DB_POOL_SIZE`` + 5 open at once, like the engine's pool).
+    """
 
     def __init__(self, synchronous_commit: bool) -> None:
         self.synchronous_commit = synchronous_commit
         self.pid = os.getpid()
         self.idle: list[psycopg.Connection[Any]] = []
-        self.lock = threading.Lock()
+        self.cond = threading.Condition()
         size = get_settings().db_pool_size
-        self.slots = threading.BoundedSemaphore(size + 5)  # like the engine's pool: size + overflow
-        self.keep = size  # idle connections kept open between borrows
+        self.cap = size + 5   # connections open at once (borrowed or idle)
+        self.keep = size      # idle connections kept open between borrows
+        self.opened = 0
+        self.waiting = 0
 
-    @contextmanager
-    def borrow(self) -> Iterator[psycopg.Connection[Any]]:
-        if not self.slots.acquire(timeout=30):
-            raise DatabaseOperationalError(psycopg.OperationalError(
-                "no database connection free in this process for 30 s (AOS_DB_POOL_SIZE)"))
+    def get(self) -> psycopg.Connection[Any]:
         try:
-            with self.lock:
-                conn = self.idle.pop() if self.idle else None
-            if conn is None or conn.closed or conn.broken:
-                conn = _connect(self.synchronous_commit)
+            conn = self.idle.pop()
+        except IndexError:
+            return self._open()
+        if conn.closed or conn.broken:
+            self._forget(conn)
+            return self._open()
+        return conn
+
+    def _open(self) -> psycopg.Connection[Any]:
+        deadline = time.monotonic() + BORROW_TIMEOUT_S
+        with self.cond:
+            self.waiting += 1
             try:
-                yield conn
+                while True:
+                    try:  # one came back meanwhile
+                        return self.idle.pop()
+                    except IndexError:
+                        pass
+                    if self.opened < self.cap:
+                        self.opened += 1
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise DatabaseOperationalError(psycopg.OperationalError(
+                            f"no database connection free in this process for {BORROW_TIMEOUT_S:.0f} s "
+                            "(AOS_DB_POOL_SIZE)"))
+                    self.cond.wait(min(left, 1.0))
             finally:
-                if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
-                    conn.close()
-                else:
-                    with self.lock:
-                        if len(self.idle) < self.keep:
-                            self.idle.append(conn)
-                            conn = None
-                    if conn is not None:
-                        conn.close()
-        finally:
-            self.slots.release()
+                self.waiting -= 1
+        try:
+            return _connect(self.synchronous_commit)
+        except BaseException:
+            self._forget(None)
+            raise
+
+    def put(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.closed or conn.broken or conn.pgconn.transaction_status != TransactionStatus.IDLE \
+                or len(self.idle) >= self.keep:
+            self._forget(conn)
+            return
+        self.idle.append(conn)
+        if self.waiting:
+            with self.cond:
+                self.cond.notify()
+
+    def _forget(self, conn: psycopg.Connection[Any] | None) -> None:
+        """A connection leaves the pool (broken, left in a transaction, or one more than ``keep``)."""
+        if conn is not None:
+            conn.close()
+        with self.cond:
+            self.opened -= 1
+            self.cond.notify()
 
     def close(self) -> None:
-        with self.lock:
+        with self.cond:
             idle, self.idle = self.idle, []
+            self.opened -= len(idle)
         if self.pid == os.getpid():
             for conn in idle:
                 conn.close()
         else:  # inherited across fork: the parent's sockets; never close them here
             _inherited.extend(idle)
+
+
+class _Borrowed:
+    """``with``: one connection of a pool, given back at the end (a class, not a generator: it runs twice per step)."""
+
+    __slots__ = ("pool", "conn")
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        self.conn = self.pool.get()
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.put(self.conn)
 
 
 # Connections inherited across fork: kept referenced so that no child ever finalises (closes) them.
@@ -129,13 +186,13 @@ def _pool(synchronous_commit: bool) -> _Pool:
 def relaxed() -> AbstractContextManager[psycopg.Connection[Any]]:
     """``with relaxed() as conn``: an autocommit connection for redoable writes (``synchronous_commit =
     off``) and reads, borrowed from this process's pool."""
-    return _pool(False).borrow()
+    return _Borrowed(_pool(False))
 
 
 def durable() -> AbstractContextManager[psycopg.Connection[Any]]:
     """``with durable() as conn``: an autocommit connection for durable writes (``synchronous_commit =
     on``), borrowed from this process's pool."""
-    return _pool(True).borrow()
+    return _Borrowed(_pool(True))
 
 
 def reset() -> None:

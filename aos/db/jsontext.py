@@ -20,10 +20,15 @@ class NotStorable(ValueError):
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+# built once: json.dumps with options builds an encoder per call, and a step serialises twice
+_ENCODERS = {canonical: json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                                         sort_keys=canonical) for canonical in (False, True)}
+
+
 def to_json(value: Any, *, canonical: bool = False) -> str:
     """``value`` as the JSON text a jsonb column accepts (``canonical``: sorted keys, for hashing)."""
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=canonical)
+        text = _ENCODERS[canonical].encode(value)
     except RecursionError:
         raise NotStorable("nested too deeply") from None
     except (ValueError, TypeError) as exc:

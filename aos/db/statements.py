@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import weakref
 from typing import Any
 
 import psycopg
@@ -31,9 +30,25 @@ from aos.db.direct import DatabaseOperationalError
 _NAMED = re.compile(r"%\((\w+)\)s")
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 _numbers = itertools.count(1)
-# per connection: the statements prepared on it, and the adapters (its encoding, its types)
-_prepared: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[bytes]] = weakref.WeakKeyDictionary()
-_transformers: weakref.WeakKeyDictionary[psycopg.Connection[Any], Any] = weakref.WeakKeyDictionary()
+
+
+class _Prepared:
+    """What a connection has prepared, and its adapters (its encoding, its types): kept on the connection
+    itself (``conn._aos_prepared``), so that it lives and dies with it."""
+
+    __slots__ = ("names", "tx")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.names: set[bytes] = set()
+        self.tx = Transformer(conn)
+
+
+def _state(conn: psycopg.Connection[Any]) -> _Prepared:
+    try:
+        return conn._aos_prepared  # type: ignore[attr-defined,no-any-return]
+    except AttributeError:
+        state = conn._aos_prepared = _Prepared(conn)  # type: ignore[attr-defined]
+        return state
 
 
 def _raise_for(conn: psycopg.Connection[Any], res: pq.abc.PGresult) -> None:
@@ -70,7 +85,7 @@ class Statement:
             return self._prepared_execute(conn, values)
         except errors.InvalidSqlStatementName:
             # the server forgot it (DEALLOCATE ALL, DISCARD ALL from elsewhere): prepare it again, once
-            _prepared.pop(conn, None)
+            _state(conn).names.clear()
             return self._prepared_execute(conn, values)
 
     def _through_psycopg(self, conn: psycopg.Connection[Any], values: dict[str, Any]) -> tuple[pq.abc.PGresult, Any]:
@@ -91,17 +106,13 @@ class Statement:
 
     def _prepared_execute(self, conn: psycopg.Connection[Any], values: dict[str, Any]) -> tuple[pq.abc.PGresult, Any]:
         pgconn = conn.pgconn
-        prepared = _prepared.get(conn)
-        if prepared is None:
-            prepared = _prepared[conn] = set()
-        tx = _transformers.get(conn)
-        if tx is None:
-            tx = _transformers[conn] = Transformer(conn)
-        if self._name not in prepared:
+        state = _state(conn)
+        tx = state.tx
+        if self._name not in state.names:
             res = pgconn.prepare(self._name, self.sql.encode(), None)
             if res.status not in _OK:
                 _raise_for(conn, res)
-            prepared.add(self._name)
+            state.names.add(self._name)
         params = tx.dump_sequence([values[n] for n in self.names], self._formats)  # extra values: other variants
         res = pgconn.exec_prepared(self._name, params)  # type: ignore[arg-type]  # None is NULL
         if res.status not in _OK:

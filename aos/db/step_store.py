@@ -10,6 +10,8 @@ cancelled, the version moved on), the run row is not changed and nothing else is
   the same, recording ``step.redelivered`` — counts a new attempt in ``steps_started``, reserves the
   step's estimate on the run's budget (refusing it past a limit), and records ``run.started`` on a
   run's start. The attempt's ``step.started`` event is the row's ``attempt_event_id``, not a row.
+  The common case (the next step, or a retry, of a running run) is a plain ``UPDATE``; the full
+  statement runs when that one does not hold.
 - ``settle``: inserts the attempt's checkpoint (the attempt as it ended: an attempt row exists only
   once it finished), closes the attempt and moves the run on (next step, retry wake-up, or a final
   status), replaces the reservation by what the step spent (run and tenant day), and inserts the
@@ -68,22 +70,45 @@ WITH prior AS (
     RETURNING version, tenant_id, agent_id, spent_cost_usd, spent_tokens, reserved_cost_usd, reserved_tokens,
               steps_started, budget_warned, attempt, attempt_deliveries, attempt_event_id
 ), events AS (
+    -- each branch filters before it builds anything: most claims record no event
     INSERT INTO run_events (tenant_id, run_id, type, step_id, data)
     SELECT r.tenant_id, %(run)s, e.type, e.step_id, e.data
-    FROM r, LATERAL (VALUES
-        (1, 'run.started', NULL, '{}'::jsonb, (SELECT status FROM prior) = 'queued'),
-        (2, 'step.started', %(step_id)s, jsonb_build_object('attempt', r.attempt, 'worker', %(worker)s),
-         r.attempt_deliveries = 1 AND r.attempt_event_id IS NULL),
-        (3, 'step.redelivered', %(step_id)s, jsonb_build_object('attempt', r.attempt, 'worker', %(worker)s),
-         r.attempt_deliveries > 1)
-    ) AS e(ord, type, step_id, data, wanted)
-    WHERE e.wanted ORDER BY e.ord
+    FROM r, (SELECT 1, 'run.started', NULL, '{}'::jsonb WHERE (SELECT status FROM prior) = 'queued'
+             UNION ALL
+             SELECT 2, 'step.started', %(step_id)s, jsonb_build_object('attempt', r.attempt, 'worker', %(worker)s)
+             FROM r WHERE r.attempt_deliveries = 1 AND r.attempt_event_id IS NULL
+             UNION ALL
+             SELECT 3, 'step.redelivered', %(step_id)s, jsonb_build_object('attempt', r.attempt, 'worker', %(worker)s)
+             FROM r WHERE r.attempt_deliveries > 1) AS e(ord, type, step_id, data)
+    ORDER BY e.ord
 )
 SELECT r.version, r.spent_cost_usd, r.spent_tokens, r.reserved_cost_usd, r.reserved_tokens, r.steps_started,
        r.budget_warned, r.attempt, r.attempt_deliveries > 1 AS redelivered,
        CASE WHEN r.agent_id IS NOT NULL THEN (SELECT capabilities FROM agents WHERE id = r.agent_id) END
            AS capabilities
 FROM r
+""")
+
+# The common claim, of a running run's next step or retry (no attempt open: nothing to take over, no
+# event to record): one UPDATE. When it does not hold, ``_CLAIM`` decides (a start, a takeover, a refusal).
+_CLAIM_NEXT = Statement("""
+UPDATE runs SET
+    version = version + 1, lease_owner = %(worker)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_s)s), heartbeat_at = now(), wake_at = NULL,
+    updated_at = now(), attempt = attempt + 1, attempt_started_at = now(), attempt_deliveries = 1,
+    attempt_event_id = nextval('run_events_id_seq'::regclass), attempt_open = true,
+    steps_started = steps_started + 1,
+    reserved_cost_usd = reserved_cost_usd + %(cost)s, reserved_tokens = reserved_tokens + %(tokens)s
+WHERE id = %(run)s AND status = 'running' AND NOT attempt_open AND next_step = %(index)s
+  AND (lease_expires_at IS NULL OR lease_expires_at <= now() OR lease_owner = ANY(string_to_array(%(mine)s, E'\n')))
+  AND (max_wall_s IS NULL OR started_at IS NULL OR now() - started_at <= make_interval(secs => max_wall_s))
+  AND (max_cost_usd IS NULL OR spent_cost_usd + reserved_cost_usd + %(cost)s <= max_cost_usd)
+  AND (max_tokens IS NULL OR spent_tokens + reserved_tokens + %(tokens)s <= max_tokens)
+  AND (max_steps IS NULL OR steps_started + 1 <= max_steps)
+RETURNING version, spent_cost_usd, spent_tokens, reserved_cost_usd, reserved_tokens, steps_started, budget_warned,
+          attempt, false AS redelivered,
+          CASE WHEN agent_id IS NOT NULL THEN (SELECT a.capabilities FROM agents a WHERE a.id = runs.agent_id) END
+              AS capabilities
 """)
 
 _RESERVE_DAY = Statement("""
@@ -214,11 +239,16 @@ class ClaimRequest:
 def claim(conn: psycopg.Connection[Any], req: ClaimRequest) -> Row | None:
     """Take the step; the claimed row (run spend, the open attempt, agent capabilities), or None when the
     fence does not hold (``run_state`` then tells why)."""
-    return _CLAIM.one(conn, **{
+    values = {
         "run": req.run_id, "index": req.index, "step_id": req.step_id, "skill": req.skill, "worker": req.worker,
         # one text of the owners it may take over, newline-separated (a delivery id never holds one)
         "mine": "\n".join([req.worker, *req.takeover]),
-        "lease_s": req.lease_s, "cost": req.cost_usd, "tokens": req.tokens})
+        "lease_s": req.lease_s, "cost": req.cost_usd, "tokens": req.tokens}
+    if req.index > 0:  # step 0 is a run's start: straight to the full claim
+        row = _CLAIM_NEXT.one(conn, **values)
+        if row is not None:
+            return row
+    return _CLAIM.one(conn, **values)
 
 
 def reserve_tenant_day(conn: psycopg.Connection[Any], tenant_id: uuid.UUID, day: date, cost_usd: Decimal) -> bool:
