@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -80,6 +82,27 @@ def _log_format(v: str) -> str:
     if v not in ("text", "json"):
         raise ValueError("expected text or json")
     return v
+def _pg_connections(v: str) -> dict[str, dict[str, Any]]:
+    """``{name: {"url": postgresql-URL, "tenants": [tenant ids] | "*"}}``: every connection names the tenants
+    whose plans may use it ("*": all of them, a choice made in writing)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in _json_obj(v).items():
+        shape = f'connection {name!r} must be {{"url": "postgresql://…", "tenants": [tenant ids] or "*"}}'
+        if not isinstance(entry, dict) or set(entry) - {"url", "tenants"} or not isinstance(entry.get("url"), str):
+            raise ValueError(f"{shape} (connections are scoped to tenants: docs/security.md)")
+        _db_url(entry["url"])
+        tenants = entry.get("tenants")
+        if tenants == "*":
+            out[name] = {"url": entry["url"], "tenants": "*"}
+            continue
+        if not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants):
+            raise ValueError(shape)
+        try:
+            ids = sorted({str(uuid.UUID(t)) for t in tenants})
+        except ValueError:
+            raise ValueError(f"connection {name!r}: tenants are tenant ids (`aos tenants list` shows them)") from None
+        out[name] = {"url": entry["url"], "tenants": ids}
+    return out
 
 
 def setting(env: str, default: Any, parse: Callable[[str], Any] = _str, doc: str = "") -> Any:
@@ -189,10 +212,14 @@ class Settings:
 
     # --- skills: postgres.query ------------------------------------------------------
     pg_connections: dict[str, Any] = setting(
-        "AOS_PG_CONNECTIONS", {}, _json_obj,
-        "JSON object of named connections for postgres.query: {name: postgresql-URL}. Never logged.")
+        "AOS_PG_CONNECTIONS", {}, _pg_connections,
+        "JSON object of named connections for postgres.query: {name: {\"url\": postgresql-URL, \"tenants\": "
+        "[tenant ids] or \"*\"}}. Plan SQL runs only on roles without superuser or server-file/program rights. "
+        "Never logged.")
     pg_query_timeout_ms: int = setting(
-        "AOS_PG_QUERY_TIMEOUT_MS", 5000, _int, "statement_timeout of postgres.query (ms).")
+        "AOS_PG_QUERY_TIMEOUT_MS", 5000, _int,
+        "statement_timeout of postgres.query (ms), set when the connection opens; lock waits and idle "
+        "transactions are bounded by it too.")
     pg_query_max_rows: int = setting("AOS_PG_QUERY_MAX_ROWS", 1000, _int, "Row cap of postgres.query.")
 
     # --- golden files -------------------------------------------------------------
@@ -203,8 +230,9 @@ class Settings:
         "AOS_GOLDEN_KEYS", {}, _json_obj,
         "JSON object {key id: secret} of older golden keys that still verify (rotation); never logged.")
     golden_replay_timeout_s: float = setting(
-        "AOS_GOLDEN_REPLAY_TIMEOUT_S", 300.0, _float,
-        "How long a replay (API or CLI) waits for its replay run to finish.")
+        "AOS_GOLDEN_REPLAY_TIMEOUT_S", 30.0, _float,
+        "How long POST /golden/replay waits for its replay run (at most 60 s) before answering 202: the run goes "
+        "on, and POST /golden/replay/{run_id}/report gives the comparison once it is final.")
 
     # --- metrics and operations ---------------------------------------------------
     metrics_dir: str | None = setting(
@@ -265,6 +293,14 @@ class Settings:
         "AOS_SSE_MAX_S", 300.0, _float,
         "Longest life of one event stream (s); the client reconnects with Last-Event-ID. Bounds a worker's "
         "time on one request.")
+    long_requests_per_process: int = setting(
+        "AOS_LONG_REQUESTS_PER_PROCESS", 4, _int,
+        "Requests that may hold an API thread for long (live event streams, golden replays waiting for their run) "
+        "at once in one API process; keep it below the threads per process (`aos api --threads`, 8) so short "
+        "requests always find one. More get 429 RATE_LIMITED with Retry-After.")
+    long_requests_per_key: int = setting(
+        "AOS_LONG_REQUESTS_PER_KEY", 2, _int,
+        "Of those, how many one API key may hold at once in one API process.")
     inspect_timeout_s: float = setting(
         "AOS_INSPECT_TIMEOUT_S", 1.0, _float,
         "How long /inspect waits for workers to answer a ping, and for the broker (s).")
@@ -314,7 +350,8 @@ class Settings:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from the environment; raise ConfigError naming the first bad variable."""
+    """Build Settings from the environment; raise ConfigError naming the first bad variable (in production,
+    also the first secret that is a placeholder or too short)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for f in fields(Settings):
@@ -326,7 +363,68 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[f.name] = f.metadata["parse"](raw)
         except (ValueError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{env} is invalid: {exc}") from None
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.env == "production":
+        check_production_secrets(settings)
+    return settings
+
+
+# --- secrets in production ------------------------------------------------------------------------------
+
+MIN_SECRET_CHARS = 32
+# Values shipped in examples, compose files and tutorials: whoever reads them knows the secret.
+PLACEHOLDER_SECRETS = frozenset({
+    "change-me", "changeme", "change_me", "change-this", "changethis", "replace-me", "replaceme", "secret",
+    "secret-key", "secretkey", "my-secret", "mysecret", "password", "passw0rd", "p@ssw0rd", "default", "dev",
+    "development", "development-only", "test", "test-secret", "testing", "example", "sample", "admin", "root",
+    "guest", "aos", "postgres", "redis", "flower", "grafana", "letmein", "qwerty", "123456", "12345678",
+    "xxx", "todo", "none", "null", "your-secret-key", "your_secret_key",
+})
+_PLACEHOLDER_MARKS = ("change-me", "changeme", "change_me", "replace-me", "replace_me", "your-", "your_", "example",
+                      "placeholder", "insecure")
+RANDOM_SECRET_HINT = "python -c 'import secrets; print(secrets.token_hex(32))'"
+
+
+def weak_secret(value: str, *, min_chars: int = MIN_SECRET_CHARS) -> str | None:
+    """Why ``value`` is no secret for production (a known placeholder, too short, too uniform), or None."""
+    v = value.strip()
+    low = v.lower()
+    if low in PLACEHOLDER_SECRETS or any(mark in low for mark in _PLACEHOLDER_MARKS):
+        return "a known placeholder"
+    if len(v) < min_chars:
+        return f"shorter than {min_chars} characters"
+    if len(set(v)) < 8:
+        return "too few distinct characters"
+    return None
+
+
+def _url_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def check_production_secrets(settings: Settings) -> None:
+    """ConfigError naming the first secret of ``settings`` a production deployment must not run with."""
+    named = [("AOS_SECRET_KEY", settings.secret_key), ("AOS_GOLDEN_SECRET", settings.golden_secret),
+             ("AOS_METRICS_TOKEN", settings.metrics_token)]
+    named += [(f"AOS_GOLDEN_KEYS[{k!r}]", str(v)) for k, v in sorted(settings.golden_keys.items())]
+    for env, value in named:
+        reason = weak_secret(value) if value else None
+        if reason:
+            raise ConfigError(f"{env} is not fit for production: {reason}; set a random value of at least "
+                              f"{MIN_SECRET_CHARS} characters ({RANDOM_SECRET_HINT})")
+    # a password in a URL: a known placeholder is refused (its length is the server's business)
+    urls = [("AOS_DATABASE_URL", settings.database_url), ("AOS_BROKER_URL", settings.broker_url)]
+    urls += [(f"AOS_PG_CONNECTIONS[{k!r}]", c.get("url")) for k, c in sorted(settings.pg_connections.items())]
+    for env, url in urls:
+        password = _url_password(url)
+        if password is not None and weak_secret(password, min_chars=1) == "a known placeholder":
+            raise ConfigError(f"{env} is not fit for production: its password is a known placeholder; give the "
+                              "server a random one")
 
 
 def settings_doc() -> list[tuple[str, str, str]]:

@@ -47,10 +47,13 @@ def test_the_first_bad_variable_is_named_even_when_others_are_fine():
                        "AOS_PG_QUERY_MAX_ROWS": "lots"})
 
 
-def test_an_invalid_connections_object_does_not_echo_its_secrets():
+@pytest.mark.parametrize("value", ['{"main": "postgresql://app:hunter2@db/main"',  # not JSON
+                                   '{"main": "postgresql://app:hunter2@db/main"}',  # not scoped to tenants
+                                   '{"main": {"url": "mysql://app:hunter2@db/main", "tenants": "*"}}'])
+def test_an_invalid_connections_object_does_not_echo_its_secrets(value):
     # AOS_PG_CONNECTIONS holds passwords and is "never logged": its error must not quote the value
     with pytest.raises(ConfigError) as exc:
-        load_settings({"AOS_PG_CONNECTIONS": '{"main": "postgresql://app:hunter2@db/main"'})
+        load_settings({"AOS_PG_CONNECTIONS": value})
     assert str(exc.value).startswith("AOS_PG_CONNECTIONS is invalid: ")
     assert "hunter2" not in str(exc.value)
 
@@ -61,13 +64,13 @@ def test_good_values_are_parsed_to_their_types():
         "AOS_BROKER_URL": "redis://127.0.0.1:6379/0",
         "AOS_DB_POOL_SIZE": "12",
         "AOS_MAX_COUNTDOWN_S": "2.5",
-        "AOS_PG_CONNECTIONS": '{"main": "postgresql://u@h/db"}',
+        "AOS_PG_CONNECTIONS": '{"main": {"url": "postgresql://u@h/db", "tenants": "*"}}',
         "AOS_HTTP_ALLOW_HOSTS": " 127.0.0.1, localhost,,10.0.0.0/8 ,",
     })
     assert s.database_url == "postgres://u@h/db" and s.effective_database_url() == "postgres://u@h/db"
     assert s.effective_broker_url() == "redis://127.0.0.1:6379/0"
     assert s.db_pool_size == 12 and s.max_countdown_s == 2.5
-    assert s.pg_connections == {"main": "postgresql://u@h/db"}
+    assert s.pg_connections == {"main": {"url": "postgresql://u@h/db", "tenants": "*"}}
     assert s.http_allow_hosts == ("127.0.0.1", "localhost", "10.0.0.0/8")
 
 

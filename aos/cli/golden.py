@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import click
@@ -91,7 +92,8 @@ def _value(v: Any) -> str:
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
               help="Replay this plan (JSON) instead of the recorded one, against the same recording.")
 @click.option("--timeout", type=float, default=None,
-              help="Seconds to wait for the replay run (default: the server's AOS_GOLDEN_REPLAY_TIMEOUT_S).")
+              help="Seconds to wait for the replay run's report (default 600); the server answers each request "
+                   "within 60 s and the command polls until then.")
 @api_options
 @json_option
 def golden_replay(file: str, plan_file: str | None, timeout: float | None, url: str, api_key: str,
@@ -104,10 +106,17 @@ def golden_replay(file: str, plan_file: str | None, timeout: float | None, url: 
     body: dict[str, Any] = {"document": doc}
     if plan_file:
         body["plan"] = load_json_object(plan_file, "a plan")
-    if timeout is not None:
-        body["timeout_s"] = timeout
-    wait = (timeout if timeout is not None else 600.0) + 30.0
-    report = _client(url, api_key, wait).request("POST", "/golden/replay", json=body)
+    total = timeout if timeout is not None else 600.0
+    body["timeout_s"] = min(total, 60.0)  # the server holds a request at most 60 s, then answers 202
+    client = _client(url, api_key, body["timeout_s"] + 30.0)
+    report = client.request("POST", "/golden/replay", json=body)
+    deadline = time.monotonic() + total
+    while "identical" not in report:  # 202: the replay run goes on; its report comes when it is final
+        if time.monotonic() > deadline:
+            raise AosError("GOLDEN_REPLAY_TIMEOUT", f"replay run {report['run_id']} is still {report['status']} "
+                           f"after {total:.0f}s; follow it with `aos runs show {report['run_id']}`")
+        time.sleep(1.0)
+        report = client.request("POST", f"/golden/replay/{report['run_id']}/report", json={"document": doc})
     if as_json:
         emit_json(report)
         sys.exit(0 if report["identical"] else 1)

@@ -7,6 +7,7 @@ import click
 from aos import __version__
 from aos.cli.base import AosGroup
 from aos.cli.config_file import load_config_option
+from aos.redaction import install_log_redaction
 
 
 @click.group(cls=AosGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +22,7 @@ def cli() -> None:
     Start with `aos quickstart` (everything embedded), or `aos dev` for a local
     stack to submit plans to. Configuration comes from AOS_* variables
     (docs/configuration.md), or the config file `aos init` writes."""
+    install_log_redaction()
 
 
 # Each command's module is imported when that command runs, not before: `aos skills list` must not load

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from aos.config import API_PORT, get_settings
+from aos.config import API_PORT, RANDOM_SECRET_HINT, get_settings
 from aos.observability import group_name, prepare_multiprocess
 
 
@@ -48,8 +48,8 @@ def api(bind: str, workers: int, threads: int) -> None:
     """Serve the HTTP API with gunicorn."""
     settings = get_settings()
     settings.effective_database_url(), settings.effective_broker_url()
-    if not settings.secret_key and settings.env == "production":
-        raise click.UsageError("AOS_SECRET_KEY is not set (required in production)")
+    if not settings.secret_key and settings.env == "production":  # (a weak one fails in load_settings)
+        raise click.UsageError(f"AOS_SECRET_KEY is not set (required in production: {RANDOM_SECRET_HINT})")
     prepare_multiprocess(group_name("api", bind))  # before gunicorn starts (aos.observability)
     # gthread, not sync: a followed run holds its request open (server-sent events); a sync worker would be
     # blocked for the stream's whole life and killed by gunicorn's 30 s timeout.

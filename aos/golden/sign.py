@@ -50,8 +50,8 @@ class KeyRing:
     def signing_secret(self) -> str:
         secret = self.keys.get(self.signing_key_id)
         if secret is None:
-            raise AosError("GOLDEN_SECRET_MISSING", "golden files cannot be signed: AOS_GOLDEN_SECRET is not set "
-                           f"(it signs under AOS_GOLDEN_KEY_ID={self.signing_key_id!r})")
+            raise AosError("GOLDEN_SECRET_MISSING", "golden files cannot be signed: set AOS_GOLDEN_SECRET on the "
+                           f"server (it signs under AOS_GOLDEN_KEY_ID={self.signing_key_id!r})")
         return secret
 
 

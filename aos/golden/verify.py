@@ -63,6 +63,10 @@ def parse(data: bytes) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise _invalid(f"the file is not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
                        line=exc.lineno, column=exc.colno) from None
+    except RecursionError:
+        raise _invalid("the file is nested too deeply to be a golden document") from None
+    except ValueError as exc:  # an integer too long for Python to convert (more than 4,300 digits)
+        raise _invalid(f"the file holds a number AOS cannot read: {exc}") from None
     if not isinstance(doc, dict):
         raise _invalid(f"the file holds a JSON {type(doc).__name__}, not a golden document")
     return doc

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aos.errors import AosError
+from aos.limits import MAX_STEPS, MAX_VALUE_DEPTH, child_path, too_deep
 from aos.plan.refs import compile_expr, has_references, iter_references, leading_fields
+from aos.runtime.invoke import validate_args
 from aos.skills.base import RetryPolicy
 from aos.skills.registry import SkillRegistry
 
@@ -24,7 +26,10 @@ PLAN_KEYS = {"name", "description", "inputs", "budget", "steps"}
 STEP_KEYS = {"id", "skill", "args", "retry", "timeout_s", "on_error", "description"}
 BUDGET_KEYS = {"max_cost_usd", "max_tokens", "max_steps", "max_wall_s"}
 RETRY_KEYS = {"max_attempts", "backoff_s", "backoff_max_s"}
-MAX_STEPS = 10_000
+# (minimum, maximum) of the plan's bounded numbers: the JSON Schema of a plan (aos.plan.schema) says the same
+RETRY_RANGES = {"max_attempts": (1, 100), "backoff_s": (0, 3600), "backoff_max_s": (0, 86400)}
+TIMEOUT_RANGE = (0.001, 86400)
+NAME_LENGTH = (1, 200)
 
 
 @dataclass(frozen=True)
@@ -118,13 +123,15 @@ def parse_plan(data: Any, registry: SkillRegistry, *, inputs: dict[str, Any] | N
         p.raise_if_any()
     _unknown_keys(p, "$", data, PLAN_KEYS)
     name = data.get("name")
-    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 200):
-        p.add("$.name", "PLAN_INVALID", "must be a string of 1 to 200 characters")
+    if name is not None and (not isinstance(name, str) or not NAME_LENGTH[0] <= len(name) <= NAME_LENGTH[1]):
+        p.add("$.name", "PLAN_INVALID", f"must be a string of {NAME_LENGTH[0]} to {NAME_LENGTH[1]} characters")
     plan_inputs = data.get("inputs", {})
     if not isinstance(plan_inputs, dict):
         p.add("$.inputs", "PLAN_INVALID", "must be an object of named inputs")
         plan_inputs = {}
     merged_inputs = {**plan_inputs, **(inputs or {})}
+    for key, value in merged_inputs.items():
+        _fits(p, child_path("$.inputs", key), value)
     budget = _parse_budget(p, data.get("budget", {}))
     steps = _parse_steps(p, data.get("steps"), registry, merged_inputs)
     p.raise_if_any()
@@ -165,7 +172,7 @@ def _parse_steps(p: _Problems, raw_steps: Any, registry: SkillRegistry, inputs: 
             continue
         _unknown_keys(p, path, s, STEP_KEYS)
         sid = s.get("id")
-        if not isinstance(sid, str) or not STEP_ID.match(sid):
+        if not isinstance(sid, str) or not STEP_ID.fullmatch(sid):
             p.add(f"{path}.id", "PLAN_INVALID", "required: letters, digits and _ (up to 64), not starting with a digit")
             sid = f"#{i}"
         elif sid in seen:
@@ -183,18 +190,36 @@ def _parse_steps(p: _Problems, raw_steps: Any, registry: SkillRegistry, inputs: 
         if not isinstance(args, dict):
             p.add(f"{path}.args", "PLAN_INVALID", "must be an object")
             args = {}
-        _check_refs(p, f"{path}.args", args, seen, inputs)
-        if skill is not None:
-            _check_static_args(p, f"{path}.args", skill, args)
+        _check_args(p, f"{path}.args", skill, args, seen, inputs)
         retry = _parse_retry(p, f"{path}.retry", s.get("retry"))
         timeout = None
         if "timeout_s" in s:
-            timeout = _number(p, f"{path}.timeout_s", s["timeout_s"], minimum=0.001, maximum=86400)
-        on_error = _parse_on_error(p, f"{path}.on_error", s.get("on_error"), registry)
+            timeout = _number(p, f"{path}.timeout_s", s["timeout_s"], minimum=TIMEOUT_RANGE[0],
+                              maximum=TIMEOUT_RANGE[1])
+        on_error = _parse_on_error(p, f"{path}.on_error", s.get("on_error"), registry, seen, inputs)
         steps.append(Step(index=i, id=sid, skill=skill.ref if skill else str(skill_ref), args=args,
                           retry=retry, timeout_s=timeout, on_error=on_error))
         seen.add(sid)
     return steps
+
+
+def _fits(p: _Problems, path: str, value: Any) -> bool:
+    """A literal value nests no deeper than MAX_VALUE_DEPTH; the problem names the first place that does."""
+    deep = too_deep(value, MAX_VALUE_DEPTH, path)
+    if deep is not None:
+        p.add(deep, "JSON_TOO_DEEP", f"nested deeper than {MAX_VALUE_DEPTH} levels (a step's args count as one)")
+        return False
+    return True
+
+
+def _check_args(p: _Problems, path: str, skill: Any, args: dict[str, Any], earlier: set[str],
+                inputs: dict[str, Any]) -> None:
+    """Depth first (everything after walks the args), then references, then what is literal."""
+    if not _fits(p, path, args):
+        return
+    _check_refs(p, path, args, earlier, inputs)
+    if skill is not None:
+        _check_static_args(p, path, skill, args)
 
 
 def _check_refs(p: _Problems, path: str, args: dict[str, Any], earlier: set[str], inputs: dict[str, Any]) -> None:
@@ -222,8 +247,6 @@ def _check_static_args(p: _Problems, path: str, skill: Any, args: dict[str, Any]
     """The args as far as they are written in the plan. What a reference will fill in is judged when the step
     runs; everything literal is judged now, beside the reference problems, so one submission shows them all
     (a bad `expr` next to an unresolved `$ref` used to wait for the next try)."""
-    from aos.runtime.invoke import validate_args
-
     filled = [ref.path for ref in iter_references(args, "args")]
 
     def literal(prob_path: str) -> bool:
@@ -250,17 +273,20 @@ def _parse_retry(p: _Problems, path: str, r: Any) -> RetryPolicy | None:
         return None
     _unknown_keys(p, path, r, RETRY_KEYS)
     default = RetryPolicy()
+    (ma_min, ma_max), (b_min, b_max), (bm_min, bm_max) = (RETRY_RANGES[k] for k in
+                                                          ("max_attempts", "backoff_s", "backoff_max_s"))
     ma = _number(p, f"{path}.max_attempts", r.get("max_attempts", default.max_attempts), integer=True,
-                 minimum=1, maximum=100)
-    b = _number(p, f"{path}.backoff_s", r.get("backoff_s", default.backoff_s), minimum=0, maximum=3600)
-    bm = _number(p, f"{path}.backoff_max_s", r.get("backoff_max_s", default.backoff_max_s), minimum=0,
-                 maximum=86400)
+                 minimum=ma_min, maximum=ma_max)
+    b = _number(p, f"{path}.backoff_s", r.get("backoff_s", default.backoff_s), minimum=b_min, maximum=b_max)
+    bm = _number(p, f"{path}.backoff_max_s", r.get("backoff_max_s", default.backoff_max_s), minimum=bm_min,
+                 maximum=bm_max)
     if None in (ma, b, bm):
         return None
     return RetryPolicy(max_attempts=ma, backoff_s=float(b), backoff_max_s=float(bm))
 
 
-def _parse_on_error(p: _Problems, path: str, o: Any, registry: SkillRegistry) -> OnError:
+def _parse_on_error(p: _Problems, path: str, o: Any, registry: SkillRegistry, earlier: set[str],
+                    inputs: dict[str, Any]) -> OnError:
     if o is None:
         return OnError()
     if not isinstance(o, dict):
@@ -277,6 +303,13 @@ def _parse_on_error(p: _Problems, path: str, o: Any, registry: SkillRegistry) ->
             p.add(f"{path}.fallback", "PLAN_INVALID", "FALLBACK needs {\"skill\": …, \"args\": {…}}")
         elif not registry.has(fallback["skill"]):
             p.add(f"{path}.fallback.skill", "SKILL_NOT_FOUND", f"no skill named {fallback['skill']!r}")
+        else:
+            fb_args = fallback.get("args", {})
+            if isinstance(fb_args, dict):
+                _check_args(p, f"{path}.fallback.args", registry.resolve(fallback["skill"]), fb_args, earlier,
+                            inputs)
+            else:
+                p.add(f"{path}.fallback.args", "PLAN_INVALID", "must be an object")
     elif fallback is not None:
         p.add(f"{path}.fallback", "PLAN_INVALID", "only mode FALLBACK takes a fallback")
     return OnError(mode=mode, fallback=fallback if mode == "FALLBACK" else None)

@@ -7,20 +7,16 @@ The scope a reference sees is ``{"inputs": …, "steps": {"<id>": {"output": …
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from aos.expressions import compile_expr
+from aos.expressions import INTERPOLATION, compile_expr
 
 __all__ = ["INTERPOLATION", "Reference", "as_text", "compile_expr", "has_references", "iter_references",
            "leading_fields", "resolve"]
 
-# `${…}` up to the first `}`: JMESPath multiselect hashes cannot be interpolated
-# inline (use a `$ref` for those) — documented in docs/plans.md.
-INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 
 
 @dataclass(frozen=True)

@@ -233,6 +233,12 @@ ENTRIES: list[CatalogEntry] = [
     # --- request / API ---
     _e("BODY_MALFORMED", C.REQUEST, False, R.ABORT, 400,
        "The request body is not valid JSON; fix the body (and its Content-Type) and send it again."),
+    _e("JSON_NUMBER_TOO_LARGE", C.REQUEST, False, R.ABORT, 422,
+       "An integer in the request body has more digits than AOS accepts (4,300: no JSON library can print "
+       "one longer); the `problems` name its path. Send such a number as a string."),
+    _e("JSON_TOO_DEEP", C.REQUEST, False, R.ABORT, 422,
+       "A JSON value nests deeper than AOS accepts (a plan's inputs and step args, a step's data, a request "
+       "body: the limits are in docs/security.md); the `problems` or the message name its path. Flatten it."),
     _e("VALIDATION_ERROR", C.REQUEST, False, R.ABORT, 422,
        "The request does not match the operation's schema (a missing or unknown field, a wrong type); "
        "fix the fields named in `problems` and send it again."),
@@ -293,6 +299,9 @@ ENTRIES: list[CatalogEntry] = [
     _e("EXPR_INVALID", C.PLAN, False, R.ABORT, 422,
        "A JMESPath expression does not parse or cannot be applied to its data; fix the expression.",
        *_exc("jmespath.ParseError", "jmespath.LexerError", "jmespath.JMESPathError")),
+    _e("EXPR_TOO_COMPLEX", C.PLAN, False, R.ABORT, 422,
+       "A JMESPath expression nests deeper or runs longer than AOS evaluates safely (docs/security.md); the "
+       "problem names its path. Split it into several json.transform steps."),
     _e("SKILL_ARGS_INVALID", C.PLAN, False, R.ABORT, 422,
        "A step's resolved args do not match its skill's input schema; fix the args named in `problems`.",
        *_exc("jsonschema.exceptions.SchemaError")),
@@ -397,8 +406,9 @@ ENTRIES: list[CatalogEntry] = [
        "made that step non-deterministic."),
     _e("GOLDEN_FORMAT_INVALID", C.DETERMINISM, False, R.ABORT, 422,
        "The file is not a golden file of a format version AOS reads; re-record it with `aos golden record`."),
-    _e("GOLDEN_SECRET_MISSING", C.DETERMINISM, False, R.ABORT, 500,
-       "Golden files cannot be signed or verified because AOS_GOLDEN_SECRET is not set; set it and try again."),
+    _e("GOLDEN_SECRET_MISSING", C.DETERMINISM, False, R.ABORT, 503,
+       "Golden files cannot be signed or verified because the server has no golden key: set AOS_GOLDEN_SECRET "
+       "(a long random string; `aos dev` generates one in its data directory) and restart the API."),
     _e("GOLDEN_KEY_UNKNOWN", C.DETERMINISM, False, R.ABORT, 422,
        "The golden file was signed with a key id this AOS does not know; add that key's secret to "
        "AOS_GOLDEN_KEYS (key rotation keeps old keys there) or re-record the run."),
@@ -556,8 +566,12 @@ ENTRIES: list[CatalogEntry] = [
        "The date range is empty or reversed (end before start), or the working hours are; fix the step's args."),
     # --- postgres.query ---
     _e("PG_CONNECTION_UNKNOWN", C.PLAN, False, R.ABORT, 422,
-       "The step names a database connection the tenant has not configured; configure it in AOS_PG_CONNECTIONS "
-       "or fix the name."),
+       "The step names a database connection this tenant (and agent) may not use, or none by that name; the "
+       "details list the ones it may use. An operator scopes connections in AOS_PG_CONNECTIONS."),
+    _e("PG_ROLE_TOO_POWERFUL", C.POLICY, False, R.ABORT, 403,
+       "The connection's role is a superuser, or is (or may become) pg_read_server_files, pg_write_server_files "
+       "or pg_execute_server_program: a read-only transaction does not stop it reading files or running programs. "
+       "Give the connection a least-privilege role (docs/security.md); `aos doctor` checks every connection."),
     _e("PG_CONNECTION_FAILED", C.TRANSIENT, True, R.RETRY, 502,
        "Could not connect to the tenant's database, or the connection dropped; it is retried with backoff.",
        *_exc("psycopg.OperationalError")),

@@ -19,8 +19,13 @@ from aos.services.pagination import DEFAULT_LIMIT, paginate
 from aos.services.tenancy import TenantContext
 
 CAPABILITY_KEYS = ("allowed_skills", "http_hosts", "db_connections", "max_cost_usd")
-# printable, at most 100 characters (the column), not blank
-NAME = re.compile(r"^(?=.*\S)[^\x00-\x1f\x7f]{1,100}$")
+# 1 to 100 characters (the column), none a control character, not all blank. "Blank" is spelled out (Python's
+# whitespace) rather than `\S`, whose meaning differs between regex engines: the API documents this very
+# pattern, and a client's validator must agree with ours on every string.
+NAME_LENGTH = (1, 100)
+_BLANK = "\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+NAME = re.compile(f"^[^\\x00-\\x1f\\x7f]*[^\\x00-\\x1f\\x7f{_BLANK}][^\\x00-\\x1f\\x7f]*$")
+NAME_RULE = "1 to 100 characters, no control characters, not blank"
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -55,9 +60,8 @@ def create_agent(ctx: TenantContext, name: str, capabilities: dict[str, Any] | N
     """A new agent of this tenant; names are unique per tenant (CONFLICT otherwise)."""
     caps = capabilities if capabilities is not None else {}
     problems = capability_problems(caps)
-    if not isinstance(name, str) or not NAME.match(name):
-        problems.insert(0, {"path": "$.name", "code": "VALIDATION_ERROR",
-                            "message": "1 to 100 printable characters, not blank"})
+    if not isinstance(name, str) or not NAME_LENGTH[0] <= len(name) <= NAME_LENGTH[1] or not NAME.fullmatch(name):
+        problems.insert(0, {"path": "$.name", "code": "VALIDATION_ERROR", "message": NAME_RULE})
     if problems:
         raise AosError("VALIDATION_ERROR", f"{problems[0]['path']}: {problems[0]['message']}", problems=problems)
     with session_scope() as s:

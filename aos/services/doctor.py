@@ -12,7 +12,9 @@ Why each check exists:
   the outbox and the reaper recover runs, but only after their grace periods;
 - visibility timeout: Redis redelivers an unacknowledged message after it, so a retry
   countdown (an ETA message waiting in the worker) or a step that runs longer is
-  delivered twice (celery#5935); it must exceed both.
+  delivered twice (celery#5935); it must exceed both;
+- postgres.query connections: a role that is a superuser, or may read/write the server's
+  files or run its programs, is refused at every query; better to learn it here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import Engine
 
 from aos.config import ConfigError, Settings, load_settings
+from aos.skills.postgres import open_connection, role_power
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +281,37 @@ def _check_visibility(settings: Settings) -> Finding:
                f"and the longest step ({longest:.0f} s)")
 
 
+# --- postgres.query connections -----------------------------------------------------------------------
+
+
+def check_pg_connections(settings: Settings) -> list[Finding]:
+    """Each AOS_PG_CONNECTIONS entry: reachable, and its role too weak to reach the server's files or programs
+    (a superuser's READ ONLY transaction still runs `COPY … TO PROGRAM`); a connection shared by every tenant is
+    reported (info)."""
+    findings: list[Finding] = []
+    for name, conn_cfg in sorted(settings.pg_connections.items()):
+        check = f"pg connection {name}"
+        try:
+            with open_connection(conn_cfg["url"], timeout_ms=settings.pg_query_timeout_ms,
+                                 connect_timeout=TIMEOUT_S) as conn:
+                power = role_power(conn)
+        except Exception as exc:  # noqa: BLE001 — any failure is the finding; the URL is never shown
+            findings.append(_fail(check, f"cannot connect ({type(exc).__name__}; the URL is not shown)",
+                                  f"check the URL of {name!r} in AOS_PG_CONNECTIONS and that the server is up"))
+            continue
+        if power is not None:
+            findings.append(_fail(check, f"{power}: postgres.query refuses it (PG_ROLE_TOO_POWERFUL)",
+                                  "connect as a role with LOGIN, NOSUPERUSER, no membership in "
+                                  "pg_read_server_files / pg_write_server_files / pg_execute_server_program, "
+                                  "and SELECT on what plans may read (docs/security.md)"))
+        else:
+            findings.append(_ok(check, "reachable; its role is least-privilege"))
+        if conn_cfg.get("tenants") == "*":
+            findings.append(_info(f"{check} scope", "shared with every tenant (\"tenants\": \"*\")",
+                                  "list the tenant ids that may use it, unless every tenant should"))
+    return findings
+
+
 # --- all -----------------------------------------------------------------------------------------------
 
 
@@ -292,7 +326,7 @@ def run_checks(environ: dict[str, str] | None = None) -> list[Finding]:
     except ConfigError as exc:
         return [_fail("config", str(exc), "fix the AOS_* variable the message names")]
     findings = [_ok("config", "AOS_* settings parse")]
-    checks: list[Callable[[Settings], list[Finding]]] = [check_database, check_broker]
+    checks: list[Callable[[Settings], list[Finding]]] = [check_database, check_broker, check_pg_connections]
     for check in checks:
         findings.extend(check(settings))
     return findings

@@ -34,8 +34,10 @@ from aos.db import direct, step_store
 from aos.db.models import FINAL_RUN_STATUSES
 from aos.errors import AosError
 from aos.golden.replay import ReplayedSkill
+from aos.limits import MAX_STEP_DATA_DEPTH, text_too_deep, too_deep
 from aos.plan import Step
 from aos.plan.refs import resolve
+from aos.redaction import redact_args
 from aos.runtime import budget
 from aos.runtime.catalog import CATALOG
 from aos.runtime.invoke import invoke_skill, outcome_error
@@ -205,10 +207,15 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
         return _failed_attempt("REF_UNRESOLVED", exc.message)
     except Exception as exc:  # noqa: BLE001 — a JMESPath runtime error while resolving
         return _failed_attempt("REF_UNRESOLVED", f"resolving args: {exc}")
+    # what the checkpoint keeps (and hashes): the args with their secrets masked; the skill gets them whole
+    stored_args = redact_args(skill, args)
     try:
-        args_json = outcomes.to_json(args, canonical=True)
+        args_json = outcomes.to_json(stored_args, canonical=True)
     except outcomes.NotStorable as exc:
         return _failed_attempt("DATA_NOT_STORABLE", f"the step's resolved args: {exc}")
+    if text_too_deep(args_json, MAX_STEP_DATA_DEPTH):
+        return _failed_attempt("JSON_TOO_DEEP", f"the step's resolved args nest deeper than {MAX_STEP_DATA_DEPTH} "
+                               f"levels (at {too_deep(args, MAX_STEP_DATA_DEPTH, 'args')})")
     limit, size = get_settings().max_step_args_bytes, outcomes.json_size(args_json)
     if size > limit:
         return _failed_attempt("ARGS_TOO_LARGE", f"the step's resolved args take {size} bytes as JSON, "
@@ -218,7 +225,7 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
             skill = ReplayedSkill(skill, step_store.replay_call(conn, c.rp.run_id, c.step.id, c.opened.attempt, role))
     with metrics.step_running(skill.name):
         outcome, raw = invoke_skill(skill, args, ctx)
-    return outcomes.Attempt(outcome, raw, args, args_json)
+    return outcomes.Attempt(outcome, raw, stored_args, args_json)
 
 
 # --- settle ------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aos.config import get_settings
-from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, GoldenReplayCall, Run
+from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, GoldenReplayCall, Run, RunEvent
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.golden.diff import compare_steps
@@ -27,10 +27,12 @@ from aos.golden.record import AttemptFacts, RunFacts, build_body, seal
 from aos.golden.sign import KeyRing
 from aos.golden.verify import Verified, verify_document
 from aos.plan import parse_plan
+from aos.redaction import redact_args, redact_value
 from aos.services import outbox
 from aos.services.publisher import Publisher
 from aos.services.runs import persist_run
 from aos.services.tenancy import TenantContext
+from aos.skills.base import Skill
 from aos.skills.registry import default_registry
 
 # a cancelled run stopped for a reason outside its plan: a replay could never reproduce it
@@ -60,27 +62,70 @@ def _run_of(s: Session, ctx: TenantContext, run_id: uuid.UUID | str) -> Run:
     return run
 
 
+def _skill_or_none(ref: str) -> Skill | None:
+    try:
+        return default_registry().resolve(ref)
+    except AosError:
+        return None
+
+
+def _redacted_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan with each step's (and fallback's) args redacted for its skill: a golden file keeps no secret
+    a plan holds literally. A replay runs this plan; the calls that used the secrets are answered from the
+    recording, and the args it resolves redact to the same values, so the hashes still match."""
+    steps = []
+    for step in plan.get("steps") or []:
+        if not isinstance(step, dict):
+            steps.append(step)
+            continue
+        step = dict(step)
+        step["args"] = redact_args(_skill_or_none(str(step.get("skill"))), step.get("args"))
+        on_error = step.get("on_error")
+        if isinstance(on_error, dict) and isinstance(on_error.get("fallback"), dict):
+            fallback = dict(on_error["fallback"])
+            fallback["args"] = redact_args(_skill_or_none(str(fallback.get("skill"))), fallback.get("args"))
+            step["on_error"] = {**on_error, "fallback": fallback}
+        steps.append(step)
+    return {**redact_value({k: v for k, v in plan.items() if k != "steps"}), "steps": steps}
+
+
 def recording_body(s: Session, run: Run) -> dict[str, Any]:
-    """The golden body of a run: its pinned plan, inputs and every attempt of every step."""
+    """The golden body of a run: its pinned plan, inputs and every attempt of every step, secrets redacted
+    (aos.redaction: credential headers and keys, URL user-info, secret query values, what a skill
+    declares secret)."""
     rows = s.execute(select(Checkpoint.step_index, Checkpoint.attempt, Checkpoint.status, Checkpoint.skill,
                             Checkpoint.args, Checkpoint.outcome, Checkpoint.raw, Checkpoint.fallback_from)
                      .where(Checkpoint.run_id == run.id)
                      .order_by(Checkpoint.step_index, Checkpoint.attempt)).all()
-    attempts = [AttemptFacts(step_index=r.step_index, attempt=r.attempt, status=r.status, skill=r.skill,
-                             args=r.args, outcome=r.outcome, raw=r.raw, fallback_from=r.fallback_from)
-                for r in rows]
+    plan_steps = run.plan.get("steps") or []
+    attempts = []
+    for r in rows:
+        primary, fallback_from = _skill_or_none(r.skill), r.fallback_from
+        if fallback_from is None:
+            args = redact_args(primary, r.args)
+        else:  # the fallback answered: the row's args are the fallback's, the primary call's are kept beside
+            spec = ((plan_steps[r.step_index].get("on_error") or {}).get("fallback") or {}) \
+                if r.step_index < len(plan_steps) else {}
+            args = redact_args(_skill_or_none(str(spec.get("skill"))), r.args)
+            fallback_from = {**fallback_from, "args": redact_args(primary, fallback_from.get("args"))}
+        attempts.append(AttemptFacts(step_index=r.step_index, attempt=r.attempt, status=r.status, skill=r.skill,
+                                     args=args, outcome=r.outcome, raw=r.raw, fallback_from=fallback_from))
     facts = RunFacts(id=str(run.id), identity=str(run.replay_of or run.id), name=run.name, status=run.status,
-                     error_code=run.error_code, plan=run.plan, plan_hash=run.plan_hash, inputs=run.inputs,
-                     skill_versions=run.skill_versions)
+                     error_code=run.error_code, plan=_redacted_plan(run.plan), plan_hash=run.plan_hash,
+                     inputs=redact_value(run.inputs), skill_versions=run.skill_versions)
     return build_body(facts, attempts, _skill_info)
 
 
 def record_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
-    """The signed golden document of a finished run."""
-    keys = keyring()
-    keys.signing_secret()  # fail before reading anything when nothing can be signed
+    """The signed golden document of a finished run.
+
+    The checks come in the order a caller can act on them: the run (404 for a bad id, an unknown
+    run or another tenant's), then the server's configuration (503 GOLDEN_SECRET_MISSING names the
+    variable to set), then the run's state (409)."""
     with session_scope() as s:
         run = _run_of(s, ctx, run_id)
+        keys = keyring()
+        keys.signing_secret()  # before the checkpoints are read: nothing can be signed without it
         if run.status not in RECORDABLE_STATUSES:
             raise AosError("CONFLICT", f"run is {run.status}; only a finished run (succeeded, failed or "
                            "dead-lettered, not cancelled) can be recorded")
@@ -139,26 +184,42 @@ def start_replay(ctx: TenantContext, document: Any, publisher: Publisher | None,
 def wait_for_replay(ctx: TenantContext, run_id: uuid.UUID, timeout_s: float | None = None) -> str:
     """Wait until the replay run is final; its status."""
     timeout = get_settings().golden_replay_timeout_s if timeout_s is None else timeout_s
-    deadline = time.monotonic() + timeout
+    status = poll_replay(ctx, run_id, timeout)
+    if status not in FINAL_RUN_STATUSES:
+        raise AosError("GOLDEN_REPLAY_TIMEOUT", f"replay run {run_id} is still {status} after {timeout:.0f}s "
+                       "(AOS_GOLDEN_REPLAY_TIMEOUT_S); are workers running?", details={"run_id": str(run_id)})
+    return status
+
+
+def poll_replay(ctx: TenantContext, run_id: uuid.UUID, wait_s: float) -> str:
+    """The replay run's status once it is final, or after ``wait_s`` (whatever it is then)."""
+    deadline = time.monotonic() + wait_s
     pause = 0.02
     while True:
         with session_scope() as s:
             status = s.scalar(select(Run.status).where(Run.id == run_id, Run.tenant_id == ctx.tenant_id))
         if status is None:
             raise AosError("NOT_FOUND", f"no run {run_id}")
-        if status in FINAL_RUN_STATUSES:
+        if status in FINAL_RUN_STATUSES or time.monotonic() > deadline:
             return status
-        if time.monotonic() > deadline:
-            raise AosError("GOLDEN_REPLAY_TIMEOUT", f"replay run {run_id} is still {status} after {timeout:.0f}s "
-                           "(AOS_GOLDEN_REPLAY_TIMEOUT_S); are workers running?", details={"run_id": str(run_id)})
         time.sleep(pause)
         pause = min(pause * 1.5, 0.25)
+
+
+def _check_replay_of(s: Session, run: Run, document: dict[str, Any]) -> None:
+    """``run`` is a replay of ``document`` (its run.queued event names the document's hash), or CONFLICT."""
+    queued = s.scalar(select(RunEvent.data).where(RunEvent.run_id == run.id, RunEvent.type == "run.queued")
+                      .order_by(RunEvent.id).limit(1))
+    if run.replay_of is None or (queued or {}).get("golden_hash") != document.get("hash"):
+        raise AosError("CONFLICT", f"run {run.id} is not a replay of this document; replay it with "
+                       "POST /api/v1/golden/replay")
 
 
 def replay_report(ctx: TenantContext, document: dict[str, Any], run_id: uuid.UUID | str) -> dict[str, Any]:
     """Compare a finished replay run with the recording, step by step."""
     with session_scope() as s:
         run = _run_of(s, ctx, run_id)
+        _check_replay_of(s, run, document)
         if run.status not in FINAL_RUN_STATUSES:
             raise AosError("CONFLICT", f"replay run {run.id} is still {run.status}")
         replayed = recording_body(s, run)
@@ -178,3 +239,32 @@ def replay(ctx: TenantContext, document: Any, publisher: Publisher | None, *, pl
     run_id = start_replay(ctx, document, publisher, plan=plan)
     wait_for_replay(ctx, run_id, timeout_s)
     return replay_report(ctx, document, run_id)
+
+
+def replay_or_pending(ctx: TenantContext, document: Any, publisher: Publisher | None, *,
+                      plan: dict[str, Any] | None = None, wait_s: float) -> tuple[bool, dict[str, Any]]:
+    """Start the replay, wait at most ``wait_s`` for it: (True, the report) when it is final by then, else
+    (False, where it stands); ``report`` gives the comparison later."""
+    run_id = start_replay(ctx, document, publisher, plan=plan)
+    status = poll_replay(ctx, run_id, wait_s)
+    if status in FINAL_RUN_STATUSES:
+        return True, replay_report(ctx, document, run_id)
+    return False, pending_view(run_id, status)
+
+
+def pending_view(run_id: uuid.UUID | str, status: str) -> dict[str, Any]:
+    return {"run_id": str(run_id), "status": status, "report": f"/api/v1/golden/replay/{run_id}/report",
+            "run": f"/api/v1/runs/{run_id}"}
+
+
+def report(ctx: TenantContext, document: Any, run_id: uuid.UUID | str) -> tuple[bool, dict[str, Any]]:
+    """The comparison of a replay run started earlier: (True, the report) once it is final, else (False, where it
+    stands). The document is verified again: the report is only as good as the recording it compares with."""
+    with session_scope() as s:  # the run first (404 for another tenant's), then the document
+        run = _run_of(s, ctx, run_id)
+        verify(document)
+        _check_replay_of(s, run, document)
+        status = run.status
+    if status not in FINAL_RUN_STATUSES:
+        return False, pending_view(run_id, status)
+    return True, replay_report(ctx, document, run_id)

@@ -28,6 +28,7 @@ from aos import metrics
 from aos.config import get_settings
 from aos.db.jsontext import NotStorable, json_size, to_json
 from aos.db.step_store import OpenAttempt, Settlement
+from aos.limits import MAX_STEP_DATA_DEPTH, text_too_deep, too_deep
 from aos.plan import Step
 from aos.runtime import budget
 from aos.runtime.backoff import retry_countdown
@@ -80,8 +81,8 @@ class StepDecision:
 
 @dataclass(slots=True)
 class Attempt:
-    """One skill call: its outcome, the raw response (golden files), and the resolved args (and their
-    canonical JSON, which the checkpoint stores and hashes)."""
+    """One skill call: its outcome, the raw response (golden files), and the resolved args as they are
+    stored (secrets masked) with their canonical JSON, which the checkpoint keeps and hashes."""
 
     outcome: StructuredOutcome
     raw: Any
@@ -125,6 +126,12 @@ def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) ->
             if fallback_from is not None else None
     except NotStorable as exc:
         return finished(c, _failure("DATA_NOT_STORABLE", f"the step's output: {exc}"))
+    # the output sits one level down in the outcome object
+    if text_too_deep(outcome_json, MAX_STEP_DATA_DEPTH + 1) or \
+            (raw_json is not None and text_too_deep(raw_json, MAX_STEP_DATA_DEPTH)):
+        where = too_deep(att.outcome.output, MAX_STEP_DATA_DEPTH, "output") or "the raw response"
+        return finished(c, _failure("JSON_TOO_DEEP", f"the step's output nests deeper than {MAX_STEP_DATA_DEPTH} "
+                                    f"levels (at {where})"))
     out_size, raw_size = json_size(outcome_json), json_size(raw_json) if raw_json else 0
     size = out_size + raw_size
     metrics.step_output_size(c.skill.name, size)

@@ -54,7 +54,9 @@ def simulate_plan(ctx: TenantContext, plan_data: Any, inputs: dict[str, Any] | N
         if agent_id is not None:
             problems = capability_problems(load_agent(s, ctx, agent_id), plan)
             capabilities = {"verdict": "denied" if problems else "allowed", "problems": problems}
-        steps = [_estimate_step(s, ctx, plan, st, registry.resolve(st.skill), settings) for st in plan.steps]
+        history: dict[tuple[str, str | None], tuple] = {}  # one query per (skill, model), not per step
+        steps = [_estimate_step(s, ctx, plan, st, registry.resolve(st.skill), settings, history)
+                 for st in plan.steps]
         daily_remaining = _daily_remaining(s, ctx)
     total = {
         "estimated_cost_usd": _money(sum(st["estimated_cost_usd"] for st in steps)),
@@ -71,7 +73,7 @@ def _money(x: float) -> float:
 
 
 def _estimate_step(s: Session, ctx: TenantContext, plan: Plan, st: Step, skill: Skill,
-                   settings: Settings) -> dict[str, Any]:
+                   settings: Settings, history: dict[tuple[str, str | None], tuple]) -> dict[str, Any]:
     warnings: list[str] = []
     try:  # inputs are known now; earlier steps' outputs are not (they read as empty)
         args = resolve(st.args, {"inputs": plan.inputs, "steps": {}})
@@ -90,7 +92,9 @@ def _estimate_step(s: Session, ctx: TenantContext, plan: Plan, st: Step, skill: 
     if skill.cost_model is Skill.cost_model:
         warnings.append(f"{skill.ref} declares no cost model: it is estimated at 0 until it has history")
     estimate = skill.cost_model.estimate(args)
-    n, cost, tokens, latency, failure_rate = _history(s, ctx, skill.ref, model)
+    if (skill.ref, model) not in history:
+        history[(skill.ref, model)] = _history(s, ctx, skill.ref, model)
+    n, cost, tokens, latency, failure_rate = history[(skill.ref, model)]
     item: dict[str, Any] = {
         "id": st.id, "skill": skill.ref, "model": model,
         "estimated_cost_usd": _money(estimate.cost_usd), "estimated_tokens": int(estimate.tokens),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 import uuid
@@ -35,9 +36,10 @@ from aos.db.models import WEBHOOK_EVENTS, Tenant
 from aos.errors import AosError
 from aos.runtime.catalog import CATALOG
 from aos.skills.base import SkillError
+from aos.skills.egress import EgressPolicy, guarded_client
 from aos.skills.http import STATUS_CODES, safe_url
 from aos.skills.retry_after import parse_retry_after
-from aos.skills.ssrf import AllowList, IPAddress, check_host, parse_ip
+from aos.skills.ssrf import IPAddress
 
 SIGNATURE_HEADER = "AOS-Signature"
 ID_HEADER = "AOS-Webhook-Id"
@@ -136,19 +138,48 @@ def rotate_secret(s: Session, tenant_id: uuid.UUID) -> dict[str, Any]:
     return _view(tenant, secret)
 
 
+# The form of a webhook URL, documented as the API's `pattern` and checked first here, so the two agree on
+# every string: http(s), optional user info, an ASCII host name (never all digits), a dotted-quad IPv4
+# address or a bracketed IPv6 one, a port from 1 to 65535, then a path, query or fragment without spaces.
+# What a pattern cannot say is refused after it: an A-label that is not valid punycode (HTTP_INVALID_URL),
+# a name that does not resolve (HTTP_DNS_ERROR), an address the SSRF guard refuses (HTTP_SSRF_BLOCKED).
+URL_MAX_CHARS = 2048
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_LS32 = rf"(?:{_H16}:{_H16}|{_OCTET}(?:\.{_OCTET}){{3}})"
+
+
+_IPV6 = "|".join([
+    rf"(?:{_H16}:){{6}}{_LS32}", rf"::(?:{_H16}:){{5}}{_LS32}", rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+    rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+    rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+    rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}", rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+    rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}", rf"(?:(?:{_H16}:){{0,6}}{_H16})?::"])
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+URL_PATTERN = re.compile(
+    r"^https?://(?:[A-Za-z0-9._~%!$&'()*+,;=:-]+@)?"
+    rf"(?:\[(?:{_IPV6})\]|{_OCTET}(?:\.{_OCTET}){{3}}|(?![0-9.]+(?:[:/?#]|$)){_LABEL}(?:\.{_LABEL})*\.?)"
+    rf"(?::{_PORT})?(?:[/?#][\x21-\x7e]*)?$")
+
+
 def validate_url(raw: str) -> str:
     """An absolute http(s) URL whose host passes the SSRF guard now (it is checked again at every attempt)."""
-    text = (raw or "").strip()
-    if not text or len(text) > 2048:
-        raise AosError("VALIDATION_ERROR", "the webhook url must be an http:// or https:// URL of at most 2048 "
-                       "characters", problems=[_problem("the url is empty or too long")])
+    text = raw or ""
+    if not text or len(text) > URL_MAX_CHARS:
+        raise AosError("VALIDATION_ERROR", f"the webhook url must be an http:// or https:// URL of at most "
+                       f"{URL_MAX_CHARS} characters", problems=[_problem("the url is empty or too long")])
+    if URL_PATTERN.fullmatch(text) is None:
+        raise AosError("VALIDATION_ERROR", "the webhook url must be an absolute http:// or https:// URL with an "
+                       "ASCII host name or an IP address (and a port from 1 to 65535)",
+                       problems=[_problem("expected http(s)://host[:port][/path], without spaces")])
     try:
         url = httpx.URL(text)
         host, port = url.host, url.port  # decoding an IDNA host can fail too
         shown = str(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:  # e.g. an xn-- label that is not punycode
         raise AosError("VALIDATION_ERROR", f"the webhook url is not a valid URL: {exc}",
-                       problems=[_problem(str(exc))]) from None
+                       problems=[_problem(str(exc), "HTTP_INVALID_URL")]) from None
     if url.scheme not in ("http", "https") or not host:
         raise AosError("VALIDATION_ERROR", "the webhook url must be an absolute http:// or https:// URL",
                        problems=[_problem("expected http:// or https:// with a host")])
@@ -160,22 +191,24 @@ def validate_url(raw: str) -> str:
     except SkillError as exc:
         if exc.code == "HTTP_SSRF_BLOCKED":
             raise AosError(exc.code, exc.message, details=exc.details) from None
-        # an unresolvable host is the caller's input to fix (422), not an upstream failure (5xx)
-        raise AosError("VALIDATION_ERROR", exc.message, problems=[_problem(exc.message)]) from None
+        # an unresolvable host is the caller's input to fix (422), not an upstream failure (5xx); the problem
+        # keeps the precise code (HTTP_DNS_ERROR, …)
+        raise AosError("VALIDATION_ERROR", exc.message, problems=[_problem(exc.message, exc.code)]) from None
     except ValueError as exc:
         raise AosError("VALIDATION_ERROR", f"the webhook url's host is invalid: {exc}",
                        problems=[_problem(str(exc))]) from None
     return shown
 
 
-def _problem(message: str) -> dict[str, str]:
-    return {"path": "$.url", "code": "VALIDATION_ERROR", "message": message}
+def _problem(message: str, code: str = "VALIDATION_ERROR") -> dict[str, str]:
+    return {"path": "$.url", "code": code, "message": message}
 
 
 def vet(url: httpx.URL) -> list[IPAddress]:
-    """The addresses the request may go to; SkillError (HTTP_SSRF_BLOCKED, HTTP_DNS_ERROR) otherwise."""
+    """The addresses the request may go to; SkillError (HTTP_SSRF_BLOCKED, HTTP_DNS_ERROR) otherwise. The
+    delivery itself is vetted again, connection by connection, by the guarded transport."""
     port = url.port or (443 if url.scheme == "https" else 80)
-    return check_host(url.raw_host.decode("ascii"), port, AllowList.parse(get_settings().http_allow_hosts))
+    return EgressPolicy.of(get_settings()).addresses(url.raw_host.decode("ascii"), port)
 
 
 # --- one delivery ---------------------------------------------------------------------------------
@@ -227,15 +260,14 @@ def deliver(req: WebhookRequest, timeout_s: float) -> DeliveryResult:
     guard refuses, which are final."""
     try:
         url = httpx.URL(req.url)
-        addresses = vet(url)
+        where = f"POST {safe_url(url)}"
+        status, reason, excerpt, retry_after = _post(url, headers_for(req), req.body, timeout_s)
     except SkillError as exc:
-        # DNS failures are transient; a refused address is policy and stays refused until the URL changes
+        # the guard: DNS failures are transient; a refused address is policy and stays refused until the URL
+        # changes
         return DeliveryResult(False, exc.code, exc.message, final=not CATALOG.get(exc.code).retryable)
     except (httpx.InvalidURL, ValueError) as exc:
         return DeliveryResult(False, "HTTP_INVALID_URL", f"webhook url is invalid: {exc}", final=True)
-    where = f"POST {safe_url(url)}"
-    try:
-        status, reason, excerpt, retry_after = _post(url, addresses, headers_for(req), req.body, timeout_s)
     except httpx.HTTPError as exc:
         entry = CATALOG.match(exc)
         return DeliveryResult(False, entry.code, f"{where}: {type(exc).__name__}: {exc}"[:1000])
@@ -253,38 +285,18 @@ def deliver(req: WebhookRequest, timeout_s: float) -> DeliveryResult:
                           final=status == 410)
 
 
-def _post(url: httpx.URL, addresses: list[IPAddress], headers: dict[str, str], body: bytes,
+def _post(url: httpx.URL, headers: dict[str, str], body: bytes,
           timeout_s: float) -> tuple[int, str, str, float | None]:
-    """Send to the vetted addresses in turn (a refused connection sent nothing, so the next is safe)."""
-    pinned = dict(headers)
-    extensions: dict[str, Any] = {}
-    literal = parse_ip(url.host) is not None
-    if not literal:
-        pinned["Host"] = url.netloc.decode("ascii")
-        if url.scheme == "https":
-            extensions["sni_hostname"] = url.raw_host.decode("ascii")
-    # trust_env=False: a proxy from the environment would make the vetted address meaningless
-    with httpx.Client(follow_redirects=False, trust_env=False, timeout=timeout_s) as client:
-        for i, addr in enumerate(addresses):
-            target = url if literal else url.copy_with(host=str(addr))
-            request = client.build_request("POST", target, headers=pinned, content=body, extensions=extensions)
-            try:
-                response = client.send(request, stream=True)
-            except httpx.ConnectError:
-                if i == len(addresses) - 1:
-                    raise
-                continue
-            try:
-                excerpt = b""
-                if not 200 <= response.status_code < 300:
-                    for chunk in response.iter_bytes():
-                        excerpt += chunk
-                        if len(excerpt) >= EXCERPT_BYTES:
-                            break
-                retry_after = parse_retry_after(response.headers.get("retry-after")) \
-                    if response.status_code in (429, 503) else None
-                text = excerpt[:EXCERPT_BYTES].decode("utf-8", "replace").strip()
-                return response.status_code, response.reason_phrase, text, retry_after
-            finally:
-                response.close()
-    raise AssertionError("unreachable: check_host returns at least one address")
+    """One POST through the guarded transport (the SSRF guard at connect time, no redirect followed)."""
+    with guarded_client(EgressPolicy.of(get_settings()), timeout=timeout_s) as client:
+        with client.stream("POST", url, headers=headers, content=body) as response:
+            excerpt = b""
+            if not 200 <= response.status_code < 300:
+                for chunk in response.iter_bytes():
+                    excerpt += chunk
+                    if len(excerpt) >= EXCERPT_BYTES:
+                        break
+            retry_after = parse_retry_after(response.headers.get("retry-after")) \
+                if response.status_code in (429, 503) else None
+            text = excerpt[:EXCERPT_BYTES].decode("utf-8", "replace").strip()
+            return response.status_code, response.reason_phrase, text, retry_after

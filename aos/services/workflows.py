@@ -35,7 +35,7 @@ def _not_found(name: str, version: int | None = None) -> AosError:
 
 def save_workflow(ctx: TenantContext, name: str, plan_data: Any) -> dict[str, Any]:
     """Validate the plan and store it as the next version of workflow ``name``."""
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise AosError("VALIDATION_ERROR", f"a workflow name has {NAME_RULE}",
                        problems=[{"path": "$.name", "code": "VALIDATION_ERROR", "message": NAME_RULE}])
     plan = parse_plan(plan_data, default_registry())
@@ -53,7 +53,7 @@ def save_workflow(ctx: TenantContext, name: str, plan_data: Any) -> dict[str, An
 
 def get_workflow(ctx: TenantContext, name: str, version: int | None = None) -> dict[str, Any]:
     """The latest version of workflow ``name``, or the given one."""
-    if not NAME.match(name) or (version is not None and not 1 <= version <= _MAX_VERSION):
+    if not NAME.fullmatch(name) or (version is not None and not 1 <= version <= _MAX_VERSION):
         raise _not_found(name, version)
     with session_scope() as s:
         q = select(Workflow).where(Workflow.tenant_id == ctx.tenant_id, Workflow.name == name)
@@ -77,7 +77,7 @@ def list_workflows(ctx: TenantContext, *, limit: int = DEFAULT_LIMIT, cursor: st
 
 def list_versions(ctx: TenantContext, name: str) -> list[dict[str, Any]]:
     """Every version of workflow ``name``, newest first; NOT_FOUND when it has none."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise _not_found(name)
     with session_scope() as s:
         rows = s.scalars(select(Workflow).where(Workflow.tenant_id == ctx.tenant_id, Workflow.name == name)

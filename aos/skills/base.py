@@ -94,6 +94,11 @@ class Skill(ABC):
     default_retry: RetryPolicy = RetryPolicy()
     recommended: int | None = None  # rank for new users; None = not recommended
     summary_text: str | None = None  # a few words for listings (`aos skills list`); default: the first sentence
+    # Dotted paths of args that hold secrets beyond what aos.redaction recognises by name (credential-
+    # named keys, URL user-info, secret query values): masked wherever args are stored, shown, recorded or
+    # logged; the call itself gets the real value. ``*`` matches every key or item: ("auth.password",
+    # "accounts.*.pin").
+    secret_args: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -144,4 +149,5 @@ class Skill(ABC):
                 "backoff_max_s": self.default_retry.backoff_max_s,
             },
             "recommended": self.recommended,
+            "secret_args": list(self.secret_args),
         }

@@ -1,10 +1,11 @@
 """http.request: one HTTP exchange with httpx, behind an SSRF guard and a capability policy.
 
-Redirects are followed here, by hand, rather than by httpx: every hop must pass
-the capability policy and the SSRF guard *before* anything is sent to it, and
-httpx would connect first. Each connection goes to the address the guard
-vetted (the URL's host is kept in ``Host`` and TLS SNI), so a DNS answer that
-changes between check and connect cannot redirect us into the private network.
+Every connection goes through aos.skills.egress, the guarded transport all of
+AOS's outbound clients share: the capability policy and the SSRF guard pass each
+request and each connection, and the connection goes to the address the guard
+vetted, so a DNS answer that changes between check and connect cannot lead into
+the private network. Redirects are followed here, by hand, so that each hop goes
+through the same transport and credentials never follow a hop to another origin.
 
 The output holds no timings: outputs are hashed for determinism.
 """
@@ -20,9 +21,10 @@ from typing import Any
 
 import httpx
 
+from aos.redaction import redact_url
 from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
+from aos.skills.egress import EgressPolicy, guarded_client
 from aos.skills.retry_after import parse_retry_after
-from aos.skills.ssrf import AllowList, IPAddress, check_host, host_matches, parse_ip
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -69,7 +71,7 @@ OUTPUT_SCHEMA: dict[str, Any] = {
         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
         "json": {"description": "the parsed body when it is JSON, else null"},
         "text": {"type": "string"},
-        "url": {"type": "string", "description": "the final URL, after redirects"},
+        "url": {"type": "string", "description": "the final URL, after redirects (credentials masked)"},
     },
 }
 
@@ -130,18 +132,16 @@ class _Exchange:
         self.timeout_s = timeout_s
         self.deadline = time.monotonic() + timeout_s
         self.follow = follow
-        self.allow = AllowList.parse(ctx.settings.http_allow_hosts)
+        self.policy = EgressPolicy.of(ctx.settings, ctx.capabilities)
         self.max_redirects = ctx.settings.http_max_redirects
         self.max_bytes = ctx.settings.http_max_response_bytes
 
     def perform(self, headers: httpx.Headers, content: bytes | None) -> tuple[httpx.Response, bytes]:
         first_url = self.url
         redirects = 0
-        # trust_env=False: a proxy from the environment would make the vetted address meaningless.
-        with httpx.Client(follow_redirects=False, trust_env=False) as client:
+        with guarded_client(self.policy) as client:
             while True:
-                addresses = self._authorize(self.url)
-                response = self._send(client, headers, content, addresses)
+                response = self._send(client, headers, content)
                 try:
                     target = self._redirect_target(response)
                     if target is None:
@@ -164,40 +164,14 @@ class _Exchange:
                         headers.pop(name, None)
                 self.url = target
 
-    def _authorize(self, url: httpx.URL) -> list[IPAddress]:
-        """Capability policy, then the SSRF guard; raises before any byte is sent."""
-        host = url.host
-        allowed = self.ctx.capabilities.get("http_hosts") if self.ctx.capabilities else None
-        if allowed is not None and not any(host_matches(host, pattern) for pattern in allowed):
-            raise SkillError("CAPABILITY_DENIED", f"the agent may not reach host {host!r} (capability http_hosts)",
-                             details={"host": host, "capability": "http_hosts"})
-        port = url.port or (443 if url.scheme == "https" else 80)
-        return check_host(url.raw_host.decode("ascii"), port, self.allow)
-
-    def _send(self, client: httpx.Client, headers: httpx.Headers, content: bytes | None,
-              addresses: list[IPAddress]) -> httpx.Response:
-        url = self.url
-        pinned_headers = httpx.Headers(headers)
-        extensions: dict[str, Any] = {}
-        if parse_ip(url.host) is None:
-            pinned_headers["Host"] = url.netloc.decode("ascii")
-            if url.scheme == "https":
-                extensions["sni_hostname"] = url.raw_host.decode("ascii")
-        client.cookies.clear()  # cookies would be filed under the pinned address, not the host
-        for i, addr in enumerate(addresses):
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                raise httpx.TimeoutException("the request's overall timeout elapsed")
-            target = url if parse_ip(url.host) is not None else url.copy_with(host=str(addr))
-            request = client.build_request(self.method, target, headers=pinned_headers, content=content,
-                                           timeout=min(self.timeout_s, remaining), extensions=extensions)
-            try:
-                return client.send(request, stream=True)
-            except httpx.ConnectError:
-                # nothing was sent, so trying the host's next address is safe even for a POST
-                if i == len(addresses) - 1:
-                    raise
-        raise AssertionError("unreachable: check_host returns at least one address")
+    def _send(self, client: httpx.Client, headers: httpx.Headers, content: bytes | None) -> httpx.Response:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise httpx.TimeoutException("the request's overall timeout elapsed")
+        client.cookies.clear()  # no implicit cookie jar: a hop sends only the headers the plan gave
+        request = client.build_request(self.method, self.url, headers=headers, content=content,
+                                       timeout=min(self.timeout_s, remaining))
+        return client.send(request, stream=True)
 
     def _redirect_target(self, response: httpx.Response) -> httpx.URL | None:
         if not self.follow or response.status_code not in REDIRECT_STATUSES:
@@ -256,7 +230,9 @@ def _output(response: httpx.Response, body: bytes, url: httpx.URL, expect_json: 
         "headers": {k.lower(): v for k, v in response.headers.items()},
         "json": parsed,
         "text": text,
-        "url": str(url.copy_with(userinfo=b"")),
+        # the final URL, without user-info and with credential query values masked: an output is stored,
+        # shown and recorded, and the request's secrets must not come back through it
+        "url": redact_url(str(url.copy_with(userinfo=b""))),
     }
 
 
@@ -325,7 +301,7 @@ def _parse_url(raw: str) -> httpx.URL:
 def _request_headers(given: dict[str, str]) -> httpx.Headers:
     headers = httpx.Headers()
     for name, value in given.items():
-        if not _TOKEN.match(name):
+        if not _TOKEN.fullmatch(name):
             raise SkillError("SKILL_ARGS_INVALID", f"header name {name!r} is not a valid HTTP token")
         if name.lower() in RESERVED_HEADERS:
             raise SkillError("SKILL_ARGS_INVALID", f"header {name!r} is set by http.request itself")

@@ -9,7 +9,7 @@ import jmespath.exceptions
 import jsonschema
 
 from aos.errors import AosError
-from aos.expressions import compile_expr
+from aos.expressions import INTERPOLATION, compile_expr
 from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
 
 
@@ -36,20 +36,24 @@ class JsonTransform(Skill):
     recommended = 1
 
     def check_args(self, args: dict[str, Any]) -> list[dict[str, str]]:
-        # A syntax error in a literal expression is the submitter's mistake: catch it at submission.
-        if not isinstance(args.get("expr"), str):
-            return []  # missing or not text: the input schema says so; filled by a reference: judged at run time
+        # A literal expression that does not parse, or is too deep to parse safely, is the submitter's
+        # mistake: catch it at submission, even when the input is a reference.
+        expr = args.get("expr")
+        if not isinstance(expr, str) or INTERPOLATION.search(expr):
+            return []  # missing or not text: the input schema says so; interpolated: judged at run time
         try:
-            compile_expr(args["expr"])
+            compile_expr(expr)
         except AosError as exc:
             return [{"path": "args.expr", "code": exc.code, "message": exc.message}]
         return []
 
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
+        # the same compiler as submission: an expression that arrives through a reference meets the same
+        # limits here, as a failed step instead of a RecursionError in the worker
         try:
-            compiled = jmespath.compile(args["expr"])
-        except jmespath.exceptions.JMESPathError as exc:
-            raise SkillError("EXPR_INVALID", f"JMESPath expression does not parse: {exc}") from None
+            compiled = compile_expr(args["expr"])
+        except AosError as exc:
+            raise SkillError(exc.code, exc.message) from None
         try:
             return SkillResult(output=compiled.search(args["input"]))
         except jmespath.exceptions.JMESPathError as exc:

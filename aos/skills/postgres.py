@@ -1,5 +1,16 @@
 """postgres.query: a parameterised, read-only query on a named connection.
 
+A READ ONLY transaction stops writes, not a powerful role: a superuser (or a member of
+pg_read_server_files, pg_write_server_files or pg_execute_server_program) still reads
+server files (``pg_read_file``) and runs programs (``COPY … TO PROGRAM``) from a read-only
+transaction. So before any plan SQL the connection's login role is checked, and a role
+that is, or may become (``SET ROLE``), one of those is refused (PG_ROLE_TOO_POWERFUL).
+The statement, lock and idle-in-transaction timeouts are set when the connection opens.
+
+Connections are scoped: each names the tenants whose plans may use it, and an agent's
+``db_connections`` capability narrows that further. A name the caller may not use is
+unknown to it, and PG_CONNECTION_UNKNOWN lists only the names it may use.
+
 The connection's URL is a secret: it never appears in an output, an error
 message, details or a log line. psycopg's connection errors name the host, port
 and user, so they are replaced by a message naming only the connection.
@@ -28,7 +39,67 @@ def _psycopg() -> ModuleType:
     importlib.import_module("psycopg.errors")  # a submodule: the failure mapping reads psycopg.errors.*
     return importlib.import_module("psycopg")
 
+
 CONNECT_TIMEOUT_S = 10
+# Built-in roles whose members reach outside the database: the server's files and programs.
+POWERFUL_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
+# The roles the login role is, or may become (membership: inherited or by SET ROLE), that make it powerful.
+_POWER_QUERY = """
+    SELECT r.rolname, r.rolsuper FROM pg_roles r
+    WHERE (r.rolsuper OR r.rolname = ANY(%s)) AND pg_has_role(session_user, r.oid, 'MEMBER')
+    ORDER BY r.rolsuper DESC, r.rolname"""
+
+
+def role_power(conn: psycopg.Connection) -> str | None:
+    """Why plan SQL must not run as this connection's login role (e.g. "is a superuser"), or None."""
+    with conn.cursor() as cur:
+        cur.execute(_POWER_QUERY, [list(POWERFUL_ROLES)])
+        rows = cur.fetchall()
+        cur.execute("SELECT session_user")
+        (me,) = cur.fetchone() or ("?",)
+    conn.rollback()
+    if not rows:
+        return None
+    name, superuser = rows[0]
+    if name == me:
+        return f"role {me!r} is a superuser" if superuser else f"role {me!r} is {name}"
+    kind = "the superuser role" if superuser else "the role"
+    return f"role {me!r} is a member of {kind} {name!r}"
+
+
+def connect_options(url: str, timeout_ms: int) -> str:
+    """libpq ``options`` for plan SQL: read-only by default, every wait bounded from the first statement on
+    (after any options the connection's URL carries, so ours win)."""
+    ms = max(1, int(timeout_ms))
+    ours = (f"-c default_transaction_read_only=on -c statement_timeout={ms} -c lock_timeout={ms} "
+            f"-c idle_in_transaction_session_timeout={max(ms, 1000)}")
+    psycopg = _psycopg()
+    try:
+        given = str(importlib.import_module("psycopg.conninfo").conninfo_to_dict(url).get("options") or "")
+    except psycopg.ProgrammingError:
+        given = ""
+    return f"{given} {ours}".strip()
+
+
+def open_connection(url: str, *, timeout_ms: int, connect_timeout: int) -> psycopg.Connection:
+    """A connection for plan SQL (or for `aos doctor` to judge one): read-only, with its timeouts."""
+    libpq = _libpq_url(url)
+    return _psycopg().connect(libpq, connect_timeout=connect_timeout, application_name="aos postgres.query",
+                           options=connect_options(libpq, timeout_ms))
+
+
+def usable_connections(settings: Any, tenant_id: str, capabilities: Mapping[str, Any] | None) -> dict[str, str]:
+    """The connections (name → URL) a step of this tenant (and agent, when it has the capability) may use."""
+    allowed = (capabilities or {}).get("db_connections")
+    out = {}
+    for name, conn in settings.pg_connections.items():
+        tenants = conn.get("tenants")
+        if tenants != "*" and str(tenant_id) not in tenants:
+            continue
+        if allowed is not None and name not in allowed:
+            continue
+        out[name] = conn["url"]
+    return out
 
 
 def json_safe(value: Any) -> Any:
@@ -108,7 +179,8 @@ class PostgresQuery(Skill):
                    "inside a READ ONLY transaction with a statement timeout, returning at most `max_rows` rows. "
                    "Placeholders: %s with a `params` array, %(name)s with a `params` object. Values come back "
                    "JSON-safe: numeric as text, dates and times as ISO 8601, bytea as base64, uuid as text. "
-                   "With `params`, a literal % is written %%. Give the connection a read-only role as well.")
+                   "With `params`, a literal % is written %%. The connection's role must not be a superuser nor "
+                   "able to read or write server files or run programs.")
     input_schema = {
         "type": "object",
         "required": ["connection", "sql"],
@@ -149,14 +221,17 @@ class PostgresQuery(Skill):
         timeout_ms = int(ctx.settings.pg_query_timeout_ms)
         connect_timeout = max(2, min(CONNECT_TIMEOUT_S, int(ctx.timeout_s or CONNECT_TIMEOUT_S)))
         try:
-            conn = psycopg.connect(_libpq_url(url), connect_timeout=connect_timeout,
-                                   application_name="aos postgres.query")
+            conn = open_connection(url, timeout_ms=timeout_ms, connect_timeout=connect_timeout)
         except psycopg.Error as exc:
             raise _connect_failure(name, exc) from None
         try:
             conn.read_only = True  # every transaction opens with BEGIN READ ONLY
+            power = role_power(conn)
+            if power is not None:
+                raise SkillError("PG_ROLE_TOO_POWERFUL", f"database connection {name!r}: {power}; AOS runs plan "
+                                 "SQL only on a least-privilege role (docs/security.md)",
+                                 details={"connection": name, "reason": power})
             with conn.cursor() as cur:
-                cur.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout_ms)])
                 # prepare=True sends the statement with the extended protocol even without params, so
                 # "COMMIT; INSERT …" cannot end the read-only transaction and run a second statement
                 cur.execute(args["sql"], args.get("params"), prepare=True)
@@ -177,19 +252,18 @@ class PostgresQuery(Skill):
 
     @staticmethod
     def _url(name: str, ctx: SkillContext) -> str:
+        usable = usable_connections(ctx.settings, ctx.tenant_id, ctx.capabilities)
+        if name in usable:
+            return usable[name]
+        tenant_has = usable_connections(ctx.settings, ctx.tenant_id, None)
         allowed = ctx.capabilities.get("db_connections") if ctx.capabilities else None
-        known = sorted(ctx.settings.pg_connections)
-        if allowed is not None:
-            if name not in allowed:
-                raise SkillError("CAPABILITY_DENIED", f"this agent may not use database connection {name!r}",
-                                 details={"connection": name, "allowed": sorted(allowed)})
-            known = [k for k in known if k in allowed]
-        url = ctx.settings.pg_connections.get(name)
-        if not isinstance(url, str) or not url:
-            raise SkillError("PG_CONNECTION_UNKNOWN", f"no database connection named {name!r} "
-                             f"(known: {', '.join(known) or 'none'})",
-                             details={"connection": name, "known": known})
-        return url
+        if name in tenant_has and allowed is not None:  # the tenant's own connection, outside the agent's policy
+            raise SkillError("CAPABILITY_DENIED", f"this agent may not use database connection {name!r}",
+                             details={"connection": name, "allowed": sorted(usable)})
+        # another tenant's connection is as unknown as one that does not exist: no name is confirmed
+        known = sorted(usable)
+        raise SkillError("PG_CONNECTION_UNKNOWN", f"no database connection named {name!r} "
+                         f"(known: {', '.join(known) or 'none'})", details={"connection": name, "known": known})
 
     @staticmethod
     def _query_failure(name: str, url: str, exc: psycopg.Error, timeout_ms: int) -> SkillError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 from importlib.metadata import entry_points
 
@@ -10,6 +11,8 @@ from aos.errors import AosError
 from aos.skills.base import Skill
 
 log = logging.getLogger(__name__)
+
+VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
 
 # Modules holding built-in skills; each exposes SKILLS: list[Skill].
 BUILTIN_MODULES = (
@@ -39,11 +42,20 @@ class SkillRegistry:
             raise AosError("SKILL_NOT_FOUND", f"no skill named {name!r}; `aos skills list` shows them")
         if not ver:
             return versions[max(versions)]
-        try:
-            return versions[int(ver)]
-        except (ValueError, KeyError):
+        # one spelling per version (`@2`, not `@02` or `@ 2`), so that a skill reference is an exact enum
+        skill = versions.get(int(ver)) if VERSION.fullmatch(ver) else None
+        if skill is None:
             raise AosError("SKILL_NOT_FOUND", f"skill {name!r} has no version {ver!r} "
-                           f"(known: {sorted(versions)})") from None
+                           f"(known: {sorted(versions)})")
+        return skill
+
+    def refs(self) -> list[str]:
+        """Every way a plan may name a skill: ``name`` (its latest version) and ``name@version``."""
+        out: list[str] = []
+        for name, versions in sorted(self._skills.items()):
+            out.append(name)
+            out.extend(f"{name}@{v}" for v in sorted(versions))
+        return out
 
     def has(self, ref: str) -> bool:
         try:

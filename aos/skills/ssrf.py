@@ -10,9 +10,10 @@ wildcards, IPs or CIDRs).
 
 The verdict is made on the *resolved* addresses, parsed by ``ipaddress``, so
 spellings such as ``2130706433``, ``0x7f.1`` or ``[::ffff:127.0.0.1]`` cannot
-slip through: they resolve to the loopback address like any other name. The
-caller then connects to the vetted address itself (no second lookup), which
-closes the DNS-rebinding window between check and connect.
+slip through: they resolve to the loopback address like any other name. Every
+outbound client connects through aos.skills.egress, which connects to the vetted
+address itself (no second lookup), closing the DNS-rebinding window between
+check and connect.
 
 Cloud metadata endpoints are stricter than the rest: only an entry naming that
 exact host or address unlocks them; a wide CIDR such as ``169.254.0.0/16`` or
@@ -144,13 +145,16 @@ def address_risk(addr: IPAddress) -> str | None:
     return None
 
 
-def resolve(host: str, port: int, resolver: Resolver = socket.getaddrinfo) -> list[IPAddress]:
-    """Every address ``host`` resolves to for TCP, in the resolver's order; HTTP_DNS_ERROR when none."""
+def resolve(host: str, port: int, resolver: Resolver | None = None) -> list[IPAddress]:
+    """Every address ``host`` resolves to for TCP, in the resolver's order; HTTP_DNS_ERROR when none.
+
+    The system resolver is looked up at each call (not bound once), so whatever resolves names for
+    the process, resolves them here."""
     literal = parse_ip(host)
     if literal is not None:
         return [literal]
     try:
-        infos = resolver(normalize_host(host), port, type=socket.SOCK_STREAM)
+        infos = (resolver or socket.getaddrinfo)(normalize_host(host), port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise SkillError("HTTP_DNS_ERROR", f"cannot resolve host {host!r}: {exc}",
                          details={"host": host}) from None
@@ -167,8 +171,7 @@ def resolve(host: str, port: int, resolver: Resolver = socket.getaddrinfo) -> li
     return seen
 
 
-def check_host(host: str, port: int, allow: AllowList,
-               resolver: Resolver = socket.getaddrinfo) -> list[IPAddress]:
+def check_host(host: str, port: int, allow: AllowList, resolver: Resolver | None = None) -> list[IPAddress]:
     """The addresses that may be connected to for ``host``; HTTP_SSRF_BLOCKED if any one is refused.
 
     All addresses must pass, not just the first: a name that resolves to one

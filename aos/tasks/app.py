@@ -13,6 +13,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
 from aos.config import Settings, get_settings
+from aos.redaction import install_log_redaction
 from aos.services.publisher import CONTINUE_TASK, STEP_TASK
 from aos.tasks import logs, resilience
 
@@ -75,6 +76,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def _configure(sender: Celery, **_: Any) -> None:
     # Read configuration when Celery first needs it, not at import time.
     sender.conf.update(celery_config(get_settings()))
+
+
+@worker_init.connect
+def _redact_logs(**_: Any) -> None:
+    # a step's args, a provider's error, a connection URL: nothing logged by the worker carries a secret
+    install_log_redaction()
 
 
 @worker_init.connect

@@ -9,14 +9,18 @@ from flask import Flask
 
 from aos import __version__
 from aos.config import get_settings
+from aos.redaction import install_log_redaction
 from aos.web import docs_ui, traffic
 from aos.web.errors import register_error_handlers
 from aos.web.extensions import api
+from aos.web.json_body import BodyJSONProvider
 
 
 def create_app(publisher: Any = None, **overrides: Any) -> Flask:
     """Build the API. ``publisher`` is how runs reach the broker (Celery unless a test passes another)."""
+    install_log_redaction()  # before anything logs: no secret reaches a log line
     app = Flask("aos")
+    app.json = BodyJSONProvider(app)
     configure(app, overrides)
     register_extensions(app, publisher)
     register_blueprints(app)
@@ -43,7 +47,9 @@ def configure(app: Flask, overrides: dict[str, Any]) -> None:
         OPENAPI_REDOC_URL=docs_ui.REDOC_URL,
         API_SPEC_OPTIONS={
             "info": {"description": "Submit plans, follow runs. Errors are application/problem+json with a "
-                                    "failure-catalog `code`; see /api/v1/errors."},
+                                    "failure-catalog `code`; see /api/v1/errors. Every operation lists each "
+                                    "status it can answer. Unknown body fields and query parameters are "
+                                    "refused; text anywhere in a body must not contain NUL (U+0000)."},
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
             "security": [{"bearerAuth": []}],
         },
@@ -64,8 +70,9 @@ def register_extensions(app: Flask, publisher: Any) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """One blueprint per resource."""
+    from aos.skills.registry import default_registry
     from aos.web.metrics import bp as metrics
-    from aos.web.openapi import use_problem_responses
+    from aos.web.openapi import document_components, use_problem_responses
     from aos.web.resources.agents.routes import blp as agents
     from aos.web.resources.dead_letters.routes import blp as dead_letters
     from aos.web.resources.errors.routes import blp as errors
@@ -79,6 +86,7 @@ def register_blueprints(app: Flask) -> None:
     from aos.web.resources.workflows.routes import blp as workflows
 
     use_problem_responses(api)  # before any blueprint: their operations reference these responses
+    document_components(api, default_registry())
     api.register_blueprint(health)
     api.register_blueprint(runs)
     for blp in (workflows, agents, skills, errors, simulate, inspect):

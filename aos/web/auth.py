@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask import g, request
-from flask_smorest import Blueprint
 
 from aos.errors import AosError
 from aos.services.tenancy import TenantContext, authenticate_key
+from aos.web.blueprint import ApiBlueprint
 
 
 def current_tenant() -> TenantContext:
@@ -23,7 +23,7 @@ def _authenticate_request() -> None:
     g.tenant = authenticate_key(key.strip())
 
 
-class ProtectedBlueprint(Blueprint):
+class ProtectedBlueprint(ApiBlueprint):
     """A blueprint whose every route needs an API key; the OpenAPI document says so."""
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003

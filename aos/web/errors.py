@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from aos.config import ConfigError
 from aos.errors import AosError
+from aos.limits import child_path
 from aos.runtime.catalog import CATALOG
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,12 @@ def problem_from_http_exception(error: HTTPException) -> Response:
             detail = "; ".join(f"{p['path']}: {p['message']}" for p in extra["problems"][:5])
     if code == "NOT_FOUND":
         detail = f"no such resource {request.path}; the API is described at /api/v1/openapi.json"
-    return problem(code, detail, status=status, **extra)
+    response = problem(code, detail, status=status, **extra)
+    # the exception's own headers: `Allow` of a 405 (RFC 9110 §15.5.6 requires it), `WWW-Authenticate`, …
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 def _flatten(messages: Any, path: str = "$") -> list[dict[str, str]]:
@@ -59,7 +65,7 @@ def _flatten(messages: Any, path: str = "$") -> list[dict[str, str]]:
             elif k == "_schema":
                 out += _flatten(v, path)
             else:
-                out += _flatten(v, f"{path}.{k}")
+                out += _flatten(v, child_path(path, int(k) if isinstance(k, int) else str(k)))
     elif isinstance(messages, list):
         for m in messages:
             if isinstance(m, (dict, list)):
@@ -79,7 +85,11 @@ def register_error_handlers(app: Flask) -> None:
         extra = {"problems": exc.problems} if exc.problems else {}
         if exc.details:
             extra["details"] = exc.details
-        return problem(exc.code, exc.message, **extra)
+        response = problem(exc.code, exc.message, **extra)
+        retry_after = exc.details.get("retry_after_s") if exc.details else None
+        if isinstance(retry_after, int | float) and not isinstance(retry_after, bool):
+            response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

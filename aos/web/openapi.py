@@ -16,6 +16,9 @@ import marshmallow as ma
 from apispec import BasePlugin
 from flask_smorest import Api
 
+from aos.plan.schema import plan_json_schema
+from aos.skills.registry import SkillRegistry
+
 PROBLEM_MIME = "application/problem+json"
 
 
@@ -58,12 +61,87 @@ class ProblemContentPlugin(BasePlugin):
                     response.update(_problem_response(response.get("description", "Error")))
 
 
+# What every operation of a kind can answer besides what its route documents: the document lists each
+# status an operation can return (no catch-all `default`), so a client and schemathesis see them all.
+COMMON_ERRORS: dict[str, str] = {
+    "400": "BODY_MALFORMED: the body is not JSON",
+    "401": "AUTH_MISSING or AUTH_INVALID: no valid `Authorization: Bearer <api key>`",
+    "403": "FORBIDDEN_SCOPE: the key lacks the scope this operation needs",
+    "404": "No such object for this tenant (NOT_FOUND or the object's own *_NOT_FOUND code)",
+    "413": "REQUEST_TOO_LARGE: the body exceeds AOS_MAX_REQUEST_BYTES",
+    "422": "VALIDATION_ERROR (every problem with its path), JSON_NUMBER_TOO_LARGE or JSON_TOO_DEEP",
+    "500": "INTERNAL_ERROR: a bug; it was logged",
+    "503": "SERVICE_UNAVAILABLE: the database is unreachable; retry shortly",
+}
+CURSOR_INVALID = "CURSOR_INVALID: the cursor was not returned by this API"
+
+
+class ErrorStatusesPlugin(BasePlugin):
+    """Documents the errors every operation shares, by what the operation is: protected (401, 403),
+    about an object named in its path (404), with a body (400, 413, 422) or parameters (422), paged
+    (400 for a forged cursor), backed by the database (503); every one can fail with a 500."""
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None, **_: Any) -> None:
+        for operation in (operations or {}).values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            protected = operation.get("security") != []
+            params = [p for p in operation.get("parameters", []) if isinstance(p, dict)]
+            statuses = ["500"]
+            if protected:
+                statuses += ["401", "403", "503"]
+            if path and "{" in path:
+                statuses.append("404")
+            if "requestBody" in operation:
+                statuses += ["400", "413", "422"]
+            if params:
+                statuses.append("422")
+            for status in statuses:
+                if status not in responses:
+                    responses[status] = _problem_response(COMMON_ERRORS[status])
+            if _has_cursor(params) and "400" not in responses:
+                responses["400"] = _problem_response(CURSOR_INVALID)
+
+
+def _has_cursor(params: list[dict[str, Any]]) -> bool:
+    for p in params:
+        schema = p.get("schema")
+        if p.get("name") == "cursor" or (isinstance(schema, type) and "cursor" in getattr(schema, "_declared_fields", {})):
+            return True
+    return False
+
+
+def document_components(api: Api, registry: SkillRegistry) -> None:
+    """The components request bodies refer to: the plan format, with the skills of ``registry``."""
+    if "Plan" not in api.spec.components.schemas:
+        api.spec.components.schema("Plan", component=plan_json_schema(registry))
+
+
+def exact_nullable_reference(self: Any, field: ma.fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """A nullable nested schema as ``allOf: [$ref], nullable: true`` (the referenced object, or null).
+
+    For OpenAPI 3.0, apispec writes ``anyOf: [{type: object, nullable: true}, {$ref}]``, whose first branch
+    admits any object at all: the document would accept fields the server refuses."""
+    any_of = ret.get("anyOf")
+    if field.allow_none and isinstance(any_of, list) and {"type": "object", "nullable": True} in any_of:
+        rest = [s for s in any_of if s != {"type": "object", "nullable": True}]
+        if rest and all("$ref" in s for s in rest):
+            del ret["anyOf"]
+            return {"allOf": rest, "nullable": True}
+    return {}
+
+
 def use_problem_responses(api: Api) -> None:
-    """Document every error response of ``api`` (its ``default`` one included) as problem+json."""
-    if not any(isinstance(p, ProblemContentPlugin) for p in api.spec.plugins):
-        plugin = ProblemContentPlugin()
-        plugin.init_spec(api.spec)
-        api.spec.plugins = (*api.spec.plugins, plugin)
+    """Document every error response of ``api`` as problem+json, and the errors every operation shares."""
+    converter = api.ma_plugin.converter
+    if not any(getattr(f, "__func__", None) is exact_nullable_reference for f in converter.attribute_functions):
+        converter.add_attribute_function(exact_nullable_reference)
+    for cls in (ProblemContentPlugin, ErrorStatusesPlugin):
+        if not any(isinstance(p, cls) for p in api.spec.plugins):
+            plugin = cls()
+            plugin.init_spec(api.spec)
+            api.spec.plugins = (*api.spec.plugins, plugin)
     components = api.spec.components
     if "Problem" not in components.schemas:
         components.schema("Problem", schema=ProblemSchema)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from aos.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from aos.services.pagination import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT
 
 
 class PageArgsSchema(ma.Schema):
     limit = ma.fields.Integer(load_default=DEFAULT_LIMIT, validate=ma.validate.Range(min=1, max=MAX_LIMIT),
                               metadata={"description": f"Items per page (1 to {MAX_LIMIT})."})
-    cursor = ma.fields.String(load_default=None, metadata={
-        "description": "`next_cursor` of the previous page, unchanged; omit it for the first page."})
+    # the pattern is documented, not validated here: any cursor this API did not write is a 400 CURSOR_INVALID
+    cursor = ma.fields.String(load_default="", metadata={
+        "description": "`next_cursor` of the previous page, unchanged; omit it (or leave it empty) for the first "
+                       "page.",
+        "pattern": f"^[A-Za-z0-9_-]{{0,{MAX_CURSOR_CHARS}}}$"})
 
 
 def page_of(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:

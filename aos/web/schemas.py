@@ -7,31 +7,31 @@ from typing import Any
 
 import marshmallow as ma
 
+from aos.errors import AosError
+from aos.limits import MAX_BODY_DEPTH, too_deep, walk
 
-def storable_problem(value: Any) -> str | None:
-    """Why ``value`` (parsed JSON) cannot be stored in Postgres, or None.
+
+def storable_problem(value: Any) -> tuple[str, str, str] | None:
+    """(path, code, message) of the first thing in ``value`` (parsed JSON) Postgres cannot store, or None.
 
     Postgres refuses NUL characters in text and jsonb, lone UTF-16 surrogates cannot be
     encoded, and NaN/Infinity are not JSON: each would fail deep in the database as a 500.
+    A body nested deeper than MAX_BODY_DEPTH is refused before anything walks it recursively.
     Iterative, so a deeply nested body cannot exhaust the stack.
     """
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-        elif isinstance(v, str):
+    deep = too_deep(value, MAX_BODY_DEPTH)
+    if deep is not None:
+        return deep, "JSON_TOO_DEEP", f"nested deeper than {MAX_BODY_DEPTH} levels"
+    for path, v, _ in walk(value):
+        if isinstance(v, str):
             if "\x00" in v:
-                return "text must not contain NUL (\\u0000) characters"
+                return path, "VALIDATION_ERROR", "text must not contain NUL (\\u0000) characters"
             try:
                 v.encode("utf-8")
             except UnicodeEncodeError:
-                return "text must be valid Unicode (no lone surrogates)"
+                return path, "VALIDATION_ERROR", "text must be valid Unicode (no lone surrogates)"
         elif isinstance(v, float) and not math.isfinite(v):
-            return "numbers must be finite (NaN and Infinity are not JSON)"
+            return path, "VALIDATION_ERROR", "numbers must be finite (NaN and Infinity are not JSON)"
     return None
 
 
@@ -42,8 +42,28 @@ class BodySchema(ma.Schema):
     def _storable(self, data: Any, **_: Any) -> Any:
         problem = storable_problem(data)
         if problem:
-            raise ma.ValidationError(problem)
+            path, code, message = problem
+            raise AosError(code, f"{path}: {message}", problems=[{"path": path, "code": code, "message": message}])
         return data
+
+
+class FullMatch(ma.validate.Regexp):
+    """A Regexp validator that matches the whole string, as the OpenAPI ``pattern`` it documents does
+    (Python's ``$`` also matches before a final newline, which ECMA-262's does not)."""
+
+    def __call__(self, value: str) -> str:
+        if not isinstance(value, str) or self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
+
+
+PLAN_REF = "#/components/schemas/Plan"
+
+
+def plan_field(description: str = "The plan (docs/plans.md).", **kwargs: Any) -> ma.fields.Dict:
+    """A plan in a request body: validated by aos.plan (every problem with its path and code), documented
+    by the plan's JSON Schema (the ``Plan`` component, aos.plan.schema)."""
+    return ma.fields.Dict(metadata={"description": description, "allOf": [{"$ref": PLAN_REF}]}, **kwargs)
 
 
 def timestamp(**kwargs: Any) -> ma.fields.String:

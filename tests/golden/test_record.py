@@ -73,12 +73,17 @@ def test_another_tenants_run_is_not_found(tenant, worker, golden_key, aos_env):
         assert exc.value.code == "NOT_FOUND"
 
 
-def test_recording_without_a_secret_fails_before_reading_the_run(tenant, settings_env):
+def test_recording_without_a_secret_names_the_run_first_then_the_missing_setting(tenant, worker, settings_env):
     ctx, _ = tenant
+    run_id = run_plan(ctx, {"steps": [{"id": "a", "skill": "json.transform", "args": {"input": 1, "expr": "@"}}]})
     settings_env(AOS_GOLDEN_SECRET="")
+    for rid in (str(uuid.uuid4()), "not-a-uuid"):  # the run is looked up first
+        with pytest.raises(AosError) as exc:
+            golden.record_run(ctx, rid)
+        assert exc.value.code == "NOT_FOUND"
     with pytest.raises(AosError) as exc:
-        golden.record_run(ctx, uuid.uuid4())
-    assert exc.value.code == "GOLDEN_SECRET_MISSING"
+        golden.record_run(ctx, run_id)
+    assert exc.value.code == "GOLDEN_SECRET_MISSING" and "AOS_GOLDEN_SECRET" in exc.value.message
 
 
 def test_a_recorded_file_fails_verification_when_any_sampled_byte_changes(tenant, worker, golden_key, stubs):

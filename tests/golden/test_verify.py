@@ -143,3 +143,10 @@ def test_keyring_from_settings_reads_the_secret_and_the_old_keys(settings_env):
                             AOS_GOLDEN_KEYS=json.dumps({"k1": "s0"}))
     ring = KeyRing.from_settings(settings)
     assert ring.signing_key_id == "k2" and dict(ring.keys) == {"k1": "s0", "k2": "s1"}
+
+
+@pytest.mark.parametrize("data", [b'{"format": ' + b"9" * 5000 + b"}", b"[" * 100_000])
+def test_a_file_with_an_unreadable_number_or_endless_nesting_is_a_format_error(data):
+    with pytest.raises(AosError) as exc:
+        parse(data)
+    assert exc.value.code == "GOLDEN_FORMAT_INVALID"

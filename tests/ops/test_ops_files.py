@@ -221,3 +221,28 @@ def test_the_build_context_leaves_out_the_venv_git_caches_and_secrets():
     for rel in ("aos/cli/main.py", "migrations/versions/0001_initial_schema.py", "aos/migrations", "pyproject.toml",
                 "README.md", "config/aos.env.example", "aos/web/static/redoc/redoc.standalone.js"):
         assert not _ignored(rel, patterns), f"{rel} is needed by the image and ignored"
+def test_compose_reads_every_secret_from_its_env_file_with_no_default():
+    """No placeholder secret ships in the compose file: each comes from .env, and compose refuses to start
+    (the `:?` form) while one is missing; .env.example lists them, empty, and .env is never committed."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in text and ":-admin" not in text
+    compose = yaml.safe_load(text)
+    services, env = compose["services"], compose["x-aos-env"]
+    required = {"POSTGRES_PASSWORD", "AOS_SECRET_KEY", "AOS_GOLDEN_SECRET", "GRAFANA_ADMIN_PASSWORD",
+                "FLOWER_BASIC_AUTH"}
+    for name in required:
+        assert f"${{{name}:?" in text, name
+    assert "${POSTGRES_PASSWORD:?" in env["AOS_DATABASE_URL"] and ":aos@" not in env["AOS_DATABASE_URL"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    example = {line.split("=", 1)[0]: line.split("=", 1)[1]
+               for line in (ROOT / ".env.example").read_text().splitlines() if line and not line.startswith("#")}
+    assert set(example) == required and all(v == "" for v in example.values())
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    assert "Secrets for docker compose" in ops and "token_hex(32)" in ops
+
+
+def test_the_procfile_keeps_flower_on_loopback_unless_told():
+    lines = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    assert "0.0.0.0" not in lines["flower"] and "${FLOWER_ADDRESS:-127.0.0.1}" in lines["flower"]

@@ -3,17 +3,21 @@ starts), the session's own broker, an unreachable and an unmigrated database, a 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
-from aos.db.session import get_engine
+from aos.db.session import get_engine, libpq_url
 from aos.services.doctor import Finding, healthy, run_checks
 from tests.support.broker import PrivateRedis, _free_port, redis_server_executable
 
@@ -140,3 +144,29 @@ def test_a_setting_that_does_not_parse_is_the_finding(aos_env):
     findings = run_checks(_env(aos_env, AOS_DB_POOL_SIZE="many"))
     assert [(f.check, f.ok) for f in findings] == [("config", False)]
     assert "AOS_DB_POOL_SIZE" in findings[0].detail
+
+
+def test_each_postgres_connection_is_judged_by_its_role(aos_env, pg_url):
+    """A superuser connection fails (plan SQL would be refused on it), a least-privilege one passes, an
+    unreachable one fails without showing its URL, a connection shared by every tenant is reported."""
+    role = f"doctor_reader_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-for-doctor'")
+    reader = make_url(pg_url).set(username=role, password="pw-for-doctor").render_as_string(hide_password=False)
+    down = "postgresql://someone:hunter2@127.0.0.1:1/nothing"
+    tenant = str(uuid.uuid4())
+    conns = {"admin": {"url": pg_url, "tenants": [tenant]}, "reader": {"url": reader, "tenants": "*"},
+             "down": {"url": down, "tenants": [tenant]}}
+    try:
+        findings = _by_check(run_checks(_env(aos_env, AOS_PG_CONNECTIONS=json.dumps(conns))))
+    finally:
+        with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")
+    admin = findings["pg connection admin"]
+    assert not admin.ok and "superuser" in admin.detail and "PG_ROLE_TOO_POWERFUL" in admin.detail
+    assert "pg_read_server_files" in admin.fix
+    assert findings["pg connection reader"].ok
+    assert findings["pg connection reader scope"].level == "info" and "every tenant" in findings[
+        "pg connection reader scope"].detail
+    gone = findings["pg connection down"]
+    assert not gone.ok and "hunter2" not in gone.detail + (gone.fix or "") and "127.0.0.1" not in gone.detail

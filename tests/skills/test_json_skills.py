@@ -143,3 +143,11 @@ def test_known_jmespath_functions_still_validate():
     plan = {"steps": [{"id": "a", "skill": "json.transform",
                        "args": {"input": [3, 1], "expr": "sort(@) | [0] | to_string(@)"}}]}
     assert parse_plan(plan, default_registry()).steps[0].id == "a"
+
+
+@pytest.mark.parametrize("expr", ["[" * 700 + "a" + "]" * 700, "!" * 2000 + "a", "a" + " || a" * 60,
+                                  "a" + ".b" * 3000])
+def test_transform_refuses_an_expression_beyond_the_plan_limits_as_a_failed_step(expr):
+    """An expression that reaches the skill by reference meets the limits submission applies to literals."""
+    out = call("json.transform", {"input": {"a": 1}, "expr": expr})
+    assert out.status == "error" and out.error.code == "EXPR_TOO_COMPLEX", out.error

@@ -27,9 +27,17 @@ def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+READER = f"aos_reader_{uuid.uuid4().hex[:8]}"
+
+
+def as_role(url: str, role: str, password: str = SECRET) -> str:
+    return make_url(url).set(username=role, password=password).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="module")
-def db(pg_url) -> str:
-    """The scratch database with a table of typed rows."""
+def admin(pg_url) -> str:
+    """The scratch database with a table of typed rows, as the server's superuser (never given to the skill
+    except to show it is refused)."""
     with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS items")
         conn.execute("""CREATE TABLE items (
@@ -43,8 +51,21 @@ def db(pg_url) -> str:
     return pg_url
 
 
-def settings(connections: dict[str, str], **env: str):
-    return load_settings({"AOS_PG_CONNECTIONS": json.dumps(connections), **env})
+@pytest.fixture(scope="module")
+def db(admin) -> str:
+    """The scratch database as a least-privilege role: LOGIN, SELECT on items, nothing else."""
+    with psycopg.connect(libpq(admin), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {READER} LOGIN PASSWORD '{SECRET}'")
+        conn.execute(f"GRANT SELECT ON items TO {READER}")
+    yield as_role(admin, READER)
+    with psycopg.connect(libpq(admin), autocommit=True) as conn:
+        conn.execute(f"DROP OWNED BY {READER}")
+        conn.execute(f"DROP ROLE {READER}")
+
+
+def settings(connections: dict[str, str], tenants: dict[str, list[str]] | None = None, **env: str):
+    scoped = {name: {"url": url, "tenants": (tenants or {}).get(name, "*")} for name, url in connections.items()}
+    return load_settings({"AOS_PG_CONNECTIONS": json.dumps(scoped), **env})
 
 
 def query(db: str, args: dict, *, capabilities: dict | None = None, **env: str):
@@ -169,7 +190,7 @@ def _closed_port() -> int:
 
 
 def _bad_urls(db: str) -> list[str]:
-    wrong_port = f"postgresql://aos_reader:{SECRET}@127.0.0.1:{_closed_port()}/appdb"
+    wrong_port = f"postgresql://{READER}:{SECRET}@127.0.0.1:{_closed_port()}/appdb"
     wrong_db = make_url(db).set(database="no_such_db_4f2a", password=SECRET).render_as_string(hide_password=False)
     return [wrong_port, wrong_db]
 
@@ -203,3 +224,108 @@ def test_capability_policy_limits_connections(db):
 def test_bad_args_are_skill_args_invalid(db):
     assert query(db, {"sql": "SELECT 1", "max_rows": 0}).error.code == "SKILL_ARGS_INVALID"
     assert query(db, {"sql": "SELECT 1", "params": "1"}).error.code == "SKILL_ARGS_INVALID"
+
+
+# --- a role powerful enough to leave the database is refused (the read-only transaction does not stop it) ---
+
+def _role(admin: str, name: str, *grants: str) -> str:
+    with psycopg.connect(libpq(admin), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{SECRET}'")
+        for grant in grants:
+            conn.execute(grant.format(role=name))
+    return as_role(admin, name)
+
+
+@pytest.fixture
+def powerful(admin):
+    """Roles each too powerful in its own way; dropped afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    made = {
+        "superuser": admin,  # the session's embedded Postgres connects as its superuser
+        "reads files": _role(admin, f"files_{tag}", "GRANT pg_read_server_files TO {role}"),
+        "writes files": _role(admin, f"writer_{tag}", "GRANT pg_write_server_files TO {role}"),
+        "runs programs": _role(admin, f"program_{tag}", "GRANT pg_execute_server_program TO {role}"),
+        # not a superuser itself, but may SET ROLE to one
+        "may become a superuser": _role(admin, f"climber_{tag}", f"CREATE ROLE boss_{tag} SUPERUSER NOLOGIN",
+                                        f"GRANT boss_{tag} TO {{role}}"),
+        # inherits pg_read_server_files through a group
+        "inherits file reading": _role(admin, f"member_{tag}", f"CREATE ROLE readers_{tag} NOLOGIN",
+                                       f"GRANT pg_read_server_files TO readers_{tag}",
+                                       f"GRANT readers_{tag} TO {{role}}"),
+    }
+    yield made
+    with psycopg.connect(libpq(admin), autocommit=True) as conn:
+        for role in ("files", "writer", "program", "climber", "member", "boss", "readers"):
+            conn.execute(f"DROP ROLE IF EXISTS {role}_{tag}")
+
+
+@pytest.mark.parametrize("kind", ["superuser", "reads files", "writes files", "runs programs",
+                                  "may become a superuser", "inherits file reading"])
+def test_a_powerful_role_is_refused_before_any_plan_sql(db, powerful, kind):
+    url = powerful[kind]
+    ctx = SkillContext(run_id="r1", step_id="s1", attempt=1, tenant_id="t1",
+                       settings=settings({"main": url}), idempotency_key="r1:s1:1")
+    out, _ = invoke_skill(QUERY, {"connection": "main", "sql": "SELECT pg_read_file('/etc/hostname')"}, ctx)
+    assert out.status == "error" and out.error.code == "PG_ROLE_TOO_POWERFUL", out.error
+    assert out.error.retryable is False and "least-privilege" in out.error.message
+    assert url not in json.dumps(out.to_dict()) and SECRET not in json.dumps(out.to_dict())
+
+
+@pytest.mark.parametrize("sql", ["SELECT pg_read_file('/etc/hostname')",
+                                 "COPY (SELECT 1) TO PROGRAM 'id'",
+                                 "SELECT set_config('role', 'postgres', true), pg_read_file('/etc/hostname')"])
+def test_the_least_privilege_role_cannot_leave_the_database(db, sql):
+    out = query(db, {"sql": sql})
+    assert out.status == "error" and out.error.code in ("PG_QUERY_ERROR", "PG_READ_ONLY_VIOLATION"), out.error
+    assert out.error.details.get("sqlstate") in ("42501", "25006")  # insufficient privilege / read-only
+
+
+def test_a_query_cannot_lift_its_own_statement_timeout(db):
+    t0 = time.monotonic()
+    out = query(db, {"sql": "SELECT set_config('statement_timeout', '0', false), pg_sleep(5)"},
+                AOS_PG_QUERY_TIMEOUT_MS="300")
+    assert out.error.code == "PG_QUERY_TIMEOUT" and time.monotonic() - t0 < 3
+
+
+# --- connections are scoped to tenants (and agents); an unknown name lists only the usable ones ---------
+
+TENANT_A, TENANT_B = str(uuid.uuid4()), str(uuid.uuid4())
+
+
+def _scoped_query(db: str, tenant: str, name: str, capabilities: dict | None = None):
+    conns = {"a_sales": db, "a_hr": db, "b_secrets": db, "shared": db}
+    scopes = {"a_sales": [TENANT_A], "a_hr": [TENANT_A], "b_secrets": [TENANT_B]}  # shared: "*"
+    ctx = SkillContext(run_id="r1", step_id="s1", attempt=1, tenant_id=tenant, settings=settings(conns, scopes),
+                       idempotency_key="r1:s1:1", capabilities=capabilities or {})
+    return invoke_skill(QUERY, {"connection": name, "sql": "SELECT 1 AS one"}, ctx)[0]
+
+
+def test_a_tenant_uses_its_own_and_shared_connections_only(db):
+    assert _scoped_query(db, TENANT_A, "a_sales").output["rows"] == [[1]]
+    assert _scoped_query(db, TENANT_B, "shared").output["rows"] == [[1]]
+    other = _scoped_query(db, TENANT_A, "b_secrets")
+    assert other.error.code == "PG_CONNECTION_UNKNOWN"  # exactly as if it did not exist
+    assert other.error.details["known"] == ["a_hr", "a_sales", "shared"]
+    assert "b_secrets" not in other.error.message.split("(known")[1]
+    assert _scoped_query(db, TENANT_B, "a_sales").error.details["known"] == ["b_secrets", "shared"]
+
+
+def test_an_agents_capability_narrows_what_the_tenant_may_use(db):
+    caps = {"db_connections": ["a_sales"]}
+    assert _scoped_query(db, TENANT_A, "a_sales", caps).output["rows"] == [[1]]
+    denied = _scoped_query(db, TENANT_A, "a_hr", caps)
+    assert denied.error.code == "CAPABILITY_DENIED" and denied.error.details["allowed"] == ["a_sales"]
+    # naming another tenant's connection in the policy grants nothing, and confirms nothing
+    sneaky = _scoped_query(db, TENANT_A, "b_secrets", {"db_connections": ["a_sales", "b_secrets"]})
+    assert sneaky.error.code == "PG_CONNECTION_UNKNOWN" and sneaky.error.details["known"] == ["a_sales"]
+
+
+@pytest.mark.parametrize("value", ['{"main": "postgresql://u@h/db"}', '{"main": {"url": "postgresql://u@h/db"}}',
+                                   '{"main": {"url": "postgresql://u@h/db", "tenants": ["acme"]}}',
+                                   '{"main": {"url": "mysql://u@h/db", "tenants": "*"}}'])
+def test_an_unscoped_or_malformed_connection_is_a_config_error(value):
+    from aos.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_settings({"AOS_PG_CONNECTIONS": value})
+    assert str(err.value).startswith("AOS_PG_CONNECTIONS is invalid") and "u@h" not in str(err.value)

@@ -8,7 +8,7 @@ Routes map ``"METHOD /path"`` or ``"/path"`` (any method) to a ``Reply`` or to a
 function ``(RecordedRequest) -> Reply`` for answers that depend on the request.
 Every request received is recorded (method, path, query, headers, body), also
 the ones no route answers (those get a 404). The server binds
-``127.0.0.1:0`` (or the ``host`` given) so tests never collide on a port.
+``127.0.0.1:0`` (or the ``host`` and ``port`` given) so tests never collide on a port.
 """
 
 from __future__ import annotations
@@ -71,12 +71,12 @@ class HttpTestServer:
 
     __test__ = False
 
-    def __init__(self, routes: Mapping[str, Handler] | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, routes: Mapping[str, Handler] | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.routes: dict[str, Handler] = dict(routes or {})
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, 0), _handler_class(self))
+        self._httpd = ThreadingHTTPServer((host, port), _handler_class(self))
         self._httpd.daemon_threads = True
         # a short poll interval: shutdown() waits up to one interval, once per test
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
@@ -119,9 +119,10 @@ class HttpTestServer:
 
 
 @contextmanager
-def serve_http(routes: Mapping[str, Handler] | None = None, host: str = "127.0.0.1") -> Iterator[HttpTestServer]:
-    """Run an HttpTestServer for the duration of a ``with`` block."""
-    server = HttpTestServer(routes, host).start()
+def serve_http(routes: Mapping[str, Handler] | None = None, host: str = "127.0.0.1",
+               port: int = 0) -> Iterator[HttpTestServer]:
+    """Run an HttpTestServer for the duration of a ``with`` block (``port`` 0: a free one)."""
+    server = HttpTestServer(routes, host, port).start()
     try:
         yield server
     finally:

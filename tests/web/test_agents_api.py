@@ -41,7 +41,7 @@ def test_create_read_list_and_conflict(client, aos_env):
     ({"name": "x" * 101}, "$.name"),
     ({"name": "ok", "capabilities": {"teleport": True}}, "$.capabilities.teleport"),
     ({"name": "ok", "capabilities": {"allowed_skills": "json.transform"}}, "$.capabilities.allowed_skills"),
-    ({"name": "ok", "capabilities": {"http_hosts": [1]}}, "$.capabilities.http_hosts"),
+    ({"name": "ok", "capabilities": {"http_hosts": [1]}}, "$.capabilities.http_hosts[0]"),
     ({"name": "ok", "capabilities": {"max_cost_usd": -1}}, "$.capabilities.max_cost_usd"),
     ({"name": "ok", "capabilities": {"max_cost_usd": True}}, "$.capabilities.max_cost_usd"),
     ({"name": "ok", "colour": "red"}, "$.colour"),

@@ -4,6 +4,7 @@ code; another tenant's run is a 404."""
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 
 import pytest
@@ -13,6 +14,7 @@ from aos.golden.verify import encode, parse
 from aos.services import golden
 from aos.services.runs import submit_run
 from tests.golden.helpers import SECRET, mixed_plan, run_plan, running_stubs
+from tests.web.api_helpers import new_tenant
 
 TRANSFORM = {"name": "api-golden", "inputs": {"n": 3},
              "steps": [{"id": "a", "skill": "json.transform", "args": {"input": {"$ref": "inputs.n"}, "expr": "@"}},
@@ -118,3 +120,55 @@ def test_a_document_signed_with_another_secret_does_not_replay(client, tenant, w
     forged = seal(doc["body"], KeyRing("test-k1", {"test-k1": "not-the-server-secret"}))
     resp = client.post("/api/v1/golden/replay", json={"document": forged}, headers=_auth(key))
     assert resp.status_code == 422 and resp.json["code"] == "GOLDEN_SIGNATURE_INVALID"
+
+
+def test_recording_answers_auth_then_the_run_then_what_to_configure(client, tenant, worker, settings_env):
+    """The checks in the order a caller can act on them; a missing key is the server's 503, not a 500."""
+    ctx, key = tenant
+    run_id = run_plan(ctx, TRANSFORM)
+    other_ctx, other_key = new_tenant()
+    settings_env(AOS_GOLDEN_SECRET="")
+    assert client.post(f"/api/v1/runs/{run_id}/golden").json["code"] == "AUTH_MISSING"
+    for rid in ("not-a-uuid", str(uuid.uuid4())):
+        resp = client.post(f"/api/v1/runs/{rid}/golden", headers=_auth(key))
+        assert (resp.status_code, resp.json["code"]) == (404, "NOT_FOUND"), rid
+    resp = client.post(f"/api/v1/runs/{run_id}/golden", headers=_auth(other_key))
+    assert (resp.status_code, resp.json["code"]) == (404, "NOT_FOUND")
+    resp = client.post(f"/api/v1/runs/{run_id}/golden", headers=_auth(key))
+    assert (resp.status_code, resp.content_type, resp.json["code"]) == \
+        (503, "application/problem+json", "GOLDEN_SECRET_MISSING")
+    assert "AOS_GOLDEN_SECRET" in resp.json["detail"]
+    resp = client.post("/api/v1/golden/verify", json={"document": {}}, headers=_auth(key))
+    assert (resp.status_code, resp.json["code"]) == (422, "GOLDEN_FORMAT_INVALID")  # the document first
+
+
+def test_a_replay_not_final_in_time_is_202_with_a_report_to_poll(client, tenant, worker, golden_key):
+    """The request does not hold its thread for the replay run: past timeout_s it answers 202."""
+    from aos.web.slots import LONG_REQUESTS
+
+    ctx, key = tenant
+    doc = golden.record_run(ctx, run_plan(ctx, TRANSFORM))
+    held = LONG_REQUESTS.active()
+    resp = client.post("/api/v1/golden/replay", json={"document": doc, "timeout_s": 0}, headers=_auth(key))
+    assert resp.status_code == 202, resp.json
+    pending = resp.json
+    assert pending["status"] in ("queued", "running") and resp.headers["Location"] == pending["report"]
+    assert LONG_REQUESTS.active() == held  # the wait's slot is given back
+    report = None
+    for _ in range(300):
+        r = client.post(pending["report"], json={"document": doc}, headers=_auth(key))
+        assert r.status_code in (200, 202), r.json
+        if r.status_code == 200:
+            report = r.json
+            break
+        time.sleep(0.2)
+    assert report is not None and report["identical"] is True and report["run_id"] == pending["run_id"]
+    # the report compares a replay with its own document only; another tenant sees no such run
+    other_doc = golden.record_run(ctx, run_plan(ctx, {**TRANSFORM, "name": "another"}))
+    r = client.post(pending["report"], json={"document": other_doc}, headers=_auth(key))
+    assert (r.status_code, r.json["code"]) == (409, "CONFLICT")
+    _, stranger = new_tenant()
+    r = client.post(pending["report"], json={"document": doc}, headers=_auth(stranger))
+    assert (r.status_code, r.json["code"]) == (404, "NOT_FOUND")
+    r = client.post("/api/v1/golden/replay", json={"document": doc, "timeout_s": 61}, headers=_auth(key))
+    assert (r.status_code, r.json["code"]) == (422, "VALIDATION_ERROR")  # no wait longer than a request may hold

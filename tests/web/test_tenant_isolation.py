@@ -29,6 +29,7 @@ ENDPOINTS = [
     ("POST", "/api/v1/runs/{queued_run_id}/cancel", None),
     ("POST", "/api/v1/runs/{failed_run_id}/resume", None),
     ("POST", "/api/v1/runs/{run_id}/golden", None),
+    ("POST", "/api/v1/golden/replay/{run_id}/report", {"document": {}}),
     ("GET", "/api/v1/workflows/{name}", None),
     ("GET", "/api/v1/workflows/{name}/versions", None),
     ("GET", "/api/v1/workflows/{name}/versions/{version}", None),

@@ -26,8 +26,10 @@ from aos.skills.base import (
     SkillError,
     SkillResult,
 )
+from aos.skills.egress import EgressPolicy
 from aos.skills.llm import pricing
 from aos.skills.llm.providers import (
+    ANTHROPIC_DEFAULT_BASE_URL,
     OPENAI_DEFAULT_BASE_URL,
     Completion,
     LlmRequest,
@@ -37,7 +39,6 @@ from aos.skills.llm.providers import (
     import_sdks,
     parse_recorded,
 )
-from aos.skills.ssrf import AllowList, check_host, host_matches
 from aos.values import Usage
 
 PROVIDERS = ("anthropic", "openai", "openai_compatible", "offline")
@@ -223,21 +224,25 @@ class LlmComplete(Skill):
     def _complete(self, provider: str, req: LlmRequest, args: Mapping[str, Any], ctx: SkillContext) -> Completion:
         settings = ctx.settings
         timeout_s = ctx.timeout_s or DEFAULT_TIMEOUT_S
+        # every provider connects through the guarded transport; the endpoints the operator configured are
+        # trusted hosts (a local model server is fine), anything a plan chose is vetted like http.request
+        operator = EgressPolicy.of(settings)
         if provider == "offline":
             return complete_offline(req)
         if provider == "anthropic":
             if not settings.anthropic_api_key:
                 raise SkillError("LLM_NOT_CONFIGURED", "Anthropic is not configured: set AOS_ANTHROPIC_API_KEY, "
                                  "or use provider \"offline\" (AOS_LLM_PROVIDER=offline) for a demo")
-            return complete_anthropic(req, api_key=settings.anthropic_api_key,
-                                      base_url=settings.anthropic_base_url, timeout_s=timeout_s)
+            url = settings.anthropic_base_url or ANTHROPIC_DEFAULT_BASE_URL
+            return complete_anthropic(req, api_key=settings.anthropic_api_key, base_url=url, timeout_s=timeout_s,
+                                      policy=operator.trusting(_host_of(url)))
         if provider == "openai":
             if not settings.openai_api_key:
                 raise SkillError("LLM_NOT_CONFIGURED", "OpenAI is not configured: set AOS_OPENAI_API_KEY, "
                                  "or use provider \"offline\" (AOS_LLM_PROVIDER=offline) for a demo")
-            return complete_openai(req, provider="openai", api_key=settings.openai_api_key,
-                                   base_url=settings.openai_base_url or OPENAI_DEFAULT_BASE_URL,
-                                   timeout_s=timeout_s)
+            url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
+            return complete_openai(req, provider="openai", api_key=settings.openai_api_key, base_url=url,
+                                   timeout_s=timeout_s, policy=operator.trusting(_host_of(url)))
         base_url = args.get("base_url") or settings.openai_base_url
         if not base_url:
             raise SkillError("LLM_NOT_CONFIGURED", "openai_compatible needs a server: set AOS_OPENAI_BASE_URL "
@@ -245,25 +250,17 @@ class LlmComplete(Skill):
         # a plan-chosen base_url never receives the configured OpenAI key: a plan must not be able
         # to send AOS's secret to a host of its choosing
         trusted = not args.get("base_url") or args["base_url"] == settings.openai_base_url
-        if not trusted:
-            _check_plan_base_url(base_url, ctx)
+        policy = operator.trusting(_host_of(base_url)) if trusted else EgressPolicy.of(settings, ctx.capabilities)
         key = settings.openai_api_key if trusted and settings.openai_api_key else "not-needed"
         return complete_openai(req, provider="openai_compatible", api_key=key, base_url=base_url,
-                               timeout_s=timeout_s)
+                               timeout_s=timeout_s, policy=policy)
 
 
-def _check_plan_base_url(base_url: str, ctx: SkillContext) -> None:
-    """A plan-chosen server passes the same gate as http.request: the agent's http_hosts capability and the
-    SSRF guard (no private, loopback or metadata address unless AOS_HTTP_ALLOW_HOSTS allows it). The SDK
-    then resolves the name again, so unlike http.request the address is not pinned: DNS rebinding stays a
-    residual risk, written in docs/architecture.md "Known limits"."""
-    url = httpx.URL(base_url)
-    host = url.host
-    allowed = ctx.capabilities.get("http_hosts") if ctx.capabilities else None
-    if allowed is not None and not any(host_matches(host, p) for p in allowed):
-        raise SkillError("CAPABILITY_DENIED", f"the agent may not reach host {host!r} (capability http_hosts)",
-                         details={"host": host, "capability": "http_hosts"})
-    check_host(host, url.port or (443 if url.scheme == "https" else 80), AllowList.parse(ctx.settings.http_allow_hosts))
+def _host_of(url: str) -> str:
+    try:
+        return httpx.URL(url).host
+    except httpx.InvalidURL:
+        raise SkillError("LLM_NOT_CONFIGURED", "the configured LLM base URL does not parse") from None
 
 
 SKILLS: list[Skill] = [LlmComplete()]

@@ -2,9 +2,13 @@
 
 Each adapter makes exactly one HTTP request: the SDK clients are built with
 ``max_retries=0`` because the AOS engine owns retries (backoff with seeded
-jitter, budgets, the catalog's verdict). Every SDK failure becomes a
-``SkillError`` with an ``LLM_*`` code; messages and details are scrubbed of the
-API key (OpenAI echoes part of a wrong key in its 401 message).
+jitter, budgets, the catalog's verdict), and with an ``http_client`` of
+aos.skills.egress: every connection is vetted by the SSRF guard and goes to the
+address it vetted, and no redirect is followed (an LLM API does not redirect; a
+3xx is the provider error it is). Every SDK failure becomes a ``SkillError``
+with an ``LLM_*`` code, or the guard's own code when the guard refused;
+messages and details are scrubbed of the API key (OpenAI echoes part of a
+wrong key in its 401 message).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aos.skills.base import SkillError
+from aos.skills.egress import EgressPolicy, guarded_client2, refusal_in
 from aos.skills.retry_after import parse_retry_after
 
 ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -133,6 +138,9 @@ def _status_code_for(status: int, etype: str | None, ecode: str | None, message:
 def _sdk_failure(provider: str, sdk: Any, exc: Exception, base_url: str,
                  secrets: tuple[str | None, ...]) -> SkillError:
     """Map one SDK exception (anthropic or openai module ``sdk``) to a SkillError."""
+    refused = refusal_in(exc)
+    if refused is not None:  # the guarded transport said no (HTTP_SSRF_BLOCKED, CAPABILITY_DENIED, …)
+        return refused
     if isinstance(exc, sdk.APITimeoutError):
         return SkillError("LLM_TIMEOUT", f"{provider}: no answer from {_host(base_url)} within the timeout",
                           details={"provider": provider})
@@ -140,6 +148,12 @@ def _sdk_failure(provider: str, sdk: Any, exc: Exception, base_url: str,
         cause = scrub(str(exc.__cause__ or exc), secrets)
         return SkillError("LLM_CONNECTION_ERROR", f"{provider}: cannot reach {_host(base_url)}: {cause}",
                           details={"provider": provider, "base_url": _host(base_url)})
+    if isinstance(exc, sdk.APIStatusError) and 300 <= exc.status_code < 400:
+        location = exc.response.headers.get("location", "")
+        return SkillError("LLM_PROVIDER_ERROR", f"{provider}: {_host(base_url)} answered {exc.status_code} "
+                          f"(a redirect{' to ' + _host(location) if location.startswith('http') else ''}); AOS "
+                          "does not follow redirects from an LLM API: configure its final base URL",
+                          details={"provider": provider, "status": exc.status_code})
     if isinstance(exc, sdk.APIStatusError):
         status = exc.status_code
         etype, ecode, emsg = _error_fields(exc.body)
@@ -173,7 +187,8 @@ def _json_body(http_response: Any, provider: str) -> Any:
         raise _malformed(provider, "the body is not JSON") from None
 
 
-def complete_anthropic(req: LlmRequest, *, api_key: str, base_url: str | None, timeout_s: float) -> Completion:
+def complete_anthropic(req: LlmRequest, *, api_key: str, base_url: str | None, timeout_s: float,
+                       policy: EgressPolicy) -> Completion:
     """One Messages API call through the official SDK."""
     url = base_url or ANTHROPIC_DEFAULT_BASE_URL
     kwargs: dict[str, Any] = {"model": req.model, "max_tokens": req.max_tokens, "messages": req.messages}
@@ -189,7 +204,8 @@ def complete_anthropic(req: LlmRequest, *, api_key: str, base_url: str | None, t
     anthropic = sdk("anthropic")
     try:
         # base_url is always explicit so ANTHROPIC_* variables outside AOS's config never redirect calls
-        with anthropic.Anthropic(api_key=api_key, base_url=url, max_retries=0, timeout=timeout_s) as client:
+        with guarded_client2(policy) as http, anthropic.Anthropic(
+                api_key=api_key, base_url=url, max_retries=0, timeout=timeout_s, http_client=http) as client:
             response = client.messages.with_raw_response.create(**kwargs)
     except anthropic.AnthropicError as exc:
         raise _sdk_failure("anthropic", anthropic, exc, url, (api_key,)) from None
@@ -215,7 +231,7 @@ _OPENAI_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_
 
 
 def complete_openai(req: LlmRequest, *, provider: str, api_key: str, base_url: str,
-                    timeout_s: float) -> Completion:
+                    timeout_s: float, policy: EgressPolicy) -> Completion:
     """One Chat Completions call through the official SDK (OpenAI or a compatible server)."""
     messages = list(req.messages)
     system = req.system_prompt()
@@ -235,7 +251,8 @@ def complete_openai(req: LlmRequest, *, provider: str, api_key: str, base_url: s
         kwargs["stop"] = req.stop
     openai = sdk("openai")
     try:
-        with openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s) as client:
+        with guarded_client2(policy) as http, openai.OpenAI(
+                api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s, http_client=http) as client:
             response = client.chat.completions.with_raw_response.create(**kwargs)
     except openai.OpenAIError as exc:
         raise _sdk_failure(provider, openai, exc, base_url, (api_key,)) from None

@@ -27,6 +27,7 @@ require_scopes(blp)
 class Agents(MethodView):
     @blp.arguments(AgentCreateSchema)
     @blp.response(201, AgentSchema)
+    @blp.alt_response(409, description="CONFLICT: an agent of this tenant already has that name")
     def post(self, body):  # noqa: ANN001, ANN201
         """Create an agent with a capability policy (409 when the name is taken).
 

@@ -5,25 +5,30 @@ from __future__ import annotations
 import marshmallow as ma
 
 from aos.db.models import RUN_STATUSES
+from aos.services.agents import NAME, NAME_LENGTH, NAME_RULE
 from aos.web.pagination import PageArgsSchema, page_of
-from aos.web.schemas import BodySchema, timestamp
+from aos.web.schemas import BodySchema, FullMatch, timestamp
+
+
+def _names(description: str) -> ma.fields.List:
+    return ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=1)), metadata={"description": description})
 
 
 class CapabilitiesSchema(ma.Schema):
     """An agent's capability policy; an absent key means "not restricted"."""
 
-    allowed_skills = ma.fields.List(ma.fields.String(), metadata={"description": "Skill names it may use."})
-    http_hosts = ma.fields.List(ma.fields.String(), metadata={
-        "description": "Hosts it may reach: `name`, `*.suffix` or `*`."})
-    db_connections = ma.fields.List(ma.fields.String(), metadata={
-        "description": "Named postgres.query connections it may use."})
-    max_cost_usd = ma.fields.Float(metadata={"description": "The largest budget.max_cost_usd of its runs."})
+    allowed_skills = _names("Skill names it may use.")
+    http_hosts = _names("Hosts it may reach: `name`, `*.suffix` or `*`.")
+    db_connections = _names("Named postgres.query connections it may use.")
+    max_cost_usd = ma.fields.Float(validate=ma.validate.Range(min=0), metadata={
+        "description": "The largest budget.max_cost_usd of its runs."})
 
 
 class AgentCreateSchema(BodySchema):
-    name = ma.fields.String(required=True, metadata={"description": "Unique in the tenant; 1 to 100 characters."})
-    capabilities = ma.fields.Dict(load_default=None, allow_none=True, metadata={
-        "description": "allowed_skills, http_hosts, db_connections (lists of strings), max_cost_usd (number)."})
+    name = ma.fields.String(required=True, validate=[ma.validate.Length(*NAME_LENGTH), FullMatch(NAME, error=NAME_RULE)],
+                            metadata={"description": f"Unique in the tenant: {NAME_RULE}."})
+    capabilities = ma.fields.Nested(CapabilitiesSchema, load_default=None, allow_none=True, metadata={
+        "description": "What the agent may do; an absent key means not restricted."})
 
 
 class AgentSchema(ma.Schema):

@@ -28,7 +28,7 @@ class DeadLetters(MethodView):
     @blp.alt_response(400, response="BAD_REQUEST", description="The cursor is not one this API returned")
     def get(self, args):  # noqa: ANN001, ANN201
         """List this tenant's dead letters, newest first (filter by status and kind)."""
-        return service.list_dead_letters(current_tenant().tenant_id, status=args["status"], kind=args["kind"],
+        return service.list_dead_letters(current_tenant().tenant_id, status=args.get("status"), kind=args.get("kind"),
                                          limit=args["limit"], cursor=args["cursor"])
 
 

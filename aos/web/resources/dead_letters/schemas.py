@@ -10,9 +10,9 @@ from aos.web.schemas import timestamp
 
 
 class DeadLetterListArgsSchema(PageArgsSchema):
-    status = ma.fields.String(load_default=None, validate=ma.validate.OneOf(DEAD_LETTER_STATUSES),
+    status = ma.fields.String(validate=ma.validate.OneOf(DEAD_LETTER_STATUSES),
                               metadata={"description": "Only dead letters with this status."})
-    kind = ma.fields.String(load_default=None, validate=ma.validate.OneOf(DEAD_LETTER_KINDS),
+    kind = ma.fields.String(validate=ma.validate.OneOf(DEAD_LETTER_KINDS),
                             metadata={"description": "Only dead letters of this kind: step, outbox or task."})
 
 

@@ -6,14 +6,14 @@ Public (no API key): every problem+json response links its `type` here.
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from aos.errors import AosError
 from aos.runtime.catalog import CATALOG
 from aos.services.failures import catalog_entry_view
+from aos.web.blueprint import ApiBlueprint
 from aos.web.resources.errors.schemas import CatalogEntrySchema, CatalogSchema
 
-blp = Blueprint("errors", __name__, url_prefix="/api/v1/errors", description="The failure catalog")
+blp = ApiBlueprint("errors", __name__, url_prefix="/api/v1/errors", description="The failure catalog")
 
 
 @blp.route("")

@@ -4,26 +4,38 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from aos.golden import FORMAT
+from aos.web.schemas import BodySchema, plan_field
+
+# the longest a request may hold an API thread waiting for a replay run: past it, 202 and a report to poll
+MAX_WAIT_S = 60.0
+
 
 class GoldenDocumentSchema(ma.Schema):
-    format = ma.fields.String(required=True, metadata={"description": "aos.golden/1"})
+    """A golden document: canonical JSON, signed (docs/golden.md)."""
+
+    format = ma.fields.String(required=True, validate=ma.validate.OneOf([FORMAT]),
+                              metadata={"description": "The format version."})
     key_id = ma.fields.String(required=True, metadata={"description": "Id of the key that signed."})
     hash = ma.fields.String(required=True, metadata={"description": "SHA-256 of the canonical body."})
     signature = ma.fields.String(required=True, metadata={"description": "HMAC-SHA256 (hex), see docs/golden.md."})
     body = ma.fields.Dict(required=True, metadata={"description": "Plan, inputs, steps with their hashes."})
 
 
-class GoldenVerifySchema(ma.Schema):
-    document = ma.fields.Dict(required=True, metadata={"description": "A golden document, as recorded."})
+_DOCUMENT = {"description": "A golden document, as recorded.", "allOf": [{"$ref": "#/components/schemas/GoldenDocument"}]}
 
 
-class GoldenReplaySchema(ma.Schema):
-    document = ma.fields.Dict(required=True, metadata={"description": "A golden document, as recorded."})
-    plan = ma.fields.Dict(load_default=None, metadata={
-        "description": "Replay this plan instead of the recorded one, against the same recording "
-                       "(does an edited plan still give the recorded results?)."})
-    timeout_s = ma.fields.Float(load_default=None, validate=ma.validate.Range(min=0, max=3600), metadata={
-        "description": "How long to wait for the replay run (default AOS_GOLDEN_REPLAY_TIMEOUT_S)."})
+class GoldenVerifySchema(BodySchema):
+    document = ma.fields.Dict(required=True, metadata=_DOCUMENT)
+
+
+class GoldenReplaySchema(BodySchema):
+    document = ma.fields.Dict(required=True, metadata=_DOCUMENT)
+    plan = plan_field("Replay this plan instead of the recorded one, against the same recording "
+                      "(does an edited plan still give the recorded results?).", load_default=None)
+    timeout_s = ma.fields.Float(load_default=None, validate=ma.validate.Range(min=0, max=MAX_WAIT_S), metadata={
+        "description": f"How long this request waits for the replay run (at most {MAX_WAIT_S:.0f} s; default "
+                       "AOS_GOLDEN_REPLAY_TIMEOUT_S); past it the answer is 202 and the run goes on."})
 
 
 class VerifiedSchema(ma.Schema):
@@ -59,3 +71,13 @@ class ReplayReportSchema(ma.Schema):
     steps = ma.fields.List(ma.fields.Nested(StepVerdictSchema))
     divergence = ma.fields.Nested(DivergenceSchema, allow_none=True,
                                   metadata={"description": "The first divergence, or null."})
+
+
+class ReplayPendingSchema(ma.Schema):
+    """A replay whose run is not final yet."""
+
+    run_id = ma.fields.String(required=True, metadata={"description": "The replay run."})
+    status = ma.fields.String(required=True, metadata={"description": "queued or running"})
+    report = ma.fields.String(required=True, metadata={
+        "description": "POST the same document here for the comparison once the run is final."})
+    run = ma.fields.String(required=True, metadata={"description": "The replay run's resource."})

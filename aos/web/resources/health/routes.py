@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from aos.db.session import get_engine
+from aos.web.blueprint import ApiBlueprint
 from aos.web.errors import problem
 from aos.web.resources.health.schemas import HealthSchema, ReadySchema
 
-blp = Blueprint("health", __name__, description="Liveness and readiness probes")
+blp = ApiBlueprint("health", __name__, description="Liveness and readiness probes")
 
 
 @blp.route("/healthz")

@@ -19,6 +19,7 @@ from aos.web.resources.runs.schemas import (
     TimelineArgsSchema,
     TimelineSchema,
 )
+from aos.web.slots import LONG_REQUESTS
 from aos.web.sse import run_event_stream
 
 # one server-sent event as a client parses it (comments are not events)
@@ -40,6 +41,9 @@ def _publisher():  # noqa: ANN202
 class Runs(MethodView):
     @blp.arguments(RunCreateSchema)
     @blp.response(201, RunSchema)
+    @blp.alt_response(402, description="BUDGET_EXCEEDED: the plan has more steps than its budget.max_steps")
+    @blp.alt_response(403, description="CAPABILITY_DENIED: the agent may not do what the plan asks (or FORBIDDEN_SCOPE)")
+    @blp.alt_response(404, description="AGENT_NOT_FOUND or NOT_FOUND: no such agent_id for this tenant")
     def post(self, body):  # noqa: ANN001, ANN201
         """Submit a plan as a new run.
 
@@ -86,6 +90,9 @@ class RunTimeline(MethodView):
 class RunEvents(MethodView):
     @blp.arguments(TimelineArgsSchema, location="query")
     @blp.arguments(LastEventIdSchema, location="headers")
+    @blp.alt_response(429, description="RATE_LIMITED: this key (AOS_LONG_REQUESTS_PER_KEY) or this server process "
+                                       "(AOS_LONG_REQUESTS_PER_PROCESS) holds as many streams as allowed; "
+                                       "Retry-After says when to try again")
     @blp.doc(responses={"200": {"description": "Server-sent events: one per timeline event (`id`, `event` = "
                                                "its type, `data` = the Event JSON), `: keepalive` comments, and "
                                                "`event: end` with the RunSummary once the run is final.",
@@ -100,9 +107,16 @@ class RunEvents(MethodView):
         tenant = current_tenant()
         after_id = max(args["after_id"], headers["last_event_id"])
         run_service.poll_events(tenant, run_id, after_id, limit=0)  # 404 now, not inside the stream
-        stream = stream_with_context(run_event_stream(tenant, run_id, after_id))
-        return Response(stream, mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        # a slot first: 429 at once rather than a thread kept; given back when the stream closes
+        ticket = LONG_REQUESTS.ticket(str(tenant.key_id), "live event streams and replay waits")
+        try:
+            stream = stream_with_context(run_event_stream(tenant, run_id, after_id))
+            response = Response(stream, mimetype="text/event-stream",
+                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        except BaseException:
+            ticket.release()
+            raise
+        return ticket.bind(response)
 
 
 @blp.route("/<run_id>/steps/<step_id>")
@@ -126,6 +140,7 @@ class RunStepOutput(MethodView):
 @blp.route("/<run_id>/cancel")
 class RunCancel(MethodView):
     @blp.response(200, RunSchema)
+    @blp.alt_response(409, description="RUN_ALREADY_FINISHED or CONFLICT: the run is already final")
     def post(self, run_id):  # noqa: ANN001, ANN201
         """Cancel a queued or running run: no step starts after this returns (409 when already final)."""
         return run_service.cancel_run(current_tenant(), run_id, _publisher())
@@ -134,6 +149,8 @@ class RunCancel(MethodView):
 @blp.route("/<run_id>/resume")
 class RunResume(MethodView):
     @blp.response(200, RunSchema)
+    @blp.alt_response(409, description="RUN_NOT_RESUMABLE or CONFLICT: only a failed, cancelled or dead-lettered "
+                                       "run resumes")
     def post(self, run_id):  # noqa: ANN001, ANN201
         """Resume a failed, cancelled or dead-lettered run from its first unfinished step (409 otherwise)."""
         return run_service.resume_run(current_tenant(), run_id, _publisher())

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Any
 
 import marshmallow as ma
 
 from aos.db.models import RUN_STATUSES
+from aos.errors import AosError
+from aos.redaction import redact_args, redact_value
 from aos.services.workflows import NAME as WORKFLOW_NAME
 from aos.services.workflows import NAME_RULE
+from aos.skills.registry import default_registry
 from aos.web.pagination import PageArgsSchema, page_of
-from aos.web.schemas import BodySchema, timestamp
+from aos.web.schemas import BodySchema, FullMatch, plan_field, timestamp
 
 _BIGINT = 2**63 - 1
 
 
 class RunCreateSchema(BodySchema):
-    plan = ma.fields.Dict(required=True, metadata={"description": "The plan: inputs, budget and steps (docs/plans.md)."})
+    plan = plan_field(required=True)
     inputs = ma.fields.Dict(load_default=None, allow_none=True,
                             metadata={"description": "Overrides of the plan's inputs."})
     agent_id = ma.fields.UUID(load_default=None, allow_none=True,
@@ -26,7 +30,7 @@ class RunCreateSchema(BodySchema):
 class RunListArgsSchema(PageArgsSchema):
     status = ma.fields.String(validate=ma.validate.OneOf(RUN_STATUSES))
     agent_id = ma.fields.UUID(metadata={"description": "Only the runs of this agent."})
-    workflow = ma.fields.String(validate=ma.validate.Regexp(WORKFLOW_NAME, error=NAME_RULE),
+    workflow = ma.fields.String(validate=FullMatch(WORKFLOW_NAME, error=NAME_RULE),
                                 metadata={"description": "Only the runs of this stored workflow (any version)."})
     created_after = ma.fields.AwareDateTime(default_timezone=UTC, metadata={
         "description": "Only runs created at or after this time (ISO 8601; without an offset, UTC)."})
@@ -95,9 +99,25 @@ class AttemptSchema(ma.Schema):
     duration_ms = ma.fields.Float(required=True, allow_none=True)
 
 
+def _skill(ref: str) -> Any:
+    try:
+        return default_registry().resolve(ref)
+    except AosError:
+        return None  # a skill this process does not know: its args are still redacted by name
+
+
 class StepDetailSchema(StepSchema):
     attempts = ma.fields.List(ma.fields.Nested(AttemptSchema), required=True,
-                              metadata={"description": "Every attempt, oldest first."})
+                              metadata={"description": "Every attempt, oldest first. Secrets in the resolved args "
+                                                       "(credential headers and keys, URL user-info, secret query "
+                                                       "values, what the skill declares secret) read ***."})
+
+    @ma.post_dump
+    def _redact(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        skill = _skill(data["skill"])
+        for attempt in data["attempts"]:
+            attempt["args"] = redact_args(skill, attempt["args"])
+        return data
 
 
 class StepOutputSchema(ma.Schema):
@@ -121,8 +141,13 @@ class RunSummarySchema(ma.Schema):
 
 
 class RunSchema(RunSummarySchema):
-    inputs = ma.fields.Dict(required=True)
+    inputs = ma.fields.Dict(required=True, metadata={"description": "The run's inputs; secrets read ***."})
     steps = ma.fields.List(ma.fields.Nested(StepSchema), required=True)
+
+    @ma.post_dump
+    def _redact(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["inputs"] = redact_value(data["inputs"])
+        return data
 
 
 RunPageSchema = page_of(RunSummarySchema, "RunPage")

@@ -17,6 +17,7 @@ require_scopes(blp, write="runs:read")
 @blp.route("")
 class Simulate(MethodView):
     @blp.arguments(SimulateSchema)
+    @blp.alt_response(404, description="AGENT_NOT_FOUND or NOT_FOUND: no such agent_id for this tenant")
     @blp.response(200, SimulationSchema)
     def post(self, body):  # noqa: ANN001, ANN201
         """Estimate a plan without running it.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import marshmallow as ma
 
 from aos.web.openapi import ProblemItemSchema
-from aos.web.schemas import BodySchema
+from aos.web.schemas import BodySchema, plan_field
 
 
 class SimulateSchema(BodySchema):
-    plan = ma.fields.Dict(required=True, metadata={"description": "The plan: inputs, budget and steps (docs/plans.md)."})
+    plan = plan_field(required=True)
     inputs = ma.fields.Dict(load_default=None, allow_none=True,
                             metadata={"description": "Overrides of the plan's inputs."})
     agent_id = ma.fields.UUID(load_default=None, allow_none=True,

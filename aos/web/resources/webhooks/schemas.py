@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from aos.web.schemas import BodySchema
+from aos.services.webhooks import URL_MAX_CHARS, URL_PATTERN
+from aos.web.schemas import BodySchema, FullMatch
 
 
 class WebhookSchema(ma.Schema):
@@ -20,5 +21,7 @@ class WebhookSchema(ma.Schema):
 
 
 class WebhookUpdateSchema(BodySchema):
-    url = ma.fields.String(required=True, allow_none=True, validate=ma.validate.Length(min=1, max=2048), metadata={
-        "description": "An http(s) URL (checked by the SSRF guard); null turns webhooks off."})
+    url = ma.fields.String(required=True, allow_none=True, validate=[
+        ma.validate.Length(min=1, max=URL_MAX_CHARS), FullMatch(URL_PATTERN, error="expected http(s)://host[:port][/path]")],
+        metadata={"description": "An http(s) URL (its host is checked by the SSRF guard, and must resolve); "
+                                 "null turns webhooks off."})

@@ -69,6 +69,8 @@ class WorkflowVersion(MethodView):
 class WorkflowRuns(MethodView):
     @blp.arguments(WorkflowRunSchema)
     @blp.response(201, RunSchema)
+    @blp.alt_response(402, description="BUDGET_EXCEEDED: the plan has more steps than its budget.max_steps")
+    @blp.alt_response(403, description="CAPABILITY_DENIED: the agent may not do what the plan asks (or FORBIDDEN_SCOPE)")
     def post(self, body, name):  # noqa: ANN001, ANN201
         """Start a run of a workflow: the latest version, or `version`; the run pins that version."""
         tenant = current_tenant()

@@ -6,13 +6,13 @@ import marshmallow as ma
 
 from aos.services.workflows import NAME, NAME_RULE
 from aos.web.pagination import page_of
-from aos.web.schemas import BodySchema, timestamp
+from aos.web.schemas import BodySchema, FullMatch, plan_field, timestamp
 
 
 class WorkflowCreateSchema(BodySchema):
-    name = ma.fields.String(required=True, validate=ma.validate.Regexp(NAME, error=NAME_RULE),
+    name = ma.fields.String(required=True, validate=FullMatch(NAME, error=NAME_RULE),
                             metadata={"description": f"The workflow's name: {NAME_RULE}."})
-    plan = ma.fields.Dict(required=True, metadata={"description": "The plan: inputs, budget and steps (docs/plans.md)."})
+    plan = plan_field(required=True)
 
 
 class WorkflowRunSchema(BodySchema):
