@@ -29,6 +29,13 @@ def _int(v: str) -> int:
     return int(v)
 
 
+def _positive_int(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise ValueError("expected an integer of at least 1")
+    return n
+
+
 def _float(v: str) -> float:
     return float(v)
 
@@ -161,6 +168,10 @@ class Settings:
     lease_grace_s: float = setting(
         "AOS_LEASE_GRACE_S", 5.0, _float,
         "Seconds a step lease outlives the step's hard timeout before another worker may take it over.")
+    poison_deliveries: int = setting(
+        "AOS_POISON_DELIVERIES", 3, _positive_int,
+        "Deliveries of one step attempt that may die (worker killed, hard time limit, an error outside the "
+        "skill) before the step is quarantined: dead-lettered, and its run failed with STEP_POISONED.")
     max_countdown_s: float = setting(
         "AOS_MAX_COUNTDOWN_S", 900.0, _float,
         "Longest retry countdown given to Celery; must stay well below the broker visibility timeout.")

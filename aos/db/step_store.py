@@ -10,6 +10,8 @@ cancelled, the version moved on), the run row is not changed and nothing else is
   the same, recording ``step.redelivered`` — counts a new attempt in ``steps_started``, reserves the
   step's estimate on the run's budget (refusing it past a limit), and records ``run.started`` on a
   run's start. The attempt's ``step.started`` event is the row's ``attempt_event_id``, not a row.
+  An open attempt that already took ``poison`` deliveries is not taken over (they all died): the
+  caller quarantines the step instead.
   The common case (the next step, or a retry, of a running run) is a plain ``UPDATE``; the full
   statement runs when that one does not hold.
 - ``settle``: inserts the attempt's checkpoint (the attempt as it ended: an attempt row exists only
@@ -62,6 +64,8 @@ WITH prior AS (
     WHERE id = %(run)s AND status IN ('queued', 'running') AND next_step = %(index)s
       AND (lease_expires_at IS NULL OR lease_expires_at <= now()
            OR lease_owner = ANY(string_to_array(%(mine)s, E'\n')))
+      -- an attempt whose deliveries kept dying is not taken over again: it is quarantined (poison)
+      AND NOT (attempt_open AND attempt_deliveries >= %(poison)s)
       AND (max_wall_s IS NULL OR started_at IS NULL OR now() - started_at <= make_interval(secs => max_wall_s))
       AND (attempt_open OR (
                (max_cost_usd IS NULL OR spent_cost_usd + reserved_cost_usd + %(cost)s <= max_cost_usd)
@@ -194,6 +198,7 @@ _RUN_STATE = Statement("""
 SELECT r.status, r.next_step, r.step_count, r.version, r.lease_owner, r.lease_expires_at, now() AS now,
        r.started_at, r.tenant_id, r.max_wall_s, r.max_cost_usd, r.max_tokens, r.max_steps,
        r.spent_cost_usd, r.spent_tokens, r.reserved_cost_usd, r.reserved_tokens, r.steps_started, r.attempt_open,
+       r.attempt, r.attempt_deliveries,
        (SELECT c.status FROM checkpoints c WHERE c.run_id = r.id AND c.step_index = %(index)s
         ORDER BY c.attempt DESC LIMIT 1) AS last_status
 FROM runs r WHERE r.id = %(run)s
@@ -234,6 +239,7 @@ class ClaimRequest:
     lease_s: float
     cost_usd: Decimal
     tokens: int
+    poison: int = 1_000_000  # deliveries of one attempt after which it is no longer taken over
 
 
 def claim(conn: psycopg.Connection[Any], req: ClaimRequest) -> Row | None:
@@ -243,7 +249,7 @@ def claim(conn: psycopg.Connection[Any], req: ClaimRequest) -> Row | None:
         "run": req.run_id, "index": req.index, "step_id": req.step_id, "skill": req.skill, "worker": req.worker,
         # one text of the owners it may take over, newline-separated (a delivery id never holds one)
         "mine": "\n".join([req.worker, *req.takeover]),
-        "lease_s": req.lease_s, "cost": req.cost_usd, "tokens": req.tokens}
+        "lease_s": req.lease_s, "cost": req.cost_usd, "tokens": req.tokens, "poison": req.poison}
     if req.index > 0:  # step 0 is a run's start: straight to the full claim
         row = _CLAIM_NEXT.one(conn, **values)
         if row is not None:

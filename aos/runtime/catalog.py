@@ -325,6 +325,10 @@ ENTRIES: list[CatalogEntry] = [
     _e("WORKER_LOST", C.TRANSIENT, True, R.RETRY, 503,
        "The worker running the step died before it finished; the step is redelivered from its last checkpoint.",
        *_exc("WorkerLostError")),
+    _e("STEP_POISONED", C.SYSTEM, False, R.ESCALATE, 500,
+       "The step's deliveries died AOS_POISON_DELIVERIES times in a row (the worker was killed or timed out, or "
+       "the step path raised), so it was quarantined: the run failed and the step is a dead letter. Look at the "
+       "worker logs for the delivery's pid, fix the plan or the skill, then `aos dlq replay` it."),
     _e("OUTPUT_TOO_LARGE", C.DATA, False, R.ABORT, 422,
        "The step's output (or the raw response kept for golden replay) is larger than "
        "AOS_MAX_STEP_OUTPUT_BYTES, so it was not stored; select less with a narrower expression or request, "

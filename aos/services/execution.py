@@ -50,7 +50,7 @@ from aos.skills.registry import default_registry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StepDecision", "execute_step"]
+__all__ = ["StepDecision", "execute_step", "step_crashed"]
 
 
 def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[str] = ()) -> StepDecision:
@@ -101,7 +101,7 @@ def _claim(rp: RunPlan, index: int, worker: str, abandoned: Sequence[str]) -> Cl
     req = step_store.ClaimRequest(
         run_id=rp.run_id, index=index, step_id=step.id, skill=skill.ref, worker=worker, takeover=tuple(abandoned),
         lease_s=rp.timeouts[index] + settings.hard_timeout_grace_s + settings.lease_grace_s,
-        cost_usd=reservation.cost_usd, tokens=reservation.tokens)
+        cost_usd=reservation.cost_usd, tokens=reservation.tokens, poison=settings.poison_deliveries)
     try:
         with direct.relaxed() as conn:
             if reservation.cost_usd > 0:  # the tenant's day is reserved in the same (rolled back if refused) transaction
@@ -153,6 +153,15 @@ def _why_not(rp: RunPlan, step: Step, estimate: budget.Estimate, worker: str,
         wait = (expires - now).total_seconds() + 0.5
         return StepDecision.retry(min(wait, get_settings().max_countdown_s), "another worker holds the step's lease")
     fence = (st["version"], owner)
+    poison = get_settings().poison_deliveries
+    if st["attempt_open"] and st["attempt_deliveries"] >= poison:
+        # Every delivery of this attempt died (killed, timed out, or raised outside the skill): another one
+        # would die too. Quarantine the step instead of feeding the loop.
+        skill = rp.skills[step.index]
+        return _quarantine(rp.run_id, step.index, step.id, skill.ref if skill is not None else step.skill, fence,
+                           st["attempt"], estimate,
+                           f"the step's deliveries died {st['attempt_deliveries']} times in a row "
+                           f"(AOS_POISON_DELIVERIES={poison}): the worker was killed or timed out running it")
     if st["max_wall_s"] is not None and st["started_at"] is not None and \
             (now - st["started_at"]).total_seconds() > st["max_wall_s"]:
         return _refuse(rp, step, "BUDGET_EXCEEDED", f"run exceeded its wall-time budget of {st['max_wall_s']}s",
@@ -181,6 +190,52 @@ def _refuse(rp: RunPlan, step: Step, code: str, message: str, worker: str, aband
         return StepDecision.stop("run changed meanwhile")
     metrics.run_finished("failed")
     return decision
+
+
+def _quarantine(run_id: uuid.UUID, index: int, step_id: str, skill_ref: str, fence: tuple[int, str | None],
+                open_attempt: int | None, estimate: budget.Estimate, message: str) -> StepDecision:
+    settlement, decision = outcomes.poisoned(run_id, index, step_id, skill_ref, fence, open_attempt=open_attempt,
+                                             reserved=budget.reservation_for(estimate), message=message)
+    with direct.durable() as conn:
+        settled = step_store.settle(conn, settlement)
+    if not settled:
+        return StepDecision.stop("run changed meanwhile")
+    log.error("run %s step %s quarantined (STEP_POISONED): %s", run_id, step_id, message)
+    metrics.run_finished("failed")
+    metrics.dead_letter_created("step")
+    return decision
+
+
+def step_crashed(run_id: str, step_index: int, worker: str, abandoned: Sequence[str], crashes: int,
+                 error: str) -> StepDecision | None:
+    """A delivery raised outside the skill (a bug, a stored plan this code cannot load, an input no limit
+    caught): after AOS_POISON_DELIVERIES such deliveries in a row the step is quarantined and the decision
+    returned; before that, None (deliver again)."""
+    poison = get_settings().poison_deliveries
+    if crashes < poison:
+        return None
+    rid = uuid.UUID(run_id)
+    try:
+        rp = run_plan(rid)
+    except Exception:  # noqa: BLE001 — the plan itself may be what kills the step path
+        log.exception("run %s: its plan cannot be loaded", run_id)
+        rp = None
+    step = rp.plan.steps[step_index] if rp is not None and step_index < rp.step_count else None
+    skill = rp.skills[step_index] if rp is not None and step is not None else None
+    with direct.relaxed() as conn:
+        st = step_store.run_state(conn, rid, step_index)
+    if st is None or st["status"] in FINAL_RUN_STATUSES or st["next_step"] != step_index:
+        return StepDecision.stop("run changed meanwhile")
+    owner = st["lease_owner"]
+    if st["lease_expires_at"] is not None and st["lease_expires_at"] > st["now"] and owner and \
+            owner != worker and owner not in abandoned:
+        return None  # a live delivery elsewhere owns the step: not ours to quarantine
+    estimate = skill.cost_model.estimate(step.args) if skill is not None and step is not None else budget.Estimate()
+    return _quarantine(rid, step_index, step.id if step is not None else f"#{step_index}",
+                       skill.ref if skill is not None else (step.skill if step is not None else "unknown"),
+                       (st["version"], owner), st["attempt"] if st["attempt_open"] else None, estimate,
+                       f"{crashes} deliveries in a row raised outside the skill (AOS_POISON_DELIVERIES={poison}); "
+                       f"the last: {error}")
 
 
 # --- the skill call ----------------------------------------------------------------------------------

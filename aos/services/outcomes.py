@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aos import metrics
@@ -62,7 +63,7 @@ class Claim:
 class StepDecision:
     """What the task should do next: let the chain go on, stop it, or retry after ``countdown``."""
 
-    action: str  # "continue" | "stop" | "retry"
+    action: str  # "continue" | "stop" | "fail" | "retry"; "fail" stops like "stop", and says the run failed
     reason: str
     countdown: float = 0.0
 
@@ -73,6 +74,10 @@ class StepDecision:
     @classmethod
     def stop(cls, reason: str) -> StepDecision:
         return cls("stop", reason)
+
+    @classmethod
+    def fail(cls, reason: str) -> StepDecision:
+        return cls("fail", reason)
 
     @classmethod
     def retry(cls, countdown: float, reason: str) -> StepDecision:
@@ -191,7 +196,7 @@ def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) ->
     st = Settlement(**common, status="failed", next_step=step.index, final=True, error_code=err.code,
                     error_message=err.message[:2000], checkpoint_status="failed", checkpoint_error_code=err.code,
                     events=_rows(rows.events), outbox=_rows(rows.outbox), dead_letters=_rows(dead))
-    return Settled(st, StepDecision.stop(f"run failed: {err.code}"), counted)
+    return Settled(st, StepDecision.fail(f"run failed: {err.code}: {err.message[:300]}"), counted)
 
 
 def refused(rp: RunPlan, step: Step, code: str, message: str,
@@ -202,7 +207,33 @@ def refused(rp: RunPlan, step: Step, code: str, message: str,
     st = Settlement(run_id=rp.run_id, version=fence[0], lease_owner=fence[1], status="failed", next_step=step.index,
                     final=True, error_code=code, error_message=message[:2000], events=_rows(rows.events),
                     outbox=_rows(rows.outbox))
-    return st, StepDecision.stop(f"run failed: {code}")
+    return st, StepDecision.fail(f"run failed: {code}: {message[:300]}")
+
+
+def poisoned(run_id: Any, index: int, step_id: str, skill: str, fence: tuple[int, str | None], *,
+             open_attempt: int | None, reserved: budget.Reservation, message: str) -> tuple[Settlement, StepDecision]:
+    """The settlement that quarantines a step whose deliveries kept dying: its open attempt (if any) ends as a
+    failed checkpoint, the run fails with STEP_POISONED, and the step becomes a dead letter to replay once fixed."""
+    code = "STEP_POISONED"
+    entry = CATALOG.get(code)
+    outcome = StructuredOutcome.failure(outcome_error(entry, message))
+    rows = Entries()
+    rows.add(run_id, "step.failed", step_id=step_id, attempt=open_attempt, code=code, message=message[:500],
+             recovery=str(entry.recovery))
+    rows.add(run_id, "run.failed", step_id=step_id, code=code, recovery=str(entry.recovery), message=message[:500])
+    dead = [{"step_id": step_id, "payload": {"run_id": str(run_id), "step_index": index}, "error_code": code,
+             "error_message": message, "attempts": open_attempt or 0}]
+    opened = OpenAttempt(index=index, step_id=step_id, skill=skill, attempt=open_attempt) \
+        if open_attempt is not None else None
+    st = Settlement(run_id=run_id, version=fence[0], lease_owner=fence[1], status="failed", next_step=index,
+                    final=True, error_code=code, error_message=message[:2000], attempt=opened,
+                    checkpoint_status="failed" if opened else None, checkpoint_error_code=code if opened else None,
+                    outcome=to_json(outcome.to_dict()) if opened else None,
+                    # the dead deliveries' reservation is released; nothing is known to be spent
+                    reserved_cost_usd=reserved.cost_usd if opened else Decimal(0),
+                    reserved_tokens=reserved.tokens if opened else 0, day=reserved.day if opened else None,
+                    events=_rows(rows.events), outbox=_rows(rows.outbox), dead_letters=_rows(dead))
+    return st, StepDecision.fail(f"run failed: {code}: {message[:300]}")
 
 
 def _advance(c: Claim, rows: Entries, common: dict[str, Any], checkpoint_status: str, spent: budget.Spend,

@@ -38,6 +38,8 @@ def file_crashed_task(sender: Any = None, task_id: str | None = None, exception:
     ``task_failure`` only for work it will not run again by itself."""
     from aos.services.dead_letters import record_task_failure
 
+    if exception is not None and isinstance(exception, tuple(getattr(sender, "throws", ()))):
+        return  # an expected failure (a step whose run failed): its run already holds the outcome
     name = getattr(sender, "name", None) or str(sender)
     try:
         dl_id = record_task_failure(name, task_id, args, kwargs, exception or RuntimeError("unknown failure"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -9,11 +10,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from aos.db.direct import TRANSIENT_ERRORS
 from aos.runtime.backoff import retry_countdown
 from aos.services.enqueue import publish_segment
-from aos.services.execution import execute_step
+from aos.services.execution import execute_step, step_crashed
 from aos.services.publisher import CONTINUE_TASK, STEP_TASK
 from aos.tasks.app import app, delivery_id
 from aos.tasks.publisher import CeleryPublisher
 from aos.values import RetryPolicy
+
+log = logging.getLogger(__name__)
 
 INFRA_RETRY = RetryPolicy(max_attempts=1_000_000, backoff_s=0.5, backoff_max_s=30)
 # How many gave-up deliveries a retry names: only the last one that claimed holds the lease, and a
@@ -21,9 +24,13 @@ INFRA_RETRY = RetryPolicy(max_attempts=1_000_000, backoff_s=0.5, backoff_max_s=3
 ABANDONED_KEPT = 4
 
 
+class StepFailed(Exception):
+    """The step failed and so did its run (the run's error code and message say why)."""
+
+
 @app.task(name=STEP_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
-          ignore_result=True, max_retries=None)
-def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None = None) -> None:
+          ignore_result=True, max_retries=None, throws=(StepFailed,))
+def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None = None, crashes: int = 0) -> None:
     """Run step ``step_index`` of run ``run_id`` (idempotent: a redelivery finds its checkpoint)."""
     delivery = delivery_id()
     abandoned = abandoned or []
@@ -39,11 +46,25 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
         countdown = retry_countdown(run_id, f"task:{step_index}", attempt, INFRA_RETRY, cap_s=60)
         raise self.retry(kwargs={"abandoned": [*abandoned[-(ABANDONED_KEPT - 1):], delivery]},
                          countdown=countdown, max_retries=None, exc=exc) from exc
+    except Exception as exc:  # noqa: BLE001 — a bug or an input no limit caught: never a silent loop
+        log.exception("run %s step %d: the step path raised", run_id, step_index)
+        crashes += 1
+        decided = step_crashed(run_id, step_index, delivery, abandoned, crashes, f"{type(exc).__name__}: {exc}"[:500])
+        if decided is None:  # delivered again (a Celery retry), up to AOS_POISON_DELIVERIES times
+            countdown = retry_countdown(run_id, f"crash:{step_index}", crashes, INFRA_RETRY, cap_s=60)
+            raise self.retry(kwargs={"abandoned": [*abandoned[-(ABANDONED_KEPT - 1):], delivery],
+                                     "crashes": crashes}, countdown=countdown, max_retries=None, exc=exc) from exc
+        decision = decided
     if decision.action == "retry":
         # Celery's retry keeps the rest of the chain on the new message.
         raise self.retry(countdown=decision.countdown, max_retries=None)
-    if decision.action == "stop":
+    if decision.action in ("stop", "fail"):
         self.request.chain = None  # the run is final (or owned by another chain): end this one here
+    if decision.action == "fail":
+        # The task fails too, so that Flower and the task events show a failed step as failed (an expected
+        # error: logged in one line, no traceback; the message is acked like any finished delivery).
+        raise StepFailed(decision.reason)
+
 
 
 @app.task(name=CONTINUE_TASK, bind=True, acks_late=True, ignore_result=True)

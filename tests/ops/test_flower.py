@@ -14,6 +14,11 @@ PLAN = {"name": "ops-flower", "steps": [
     {"id": "a", "skill": "json.transform", "args": {"input": {"v": [1, 2, 3]}, "expr": "v"}},
     {"id": "b", "skill": "json.transform", "args": {"input": {"$ref": "steps.a.output"}, "expr": "length(@)"}},
 ]}
+# step b fails at run time (abs() of a list): a failed step must show as FAILURE, not SUCCESS
+FAILING = {"name": "ops-flower-failing", "steps": [
+    PLAN["steps"][0],
+    {"id": "b", "skill": "json.transform", "args": {"input": {"$ref": "steps.a.output"}, "expr": "abs(@)"}},
+]}
 AUTH = ("ops", "flower-test-password")
 
 
@@ -46,5 +51,19 @@ def test_flower_shows_the_steps_of_a_run(aos_env, metrics_worker, tenant, tmp_pa
         assert {t["name"] for t in ours.values()} == {"aos.steps.execute"}
         assert sorted(tid.split(":")[1] for tid in ours) == ["0", "1"]  # ids are run:step:generation
         assert all(t["worker"] for t in ours.values())
+
+        failing_id = str(submit_run(ctx, FAILING, QueuePublisher(metrics_worker.queue)))
+        run = wait_for_run(failing_id, timeout=30)
+        assert run.status == "failed", (run.error_code, run.error_message)
+        deadline = time.monotonic() + 20
+        while True:
+            tasks = httpx.get(f"{base}/api/tasks", params={"limit": 1000}, auth=AUTH, timeout=5).json()
+            states = {tid.split(":")[1]: t["state"] for tid, t in tasks.items() if tid.startswith(f"{failing_id}:")}
+            if states == {"0": "SUCCESS", "1": "FAILURE"}:
+                break
+            assert time.monotonic() < deadline, f"Flower saw {states} for the failing run\n{flower.tail()}"
+            time.sleep(0.3)
+        failed = next(t for tid, t in tasks.items() if tid.startswith(f"{failing_id}:1"))
+        assert run.error_code in (failed.get("exception") or ""), failed  # Flower shows why
     finally:
         flower.stop()
