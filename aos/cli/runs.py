@@ -25,7 +25,7 @@ from aos.sdk import Run
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead_lettered")
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead_lettered": "red", "cancelled": "yellow",
-                 "running": "cyan", "queued": "dim"}
+                 "running": "cyan", "retrying": "yellow", "queued": "dim"}
 
 follow_option = click.option("--follow", is_flag=True,
                              help="Show each step live; exit non-zero unless the run succeeds.")
@@ -138,9 +138,16 @@ def print_run(run: Run) -> None:
             console.print(f"  suggested recovery: {e.recovery_mode} — {e.suggestion or ''}", markup=False,
                           soft_wrap=True)
     print_table(["step", "status", "error", "tries", "duration", "cost", "skill"],
-                [[st.id, styled_status(st.status), st.error.code if st.error else "", str(st.attempts),
+                [[st.id, styled_status(st.status), _step_error(st), str(st.attempts),
                   ms(st.duration_ms), money(st.cost_usd), st.skill] for st in run.steps],
                 keep=("step", "status", "error"), drop=("skill", "cost", "duration", "tries"))
+
+
+def _step_error(st: Any) -> str:
+    code = st.error.code if st.error else ""
+    if st.status == "retrying" and st.next_attempt_at is not None:
+        return f"{code}, next try {when(st.next_attempt_at)}"
+    return code
 
 
 @runs.command("show")

@@ -184,6 +184,8 @@ class Run(Base):
     attempt_open: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     attempt_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempt_deliveries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # the attempt number the step's retry budget counts from (a resume or a dead-letter replay restarts it)
+    retry_base: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     attempt_event_id: Mapped[int | None] = mapped_column(BigInteger)
     # liveness: who holds the run's current step and until when we expect to hear from it
     lease_owner: Mapped[str | None] = mapped_column(String(200))

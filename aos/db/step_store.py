@@ -72,7 +72,7 @@ WITH prior AS (
            AND (max_tokens IS NULL OR spent_tokens + reserved_tokens + %(tokens)s <= max_tokens)
            AND (max_steps IS NULL OR steps_started + 1 <= max_steps)))
     RETURNING version, tenant_id, agent_id, spent_cost_usd, spent_tokens, reserved_cost_usd, reserved_tokens,
-              steps_started, budget_warned, attempt, attempt_deliveries, attempt_event_id
+              steps_started, budget_warned, attempt, attempt_deliveries, attempt_event_id, retry_base
 ), events AS (
     -- each branch filters before it builds anything: most claims record no event
     INSERT INTO run_events (tenant_id, run_id, type, step_id, data)
@@ -87,7 +87,7 @@ WITH prior AS (
     ORDER BY e.ord
 )
 SELECT r.version, r.spent_cost_usd, r.spent_tokens, r.reserved_cost_usd, r.reserved_tokens, r.steps_started,
-       r.budget_warned, r.attempt, r.attempt_deliveries > 1 AS redelivered,
+       r.budget_warned, r.attempt, r.retry_base, r.attempt_deliveries > 1 AS redelivered,
        CASE WHEN r.agent_id IS NOT NULL THEN (SELECT capabilities FROM agents WHERE id = r.agent_id) END
            AS capabilities
 FROM r
@@ -110,7 +110,7 @@ WHERE id = %(run)s AND status = 'running' AND NOT attempt_open AND next_step = %
   AND (max_tokens IS NULL OR spent_tokens + reserved_tokens + %(tokens)s <= max_tokens)
   AND (max_steps IS NULL OR steps_started + 1 <= max_steps)
 RETURNING version, spent_cost_usd, spent_tokens, reserved_cost_usd, reserved_tokens, steps_started, budget_warned,
-          attempt, false AS redelivered,
+          attempt, retry_base, false AS redelivered,
           CASE WHEN agent_id IS NOT NULL THEN (SELECT a.capabilities FROM agents a WHERE a.id = runs.agent_id) END
               AS capabilities
 """)
@@ -140,7 +140,8 @@ _SETTLE_PARTS = {
         budget_warned = budget_warned OR %(warned)s,
         -- the attempt is closed by its checkpoint; the next step starts counting attempts again
         attempt_open = attempt_open AND %(cp_status)s::text IS NULL,
-        attempt = CASE WHEN next_step <> %(next_step)s THEN 0 ELSE attempt END
+        attempt = CASE WHEN next_step <> %(next_step)s THEN 0 ELSE attempt END,
+        retry_base = CASE WHEN next_step <> %(next_step)s THEN 0 ELSE retry_base END
     WHERE id = %(run)s AND version = %(version)s AND lease_owner IS NOT DISTINCT FROM %(lease_owner)s
     RETURNING tenant_id, attempt_started_at, attempt_deliveries, attempt_event_id
 ), checkpoint AS (
@@ -271,6 +272,12 @@ class OpenAttempt:
     step_id: str
     skill: str
     attempt: int
+    retry_base: int = 0  # the attempt the step's retry budget counts from (a resume or replay restarts it)
+
+    @property
+    def tries(self) -> int:
+        """This attempt's place in the step's retry budget (1 = its first try)."""
+        return self.attempt - self.retry_base
 
 
 @dataclass(slots=True)

@@ -90,6 +90,7 @@ class Step(Model):
     started_at: datetime | None = _conv(_dt)
     finished_at: datetime | None = _conv(_dt)
     duration_ms: float | None = None
+    next_attempt_at: datetime | None = _conv(_dt)  # a retrying step: when its next attempt is due
 
 
 @dataclass

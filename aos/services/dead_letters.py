@@ -210,7 +210,7 @@ def _redrive(s: Session, dl: DeadLetter) -> tuple[str, int | None]:
     elif run.status in FINAL_RUN_STATUSES or (run.lease_expires_at is not None
                                               and run.lease_expires_at > datetime.now(UTC)):
         return "superseded", None  # a crashed task's run that finished, or that a live worker is advancing
-    return "requeued", requeue(s, run, reason="replay")
+    return "requeued", requeue(s, run, reason="replay", fresh_retries=True)
 
 
 def discard(dl_id: int | str, *, tenant_id: uuid.UUID | None = None) -> dict[str, Any]:

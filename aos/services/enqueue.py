@@ -76,12 +76,15 @@ def publish_segment(run_id: str, from_step: int, generation: int, publisher: Pub
         publisher.enqueue_run(run_id, from_step, list(rp.timeouts), generation=generation)
 
 
-def requeue(s: Session, run: Run, *, reason: str) -> int:
-    """Put a run back in the queue from its first unfinished step (resume and the reaper)."""
+def requeue(s: Session, run: Run, *, reason: str, fresh_retries: bool = False) -> int:
+    """Put a run back in the queue from its first unfinished step (resume and the reaper). With
+    ``fresh_retries`` (a person stepped in: resume, dead-letter replay) the step's retry budget starts over;
+    its attempts keep their numbers (idempotency keys, recordings)."""
     res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version)
                     .values(status="queued", cancel_requested=False, version=Run.version + 1,
                             error_code=None, error_message=None, finished_at=None, lease_owner=None,
-                            lease_expires_at=None, wake_at=None, updated_at=datetime.now(UTC)))
+                            lease_expires_at=None, wake_at=None, updated_at=datetime.now(UTC),
+                            **({"retry_base": Run.attempt} if fresh_retries else {})))
     if res.rowcount == 0:  # type: ignore[attr-defined]
         raise AosError("CONFLICT", "the run changed meanwhile; try again")
     outbox_id = add_enqueue(s, run.tenant_id, run.id, run.next_step)

@@ -116,7 +116,8 @@ def _claim(rp: RunPlan, index: int, worker: str, abandoned: Sequence[str]) -> Cl
         return _refuse(rp, step, "BUDGET_EXCEEDED", "the tenant's daily budget is spent", worker, abandoned)
     if row is None:
         return _why_not(rp, step, estimate, worker, abandoned)
-    opened = step_store.OpenAttempt(index=index, step_id=step.id, skill=skill.ref, attempt=row["attempt"])
+    opened = step_store.OpenAttempt(index=index, step_id=step.id, skill=skill.ref, attempt=row["attempt"],
+                                    retry_base=row["retry_base"])
     return Claim(
         rp=rp, step=step, skill=skill, worker=worker, version=row["version"], opened=opened,
         reserved=reservation if not row["redelivered"] else budget.NOTHING,

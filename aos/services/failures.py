@@ -35,6 +35,19 @@ def error_view(code: str, message: str | None) -> dict[str, Any]:
             "recovery_mode": str(entry.recovery), "suggestion": suggestion(entry)}
 
 
+# A retryable failure that ended its run: its catalog advice ("it is retried") no longer holds.
+RETRIES_USED_UP = ("Its retries are used up; once the cause is gone, resume the run (`aos runs resume RUN`) or "
+                   "replay its dead letter (`aos dlq replay ID`): the step starts again with a fresh retry budget.")
+
+
+def final_error_view(code: str, message: str | None) -> dict[str, Any]:
+    """The error of a run (or step) that ended with it: for a retryable code, what a person can do now."""
+    view = error_view(code, message)
+    if view["retryable"]:
+        view["suggestion"] = RETRIES_USED_UP
+    return view
+
+
 def catalog_entry_view(entry: CatalogEntry) -> dict[str, Any]:
     return {"code": entry.code, "category": str(entry.category), "retryable": entry.retryable,
             "recovery_mode": str(entry.recovery), "http_status": entry.http_status,

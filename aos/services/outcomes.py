@@ -118,7 +118,7 @@ def _failure(code: str, message: str) -> Attempt:
 def retry_left(c: Claim, outcome: StructuredOutcome) -> bool:
     assert outcome.error is not None
     policy = c.step.retry or c.skill.default_retry
-    return outcome.error.retryable and c.opened.attempt < policy.max_attempts and c.step.on_error.mode != "SKIP"
+    return outcome.error.retryable and c.opened.tries < policy.max_attempts and c.step.on_error.mode != "SKIP"
 
 
 def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) -> Settled:
@@ -271,7 +271,7 @@ def _countdown(c: Claim, outcome: StructuredOutcome) -> float:
     if CATALOG.get(outcome.error.code).recovery == RecoveryMode.RETRY_AFTER and isinstance(hint, int | float):
         return min(float(hint), settings.max_countdown_s)
     policy = c.step.retry or c.skill.default_retry
-    return retry_countdown(str(c.rp.run_id), c.step.id, c.opened.attempt, policy, cap_s=settings.max_countdown_s)
+    return retry_countdown(str(c.rp.run_id), c.step.id, c.opened.tries, policy, cap_s=settings.max_countdown_s)
 
 
 def _hash(canonical_json: str | None) -> str | None:

@@ -23,7 +23,7 @@ from aos.plan import Plan, parse_plan
 from aos.runtime import budget
 from aos.services import enqueue, outbox, timeline
 from aos.services.capabilities import capability_problems, load_agent, raise_if_denied
-from aos.services.failures import error_view
+from aos.services.failures import error_view, final_error_view
 from aos.services.pagination import DEFAULT_LIMIT, paginate
 from aos.services.publisher import Publisher
 from aos.services.tenancy import TenantContext
@@ -154,7 +154,8 @@ def run_summary(run: Run) -> dict[str, Any]:
         "id": str(run.id), "name": run.name, "status": run.status, "steps_total": run.step_count,
         "next_step": run.next_step, "agent_id": str(run.agent_id) if run.agent_id else None,
         "workflow_id": str(run.workflow_id) if run.workflow_id else None,
-        "error": error_view(run.error_code, run.error_message) if run.error_code else None,
+        "error": (final_error_view if run.status in FINAL_RUN_STATUSES else error_view)(
+            run.error_code, run.error_message) if run.error_code else None,
         "budget": {
             "max_cost_usd": float(run.max_cost_usd) if run.max_cost_usd is not None else None,
             "max_tokens": run.max_tokens, "max_steps": run.max_steps, "max_wall_s": run.max_wall_s,
@@ -223,6 +224,10 @@ def _open_attempt(run: Run) -> list[Checkpoint]:
 def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint], last: Checkpoint | None,
                large: int) -> dict[str, Any]:
     status = last.status if last else ("pending" if run.status not in FINAL_RUN_STATUSES else "not_run")
+    next_attempt_at = None
+    if status == "failed" and run.status == "running" and i == run.next_step and not run.attempt_open:
+        # the failed attempt is not the step's end: the run keeps its place and the step waits for its retry
+        status, next_attempt_at = "retrying", run.wake_at
     output: Any = None
     output_ref = None
     error = None
@@ -234,7 +239,8 @@ def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint],
                 output, output_ref = None, f"/api/v1/runs/{run.id}/steps/{st['id']}/output"
         err = last.outcome.get("error")
         if err:
-            error = error_view(err["code"], err.get("message"))
+            ended = status == "failed" and run.status in FINAL_RUN_STATUSES
+            error = (final_error_view if ended else error_view)(err["code"], err.get("message"))
     return {
         "id": st["id"], "index": i, "skill": st["skill"], "status": status, "attempts": len(attempts),
         "output": output, "output_ref": output_ref, "error": error,
@@ -243,6 +249,7 @@ def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint],
         "started_at": _iso(attempts[0].started_at) if attempts else None,
         "finished_at": _iso(last.finished_at) if last else None,
         "duration_ms": float(last.duration_ms) if last and last.duration_ms is not None else None,
+        "next_attempt_at": _iso(next_attempt_at),
     }
 
 
@@ -344,7 +351,7 @@ def resume_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher
         run = _get_run(s, ctx.tenant_id, run_id)
         if run.status not in ("failed", "dead_lettered", "cancelled"):
             raise AosError("CONFLICT", f"run is {run.status}; only failed, cancelled or dead-lettered runs resume")
-        outbox_id = enqueue.requeue(s, run, reason="resume")
+        outbox_id = enqueue.requeue(s, run, reason="resume", fresh_retries=True)
     if publisher is not None:
         outbox.deliver_one(outbox_id, publisher)
     return get_run(ctx, run_id)

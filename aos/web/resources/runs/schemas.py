@@ -70,7 +70,8 @@ class StepSchema(ma.Schema):
     index = ma.fields.Integer(required=True)
     skill = ma.fields.String(required=True)
     status = ma.fields.String(required=True, metadata={
-        "description": "pending, running, succeeded, failed, skipped or not_run"})
+        "description": "pending, running, retrying (a failed attempt, the next one due at `next_attempt_at`), "
+                       "succeeded, failed, skipped or not_run"})
     attempts = ma.fields.Integer(required=True, metadata={"description": "How many attempts started."})
     output = ma.fields.Raw(required=True, allow_none=True)
     output_ref = ma.fields.String(required=True, allow_none=True,
@@ -81,6 +82,8 @@ class StepSchema(ma.Schema):
     started_at = timestamp(required=True, allow_none=True)
     finished_at = timestamp(required=True, allow_none=True)
     duration_ms = ma.fields.Float(required=True, allow_none=True)
+    next_attempt_at = timestamp(required=True, allow_none=True, metadata={
+        "description": "When a retrying step's next attempt is due (null otherwise)."})
 
 
 class AttemptSchema(ma.Schema):
