@@ -125,6 +125,20 @@ WHERE d.spent_cost_usd + d.reserved_cost_usd + EXCLUDED.reserved_cost_usd
 RETURNING d.tenant_id
 """)
 
+# The attempt's checkpoint, after the run's part (``r``) of either settle.
+_CHECKPOINT = """
+    INSERT INTO checkpoints (tenant_id, run_id, step_index, step_id, attempt, deliveries, status, skill, worker,
+                             started_at, started_event_id, args, args_hash, outcome, raw, fallback_from, error_code,
+                             cost_usd, input_tokens, output_tokens, finished_at, duration_ms, finished_event_id)
+    SELECT r.tenant_id, %(run)s, %(cp_index)s, %(cp_step_id)s, %(cp_attempt)s, r.attempt_deliveries, %(cp_status)s::text,
+           %(cp_skill)s, %(lease_owner)s, r.attempt_started_at, r.attempt_event_id, %(args)s::jsonb, %(args_hash)s,
+           %(outcome)s::jsonb, %(raw)s::jsonb, %(fallback_from)s::jsonb, %(cp_error_code)s, %(cost)s,
+           %(input_tokens)s, %(output_tokens)s, now(), %(duration_ms)s,
+           CASE WHEN %(derived_success)s THEN nextval('run_events_id_seq'::regclass) END
+    FROM r WHERE %(cp_status)s::text IS NOT NULL
+    RETURNING id
+)"""
+
 # The settle, in parts: the run and the attempt's checkpoint always; the other rows only when the
 # outcome has any (most steps have none), each combination its own prepared statement.
 _SETTLE_PARTS = {
@@ -144,18 +158,24 @@ _SETTLE_PARTS = {
         retry_base = CASE WHEN next_step <> %(next_step)s THEN 0 ELSE retry_base END
     WHERE id = %(run)s AND version = %(version)s AND lease_owner IS NOT DISTINCT FROM %(lease_owner)s
     RETURNING tenant_id, attempt_started_at, attempt_deliveries, attempt_event_id
-), checkpoint AS (
-    INSERT INTO checkpoints (tenant_id, run_id, step_index, step_id, attempt, deliveries, status, skill, worker,
-                             started_at, started_event_id, args, args_hash, outcome, raw, fallback_from, error_code,
-                             cost_usd, input_tokens, output_tokens, finished_at, duration_ms, finished_event_id)
-    SELECT r.tenant_id, %(run)s, %(cp_index)s, %(cp_step_id)s, %(cp_attempt)s, r.attempt_deliveries, %(cp_status)s,
-           %(cp_skill)s, %(lease_owner)s, r.attempt_started_at, r.attempt_event_id, %(args)s::jsonb, %(args_hash)s,
-           %(outcome)s::jsonb, %(raw)s::jsonb, %(fallback_from)s::jsonb, %(cp_error_code)s, %(cost)s,
-           %(input_tokens)s, %(output_tokens)s, now(), %(duration_ms)s,
-           CASE WHEN %(derived_success)s THEN nextval('run_events_id_seq'::regclass) END
-    FROM r WHERE %(cp_status)s::text IS NOT NULL
-    RETURNING id
-)""",
+), checkpoint AS (""" + _CHECKPOINT,
+    # A pure step of an unlimited run (``claimless``): no claim came first, so this one statement opens and
+    # closes the attempt. Fenced by the run being at this step with no attempt of it yet and none open: a
+    # duplicate, a cancel or a retry makes it write nothing (the caller then takes the claimed path).
+    "run_claimless": """r AS (
+    UPDATE runs SET
+        version = version + 1, heartbeat_at = now(), updated_at = now(),
+        status = %(status)s, next_step = %(next_step)s, wake_at = %(wake_at)s,
+        finished_at = CASE WHEN %(final)s THEN now() END,
+        error_code = %(error_code)s, error_message = %(error_message)s,
+        spent_cost_usd = spent_cost_usd + %(cost)s, spent_tokens = spent_tokens + %(tokens)s,
+        steps_started = steps_started + 1,
+        attempt = CASE WHEN %(next_step)s::int <> %(cp_index)s::int THEN 0 ELSE 1 END
+    WHERE id = %(run)s AND status = 'running' AND next_step = %(cp_index)s AND attempt = 0 AND NOT attempt_open
+      AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+    RETURNING tenant_id, %(started_at)s::timestamptz AS attempt_started_at, 1 AS attempt_deliveries,
+              nextval('run_events_id_seq'::regclass) AS attempt_event_id
+), checkpoint AS (""" + _CHECKPOINT,
     "events": """events AS (
     -- after checkpoint (it reads it): events that follow a derived step.succeeded get later ids
     INSERT INTO run_events (tenant_id, run_id, type, step_id, data)
@@ -189,9 +209,10 @@ _settles: dict[tuple[str, ...], Statement] = {}
 
 
 def _settle_statement(parts: tuple[str, ...]) -> Statement:
+    """``parts``: the run's part ("run" or "run_claimless") and the optional ones."""
     stmt = _settles.get(parts)
     if stmt is None:
-        body = ",\n".join(_SETTLE_PARTS[p] for p in ("run", *parts))
+        body = ",\n".join(_SETTLE_PARTS[p] for p in parts)
         stmt = _settles[parts] = Statement(f"WITH {body}\nSELECT count(*) AS settled FROM r")
     return stmt
 
@@ -316,6 +337,10 @@ class Settlement:
     events: str = "[]"
     outbox: str = "[]"
     dead_letters: str = "[]"
+    # no claim came first (a pure step of an unlimited run): the settle opens the attempt too, fenced by the
+    # run being at the step with no attempt yet; ``started_at`` is when the delivery began
+    claimless: bool = False
+    started_at: datetime | None = None
 
 
 def settle(conn: psycopg.Connection[Any], st: Settlement) -> bool:
@@ -323,8 +348,9 @@ def settle(conn: psycopg.Connection[Any], st: Settlement) -> bool:
     a = st.attempt
     touch_day = st.day is not None and (st.reserved_cost_usd > 0 or st.cost_usd > 0
                                         or st.input_tokens + st.output_tokens > 0)
-    parts = tuple(name for name, wanted in (("events", st.events != "[]"), ("outbox", st.outbox != "[]"),
-                                            ("dead", st.dead_letters != "[]"), ("day", touch_day)) if wanted)
+    parts = ("run_claimless" if st.claimless else "run",) + tuple(
+        name for name, wanted in (("events", st.events != "[]"), ("outbox", st.outbox != "[]"),
+                                  ("dead", st.dead_letters != "[]"), ("day", touch_day)) if wanted)
     row = _settle_statement(parts).one(conn, **{
         "run": st.run_id, "version": st.version, "lease_owner": st.lease_owner, "status": st.status,
         "next_step": st.next_step, "final": st.final, "wake_at": st.wake_at, "error_code": st.error_code,
@@ -337,7 +363,7 @@ def settle(conn: psycopg.Connection[Any], st: Settlement) -> bool:
         "duration_ms": st.duration_ms, "reserved_cost": st.reserved_cost_usd, "reserved_tokens": st.reserved_tokens,
         "cost": st.cost_usd, "tokens": st.input_tokens + st.output_tokens, "input_tokens": st.input_tokens,
         "output_tokens": st.output_tokens, "day": st.day, "events": st.events, "outbox": st.outbox,
-        "dead_letters": st.dead_letters})
+        "dead_letters": st.dead_letters, "started_at": st.started_at})
     return bool(row and row["settled"])
 
 

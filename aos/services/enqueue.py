@@ -32,7 +32,7 @@ from aos.plan.stored import stored_plan
 from aos.runtime.budget import Limits
 from aos.services import timeline
 from aos.services.publisher import Publisher
-from aos.skills.base import Skill
+from aos.skills.base import Skill, declared_pure
 from aos.skills.registry import default_registry
 
 ENQUEUE = ENQUEUE_TOPIC
@@ -109,6 +109,9 @@ class RunPlan:
     limits: Limits
     missing: dict[int, str]           # why a step's pinned skill could not be loaded here (a deploy removed it)
     refs: tuple[frozenset[str], ...]  # the earlier steps whose outputs each step's args reference
+    # which steps may run without a claim (``aos.services.execution``): a pure skill, free, no fallback, in a
+    # run with no limits and no agent, neither its first step (the run's start) nor its last (the totals)
+    claimless: tuple[bool, ...] = ()
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -161,10 +164,17 @@ def _build(run_id: uuid.UUID, row: dict[str, Any]) -> RunPlan:
             skills.append(None)
             missing[st.index] = exc.message
     max_cost = row["max_cost_usd"]
+    limits = Limits(max_cost_usd=Decimal(max_cost) if max_cost is not None else None,
+                    max_tokens=row["max_tokens"], max_steps=row["max_steps"], max_wall_s=row["max_wall_s"])
+    unlimited = not limits.counted and limits.max_wall_s is None and row["agent_id"] is None \
+        and row["replay_of"] is None
+    claimless = tuple(unlimited and 0 < st.index < len(plan.steps) - 1 and k is not None and declared_pure(k)
+                      and st.on_error.mode != "FALLBACK" and not k.cost_model.estimate(st.args).cost_usd
+                      and not k.cost_model.estimate(st.args).tokens
+                      for st, k in zip(plan.steps, skills, strict=True))
     return RunPlan(
         run_id=run_id, tenant_id=row["tenant_id"], agent_id=row["agent_id"], replay_of=row["replay_of"],
         plan=plan, skills=tuple(skills), missing=missing, refs=tuple(referenced_steps(st.args) for st in plan.steps),
         timeouts=tuple(st.timeout_s or (k.default_timeout_s if k else Skill.default_timeout_s)
                        for st, k in zip(plan.steps, skills, strict=True)),
-        limits=Limits(max_cost_usd=Decimal(max_cost) if max_cost is not None else None,
-                      max_tokens=row["max_tokens"], max_steps=row["max_steps"], max_wall_s=row["max_wall_s"]))
+        limits=limits, claimless=claimless)

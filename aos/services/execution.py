@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg.errors
@@ -53,28 +53,28 @@ log = logging.getLogger(__name__)
 __all__ = ["StepDecision", "execute_step", "step_crashed"]
 
 
-def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[str] = ()) -> StepDecision:
+def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[str] = (),
+                 first_delivery: bool = False) -> StepDecision:
     """Run one delivery of a step. ``worker`` names this delivery (it becomes the lease owner);
     ``abandoned`` names earlier deliveries of the same task that gave the step up, perhaps after their
-    claim (a database error, a time limit outside the skill): their leases are this delivery's to take."""
+    claim (a database error, a time limit outside the skill): their leases are this delivery's to take.
+    ``first_delivery``: the task's first (not a retry): a pure step may then go without a claim."""
     rid = uuid.UUID(run_id)
     rp = run_plan(rid)
     if rp is None:
         return StepDecision.stop("run does not exist")
     if step_index >= rp.step_count:
         return StepDecision.stop("no such step")
+    if first_delivery and not abandoned and rp.claimless[step_index]:
+        decided = _execute_claimless(rp, step_index, worker)
+        if decided is not None:
+            return decided
     claimed = _claim(rp, step_index, worker, abandoned)
     if isinstance(claimed, StepDecision):
         return claimed
     c = claimed
-    step, skill = c.step, c.skill
-    settings = get_settings()
-    # a golden replay shows skills the recorded run's identity (calendar UIDs derive from it)
-    identity = str(rp.replay_of) if rp.replay_of is not None else run_id
-    ctx = SkillContext(run_id=run_id, step_id=step.id, attempt=c.opened.attempt, tenant_id=str(rp.tenant_id),
-                       settings=settings, idempotency_key=f"{identity}:{step.id}:{c.opened.attempt}",
-                       timeout_s=step.timeout_s or skill.default_timeout_s, capabilities=c.capabilities)
-    attempt = _run_skill(c, skill, step.args, ctx)
+    step, ctx = c.step, _context(c)
+    attempt = _run_skill(c, c.skill, step.args, ctx)
     if not attempt.outcome.ok and step.on_error.mode == "FALLBACK" and not outcomes.retry_left(c, attempt.outcome):
         fb = step.on_error.fallback or {}
         try:
@@ -85,6 +85,33 @@ def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[
             fallback = _run_skill(c, fb_skill, fb.get("args", {}), ctx, role="fallback")
         return _settle(c, outcomes.finished(c, fallback, fallback_from=attempt))
     return _settle(c, outcomes.finished(c, attempt))
+
+
+def _context(c: Claim) -> SkillContext:
+    rp, step = c.rp, c.step
+    # a golden replay shows skills the recorded run's identity (calendar UIDs derive from it)
+    identity = str(rp.replay_of) if rp.replay_of is not None else str(rp.run_id)
+    return SkillContext(run_id=str(rp.run_id), step_id=step.id, attempt=c.opened.attempt, tenant_id=str(rp.tenant_id),
+                        settings=get_settings(), idempotency_key=f"{identity}:{step.id}:{c.opened.attempt}",
+                        timeout_s=step.timeout_s or c.skill.default_timeout_s, capabilities=c.capabilities)
+
+
+def _execute_claimless(rp: RunPlan, index: int, worker: str) -> StepDecision | None:
+    """A pure step of an unlimited run (``RunPlan.claimless``): run the skill first, then one statement opens
+    and settles the attempt, fenced by the run being at this step with no attempt yet. Running a pure
+    skill has no effect outside its output, so when the fence fails (a duplicate delivery, a cancel, the
+    run moved on) nothing happened: None, and the claimed path decides."""
+    step, skill = rp.plan.steps[index], rp.skills[index]
+    assert skill is not None
+    started = datetime.now(UTC)
+    c = Claim(rp=rp, step=step, skill=skill, worker=worker, version=0,
+              opened=step_store.OpenAttempt(index=index, step_id=step.id, skill=skill.ref, attempt=1),
+              reserved=budget.NOTHING, spend=budget.Spend(), budget_warned=True, capabilities={})
+    settled, plan = _write(c, outcomes.finished(c, _run_skill(c, skill, step.args, _context(c))), started)
+    if not settled:
+        return None
+    plan.count()
+    return plan.decision
 
 
 # --- claim -----------------------------------------------------------------------------------------
@@ -287,17 +314,26 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
 # --- settle ------------------------------------------------------------------------------------------
 
 
-def _settle(c: Claim, plan: outcomes.Settled) -> StepDecision:
+def _write(c: Claim, plan: outcomes.Settled, claimless_since: datetime | None = None) -> tuple[bool, outcomes.Settled]:
+    """Write the settlement: (whether its fence held, the settlement written or refused)."""
+    if claimless_since is not None:
+        plan.settlement.claimless, plan.settlement.started_at = True, claimless_since
     try:
         with direct.durable() as conn:
-            settled = step_store.settle(conn, plan.settlement)
+            return step_store.settle(conn, plan.settlement), plan
     except (psycopg.DataError, UnicodeEncodeError) as exc:
         # Postgres refused what the skill produced (a string jsonb cannot hold): the step fails, the run
         # goes on being handled like any failure — never a message redelivered forever.
         log.warning("run %s step %s: output not storable: %s", c.rp.run_id, c.step.id, exc)
         plan = outcomes.finished(c, _failed_attempt("DATA_NOT_STORABLE", f"{type(exc).__name__}: {exc}"[:500]))
+        if claimless_since is not None:
+            plan.settlement.claimless, plan.settlement.started_at = True, claimless_since
         with direct.durable() as conn:
-            settled = step_store.settle(conn, plan.settlement)
+            return step_store.settle(conn, plan.settlement), plan
+
+
+def _settle(c: Claim, plan: outcomes.Settled) -> StepDecision:
+    settled, plan = _write(c, plan)
     if not settled:
         # Our lease expired and another delivery took the step over (or the run was cancelled): nothing
         # was written; the partial unique index would refuse a second success anyway.

@@ -81,6 +81,13 @@ class SkillError(Exception):
             self.details.setdefault("retry_after_s", retry_after_s)
 
 
+def declared_pure(skill: Skill) -> bool:
+    """A skill that declares itself pure and deterministic (its class says so, not the default): running it
+    again, or after its run was cancelled, changes nothing outside its output."""
+    declared = any("side_effect" in vars(k) for k in type(skill).__mro__ if k is not Skill)
+    return declared and skill.side_effect == SideEffect.PURE and skill.deterministic
+
+
 class Skill(ABC):
     name: str = ""
     version: int = 1
