@@ -424,6 +424,7 @@ def profile_aos(ctx, plan_steps: int, n_steps: int = 40) -> dict:
     from sqlalchemy import event
 
     from aos.db.session import get_engine
+    from aos.db.statements import Statement
     from aos.services.execution import execute_step
     from aos.services.runs import submit_run
 
@@ -443,11 +444,28 @@ def profile_aos(ctx, plan_steps: int, n_steps: int = 40) -> dict:
     def on_commit(conn):  # noqa: ANN001
         counts["transactions"] += 1
 
+    # The step path runs its own prepared statements on autocommit connections (aos.db.statements), which
+    # SQLAlchemy's events do not see: count those by wrapping Statement._execute (one statement, and on an
+    # autocommit connection one transaction, each).
+    plain_execute = Statement._execute
+
+    def counted_execute(self, conn, values):  # noqa: ANN001
+        counts["statements"] += 1
+        if conn.autocommit:
+            counts["transactions"] += 1
+        kind = statement_kind(self.sql)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        t = time.perf_counter()
+        try:
+            return plain_execute(self, conn, values)
+        finally:
+            counts["sql_s"] += time.perf_counter() - t
+
     worker = f"bench-profile:{os.getpid()}"
     # warm: plan cache, skill registry, pooled connections
     warm = submit_run(ctx, noop_plan(3, "bench-profile-warm"), None)
     for i in range(3):
-        execute_step(str(warm), i, worker)
+        execute_step(str(warm), i, worker, first_delivery=True)
     # enough runs of this size for n_steps steps, executed in order: first half timed, second half profiled
     work = []
     while len(work) < n_steps:
@@ -455,6 +473,7 @@ def profile_aos(ctx, plan_steps: int, n_steps: int = 40) -> dict:
         work += [(rid, i) for i in range(plan_steps)]
     work = work[:n_steps]
 
+    Statement._execute = counted_execute  # type: ignore[method-assign]
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     event.listen(engine, "commit", on_commit)
@@ -462,15 +481,16 @@ def profile_aos(ctx, plan_steps: int, n_steps: int = 40) -> dict:
     try:
         t0 = time.perf_counter()
         for rid, i in work[:n_steps // 2]:
-            execute_step(rid, i, worker)
+            execute_step(rid, i, worker, first_delivery=True)
         plain_s = time.perf_counter() - t0
         measured = dict(counts)
         measured_kinds = dict(kinds)
         prof.enable()
         for rid, i in work[n_steps // 2:]:
-            execute_step(rid, i, worker)
+            execute_step(rid, i, worker, first_delivery=True)
         prof.disable()
     finally:
+        Statement._execute = plain_execute  # type: ignore[method-assign]
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "after_cursor_execute", after)
         event.remove(engine, "commit", on_commit)

@@ -35,7 +35,10 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
     delivery = delivery_id()
     abandoned = abandoned or []
     try:
-        decision = execute_step(run_id, step_index, delivery, abandoned, first_delivery=self.request.retries == 0)
+        # a pure step goes without a claim only on its first delivery: a redelivery (its worker died) or a
+        # retry takes the claimed path, which counts deliveries towards the poison quarantine
+        first = self.request.retries == 0 and not (self.request.delivery_info or {}).get("redelivered")
+        decision = execute_step(run_id, step_index, delivery, abandoned, first_delivery=first)
     except (SoftTimeLimitExceeded, *TRANSIENT_ERRORS) as exc:
         # Outside the skill (claiming, writing the checkpoint): the transaction rolled back, nothing
         # was recorded; deliver again later. The database outage case waits out the backoff. The claim
