@@ -78,10 +78,28 @@ def first_path(value: Any, predicate: Callable[[Any], bool], path: str = "$") ->
     return None
 
 
+def fits(value: Any, limit: int = MAX_VALUE_DEPTH) -> bool:
+    """Whether no container in ``value`` nests deeper than ``limit`` (``too_deep`` is None); iterative,
+    containers only, no paths built."""
+    if not isinstance(value, dict | list):
+        return True
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if d >= limit:
+            return False
+        for c in (v.values() if isinstance(v, dict) else v):
+            if isinstance(c, dict | list):
+                stack.append((c, d + 1))
+    return True
+
+
 def too_deep(value: Any, limit: int = MAX_VALUE_DEPTH, path: str = "$") -> str | None:
     """The path of the first container nested deeper than ``limit``, or None when the value fits.
 
     Stops at the first one, so a hostile value costs no more than ``limit`` levels of it."""
+    if fits(value, limit):
+        return None  # the common case, judged without building a path for every node
     stack: list[tuple[str, Any, int]] = [(path, value, 0)]
     while stack:
         p, v, d = stack.pop()

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import subprocess
@@ -380,9 +381,13 @@ def noop_plan(n_steps: int, name: str) -> dict:
                                     for i in range(n_steps)]}
 
 
+BENCH_SECRET = secrets.token_hex(32)
+
+
 def aos_env(db_url: str, broker: str, queue: str) -> dict[str, str]:
+    # secrets fit for production (bench/api.py runs `aos api` with AOS_ENV=production), fresh per bench run
     return {"AOS_DATABASE_URL": db_url, "AOS_BROKER_URL": broker, "AOS_STEP_QUEUE": queue,
-            "AOS_SECRET_KEY": "bench-secret", "AOS_LLM_PROVIDER": "offline", "AOS_LOG_LEVEL": "INFO"}
+            "AOS_SECRET_KEY": BENCH_SECRET, "AOS_GOLDEN_SECRET": BENCH_SECRET[::-1], "AOS_LLM_PROVIDER": "offline", "AOS_LOG_LEVEL": "INFO"}
 
 
 def setup_aos(db_url: str, broker: str, queue: str):

@@ -48,6 +48,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DatabaseOperationalError, psyco
                                                  sqlalchemy.exc.OperationalError)
 
 BORROW_TIMEOUT_S = 30.0  # how long a thread waits for a connection when the process has its cap open
+# How long connections past AOS_DB_POOL_SIZE stay open after the last time all were busy.
+SURPLUS_KEPT_S = 30.0
 
 
 class _Pool:
@@ -68,11 +70,13 @@ class _Pool:
         self.keep = size      # idle connections kept open between borrows
         self.opened = 0
         self.waiting = 0
+        self.short_at = 0.0   # when a borrow last found no idle connection
 
     def get(self) -> psycopg.Connection[Any]:
         try:
             conn = self.idle.pop()
         except IndexError:
+            self.short_at = time.monotonic()
             return self._open()
         if conn.closed or conn.broken:
             self._forget(conn)
@@ -107,8 +111,10 @@ class _Pool:
             raise
 
     def put(self, conn: psycopg.Connection[Any]) -> None:
+        # Past ``keep``, a connection stays while the load needs it: closing it at once and opening another at
+        # the next burst (a backend fork each) cost an API under steady load more than the query itself.
         if conn.closed or conn.broken or conn.pgconn.transaction_status != TransactionStatus.IDLE \
-                or len(self.idle) >= self.keep:
+                or (len(self.idle) >= self.keep and time.monotonic() - self.short_at > SURPLUS_KEPT_S):
             self._forget(conn)
             return
         self.idle.append(conn)

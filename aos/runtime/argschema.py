@@ -11,6 +11,7 @@ tests/runtime/test_argschema.py checks that claim against both libraries on gene
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,11 @@ def _portable(schema: Any) -> bool:
     return True
 
 
+# How many full reports each schema remembers, and the largest args (as JSON) worth remembering.
+_REPORTS_KEPT = 512
+_REPORT_KEY_MAX = 16_384
+
+
 class ArgSchema:
     """A compiled input schema: ``problems(args)`` lists every problem, ``[]`` when the args are valid."""
 
@@ -75,6 +81,7 @@ class ArgSchema:
         self.schema = schema
         self.authority = jsonschema.Draft202012Validator(schema)
         self._fast: Callable[[Any], Any] | None = None
+        self._reports: dict[str, tuple[dict[str, str], ...]] = {}
         if _portable(schema):
             try:
                 self._fast = fastjsonschema.compile(schema, use_formats=False)
@@ -98,10 +105,25 @@ class ArgSchema:
     def problems(self, args: Any) -> list[dict[str, str]]:
         if self.accepts_fast(args):
             return []
+        # The full report walks the schema with jsonschema: ten times the compiled check. A plan's args that
+        # hold references fail the compiled check at every reference (the validator sees {"$ref": …} where a
+        # value will be) and plans are submitted again and again (workflows, agents): remember the report of
+        # the last args seen, by their canonical JSON.
+        try:
+            key = json.dumps(args, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            key = None
+        hit = self._reports.get(key) if key is not None else None
+        if hit is not None:
+            return [dict(p) for p in hit]
         problems = []
         for err in sorted(self.authority.iter_errors(args), key=lambda e: list(map(str, e.absolute_path))):
             path = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in err.absolute_path)
             problems.append({"path": f"args{path}", "code": "SKILL_ARGS_INVALID", "message": err.message})
+        if key is not None and len(key) <= _REPORT_KEY_MAX:
+            if len(self._reports) >= _REPORTS_KEPT:
+                self._reports.clear()  # a bounded memory, not an LRU: plans repeat in bursts
+            self._reports[key] = tuple(dict(p) for p in problems)
         return problems
 
 

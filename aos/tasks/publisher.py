@@ -12,6 +12,7 @@ from typing import Any
 
 from aos.config import get_settings
 from aos.services.publisher import CONTINUE_TASK, STEP_TASK
+from aos.tasks import redis_publish
 from aos.tasks.app import app
 
 # A chain message carries the rest of its chain; segments keep a long run's messages small.
@@ -46,6 +47,14 @@ class CeleryPublisher:
                                    task_id=continue_task_id(run_id, end, generation)))
         rest.reverse()  # the worker pops the next step from the end
         first = step_task_id(run_id, from_step, generation)
+        settings = get_settings()
+        broker = settings.effective_broker_url()
+        if redis_publish.supported(broker):  # the same message, one LPUSH (aos.tasks.redis_publish)
+            redis_publish.push(broker, settings.step_queue, redis_publish.message(
+                STEP_TASK, [run_id, from_step], first, queue=settings.step_queue,
+                soft_time_limit=step_timeouts[from_step], time_limit=step_timeouts[from_step] + grace,
+                chain=rest or None))
+            return
         app.send_task(STEP_TASK, args=[run_id, from_step], task_id=first, root_id=first,
                       soft_time_limit=step_timeouts[from_step], time_limit=step_timeouts[from_step] + grace,
                       chain=rest or None, retry=True, retry_policy=PUBLISH_RETRY)

@@ -22,6 +22,8 @@ def storable_problem(value: Any) -> tuple[str, str, str] | None:
     deep = too_deep(value, MAX_BODY_DEPTH)
     if deep is not None:
         return deep, "JSON_TOO_DEEP", f"nested deeper than {MAX_BODY_DEPTH} levels"
+    if _storable(value):
+        return None  # the common case, judged without building a path for every node
     for path, v, _ in walk(value):
         if isinstance(v, str):
             if "\x00" in v:
@@ -33,6 +35,32 @@ def storable_problem(value: Any) -> tuple[str, str, str] | None:
         elif isinstance(v, float) and not math.isfinite(v):
             return path, "VALIDATION_ERROR", "numbers must be finite (NaN and Infinity are not JSON)"
     return None
+
+
+def _storable(value: Any) -> bool:
+    """``storable_problem`` is None (depth aside): the same checks, no paths; iterative."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v or (not v.isascii() and not _encodes(v)):
+                return False
+        elif isinstance(v, dict):
+            stack.extend(v)  # keys are text too
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            return False
+    return True
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class BodySchema(ma.Schema):
