@@ -168,6 +168,10 @@ class Settings:
     lease_grace_s: float = setting(
         "AOS_LEASE_GRACE_S", 5.0, _float,
         "Seconds a step lease outlives the step's hard timeout before another worker may take it over.")
+    inline_steps_ms: float = setting(
+        "AOS_INLINE_STEPS_MS", 50.0, _float,
+        "How long a delivery may go on with its run's next claimless steps (pure, free, in a run without "
+        "limits) itself, each checkpointed as usual, instead of a broker hop per step; 0: one step per task.")
     poison_deliveries: int = setting(
         "AOS_POISON_DELIVERIES", 3, _positive_int,
         "Deliveries of one step attempt that may die (worker killed, hard time limit, an error outside the "

@@ -166,8 +166,7 @@ def _build(run_id: uuid.UUID, row: dict[str, Any]) -> RunPlan:
     max_cost = row["max_cost_usd"]
     limits = Limits(max_cost_usd=Decimal(max_cost) if max_cost is not None else None,
                     max_tokens=row["max_tokens"], max_steps=row["max_steps"], max_wall_s=row["max_wall_s"])
-    unlimited = not limits.counted and limits.max_wall_s is None and row["agent_id"] is None \
-        and row["replay_of"] is None
+    unlimited = not limits.counted and limits.max_wall_s is None and row["agent_id"] is None
     claimless = tuple(unlimited and 0 < st.index < len(plan.steps) - 1 and k is not None and declared_pure(k)
                       and st.on_error.mode != "FALLBACK" and not k.cost_model.estimate(st.args).cost_usd
                       and not k.cost_model.estimate(st.args).tokens

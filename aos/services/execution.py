@@ -21,6 +21,7 @@ nothing of the plan is read from Postgres, whatever its size.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -54,11 +55,47 @@ __all__ = ["StepDecision", "execute_step", "step_crashed"]
 
 
 def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[str] = (),
-                 first_delivery: bool = False) -> StepDecision:
+                 first_delivery: bool = False, inline_limit: int = 0) -> StepDecision:
     """Run one delivery of a step. ``worker`` names this delivery (it becomes the lease owner);
     ``abandoned`` names earlier deliveries of the same task that gave the step up, perhaps after their
     claim (a database error, a time limit outside the skill): their leases are this delivery's to take.
-    ``first_delivery``: the task's first (not a retry): a pure step may then go without a claim."""
+    ``first_delivery``: the task's first (not a retry): a pure step may then go without a claim.
+    ``inline_limit``: how many of the run's next steps the task's chain holds: after a success, this
+    delivery may run that many claimless steps itself (``_inline``) and says how many in ``inlined``."""
+    return _inline(run_id, step_index, worker,
+                   _execute_step(run_id, step_index, worker, abandoned, first_delivery), inline_limit)
+
+
+def _inline(run_id: str, index: int, worker: str, decision: StepDecision, limit: int) -> StepDecision:
+    """Go on with the run's next claimless steps in this delivery, each settled (checkpointed) on its own,
+    for up to AOS_INLINE_STEPS_MS: a pure step needs no lease, so a broker hop per step buys nothing."""
+    budget_s = get_settings().inline_steps_ms / 1000
+    if limit <= 0 or budget_s <= 0 or decision.action != "continue":
+        return decision
+    rp = run_plan(uuid.UUID(run_id))
+    if rp is None:
+        return decision
+    t0, done = time.perf_counter(), 0
+    while done < limit and index + 1 + done < rp.step_count and rp.claimless[index + 1 + done] \
+            and time.perf_counter() - t0 < budget_s:
+        d = _execute_claimless(rp, index + 1 + done, worker)
+        if d is None:  # the run is not where this delivery left it: the step's own message decides
+            break
+        if d.action == "retry":
+            # the step's retry waits out its countdown in its own message: retry this (finished) task with it,
+            # which goes on with the chain from that step once the countdown has passed
+            d.inlined = done
+            return d
+        done += 1
+        decision = d
+        if d.action != "continue":
+            break
+    decision.inlined = done
+    return decision
+
+
+def _execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[str],
+                  first_delivery: bool) -> StepDecision:
     rid = uuid.UUID(run_id)
     rp = run_plan(rid)
     if rp is None:

@@ -66,6 +66,7 @@ class StepDecision:
     action: str  # "continue" | "stop" | "fail" | "retry"; "fail" stops like "stop", and says the run failed
     reason: str
     countdown: float = 0.0
+    inlined: int = 0  # the run's next steps this delivery ran itself (their chain messages are not needed)
 
     @classmethod
     def go_on(cls, reason: str) -> StepDecision:

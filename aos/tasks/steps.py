@@ -24,6 +24,17 @@ INFRA_RETRY = RetryPolicy(max_attempts=1_000_000, backoff_s=0.5, backoff_max_s=3
 ABANDONED_KEPT = 4
 
 
+def _chained_steps(chain: list[Any] | None, run_id: str, index: int) -> int:
+    """How many of the run's next steps, in order, the chain holds next (its end is the next message)."""
+    n = 0
+    for sig in reversed(chain or ()):
+        if not isinstance(sig, dict) or sig.get("task") != STEP_TASK or list(sig.get("args") or ()) != \
+                [run_id, index + 1 + n]:
+            break
+        n += 1
+    return n
+
+
 class StepFailed(Exception):
     """The step failed and so did its run (the run's error code and message say why)."""
 
@@ -38,7 +49,8 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
         # a pure step goes without a claim only on its first delivery: a redelivery (its worker died) or a
         # retry takes the claimed path, which counts deliveries towards the poison quarantine
         first = self.request.retries == 0 and not (self.request.delivery_info or {}).get("redelivered")
-        decision = execute_step(run_id, step_index, delivery, abandoned, first_delivery=first)
+        decision = execute_step(run_id, step_index, delivery, abandoned, first_delivery=first,
+                                inline_limit=_chained_steps(self.request.chain, run_id, step_index))
     except (SoftTimeLimitExceeded, *TRANSIENT_ERRORS) as exc:
         # Outside the skill (claiming, writing the checkpoint): the transaction rolled back, nothing
         # was recorded; deliver again later. The database outage case waits out the backoff. The claim
@@ -58,6 +70,8 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
             raise self.retry(kwargs={"abandoned": [*abandoned[-(ABANDONED_KEPT - 1):], delivery],
                                      "crashes": crashes}, countdown=countdown, max_retries=None, exc=exc) from exc
         decision = decided
+    for _ in range(decision.inlined):  # steps this delivery ran itself: their messages are not needed
+        self.request.chain.pop()
     if decision.action == "retry":
         # Celery's retry keeps the rest of the chain on the new message.
         raise self.retry(countdown=decision.countdown, max_retries=None)

@@ -91,3 +91,30 @@ def test_a_cancelled_run_gets_no_claimless_checkpoint(tenant):
     assert [c.step_id for c in _checkpoints(run_id)] == ["a"]
     run = _run(run_id)
     assert run.status == "cancelled" and run.steps_started == 1
+
+
+def test_a_delivery_goes_on_with_the_next_claimless_steps_itself(tenant):
+    ctx, _ = tenant
+    run_id = submit_run(ctx, PLAN, None)
+    # the chain of step 0's message holds steps 1-3: steps 1 and 2 are claimless, step 3 (the last) is not
+    decision = execute_step(str(run_id), 0, "w/0", first_delivery=True, inline_limit=3)
+    assert decision.action == "continue" and decision.inlined == 2
+    assert [(c.step_id, c.worker) for c in _checkpoints(run_id)] == [("a", "w/0"), ("b", "w/0"), ("c", "w/0")]
+    assert _run(run_id).next_step == 3
+    # the chain holds fewer steps than could be inlined: never more than it holds
+    other = submit_run(ctx, PLAN, None)
+    assert execute_step(str(other), 0, "w/0", first_delivery=True, inline_limit=1).inlined == 1
+    assert _run(other).next_step == 2
+
+
+def test_inlining_stops_where_a_step_fails(tenant):
+    ctx, _ = tenant
+    plan = {**PLAN, "steps": [PLAN["steps"][0],
+                              {"id": "b", "skill": "json.transform", "args": {"input": "x", "expr": "abs(@)"}},
+                              *PLAN["steps"][2:]]}
+    run_id = submit_run(ctx, plan, None)
+    decision = execute_step(str(run_id), 0, "w/0", first_delivery=True, inline_limit=3)
+    assert decision.action == "fail" and decision.inlined == 1
+    run = _run(run_id)
+    assert run.status == "failed" and run.next_step == 1
+    assert [(c.step_id, c.status) for c in _checkpoints(run_id)] == [("a", "succeeded"), ("b", "failed")]
