@@ -163,6 +163,12 @@ def usd(value: float | None) -> str:
     return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
 
 
+@bp.app_template_filter("compact")
+def compact(value: Any) -> str:
+    """JSON on one line, as written (no escapes for quotes or non-ASCII: the template escapes HTML)."""
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
 @bp.app_template_filter("pretty")
 def pretty(value: Any) -> str:
     """JSON, indented for reading."""
