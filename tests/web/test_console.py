@@ -382,3 +382,28 @@ def _dead_letter(ctx) -> int:
         s.add(dl)
         s.flush()
         return dl.id
+
+
+def test_the_signal_form_template_of_a_waiting_run(app, aos_env):
+    """Only the template (waiting runs are built elsewhere): a run view with status ``waiting`` shows what it waits
+    for and a labelled form with the CSRF token and an idempotency key, when the server can deliver signals."""
+    from flask import g, render_template
+
+    ctx, _ = new_tenant()
+    run_id = queued_run(ctx)
+    view = run_service.get_run(ctx, run_id)
+    view.update(status="waiting", waiting={"signal": "approval", "reason": "a person approves the refund",
+                                           "deadline": "2026-12-07T09:00:00+00:00", "schema": {"type": "object"}})
+    with app.test_request_context(f"/console/runs/{run_id}"):
+        g.console_ctx = ctx
+        html = render_template("console/_run_live.html", run=view, events=[], final=False, cancellable=True,
+                               resumable=False, signals_available=True, signal_key="k-123")
+        without = render_template("console/_run_live.html", run=view, events=[], final=False, cancellable=True,
+                                  resumable=False, signals_available=False, signal_key="k-123")
+    assert "Waiting for <code>approval</code>" in html and "a person approves the refund" in html
+    assert "2026-12-07 09:00:00 UTC" in html
+    assert f'action="/console/runs/{run_id}/signal"' in html and 'name="key" value="k-123"' in html
+    assert '<label for="signal-name">' in html and '<label for="signal-payload">' in html
+    assert 'id="signal-name" name="name" required value="approval"' in html
+    assert CSRF.search(html.split("/signal")[1])
+    assert "Send signal" not in without and "cannot deliver signals" in without

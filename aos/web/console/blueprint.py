@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, g, redirect, render_template, request, send_from_directory, url_for
+from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -53,7 +54,7 @@ def asset_url(name: str) -> str:
 
 
 @bp.before_request
-def _guard() -> Response | None:
+def _guard() -> ResponseReturnValue | None:
     if request.method == "POST":
         console_session.check_csrf(request.form)
     if request.endpoint in PUBLIC_ENDPOINTS:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from aos.db.models import DEAD_LETTER_KINDS, DEAD_LETTER_STATUSES
 from aos.services import dead_letters as dead_letter_service
@@ -13,7 +14,7 @@ from aos.web.console.session import current
 PAGE_SIZE = 25
 
 
-def _back_to_dead_letters() -> Response:
+def _back_to_dead_letters() -> ResponseReturnValue:
     """Back to the list the form was posted from (its filters and page kept)."""
     query = request.form.get("back", "")
     return redirect(url_for("console.dead_letters") + (query if query.startswith("?") else ""))
@@ -34,7 +35,7 @@ def dead_letters() -> str:
 
 
 @bp.post("/dead-letters/<dead_letter_id>/replay")
-def replay(dead_letter_id: str) -> Response:
+def replay(dead_letter_id: str) -> ResponseReturnValue:
     ctx = current()
     ctx.require("admin")
     out = dead_letter_service.replay(dead_letter_id, tenant_id=ctx.tenant_id,
@@ -48,7 +49,7 @@ def replay(dead_letter_id: str) -> Response:
 
 
 @bp.post("/dead-letters/<dead_letter_id>/discard")
-def discard(dead_letter_id: str) -> Response:
+def discard(dead_letter_id: str) -> ResponseReturnValue:
     ctx = current()
     ctx.require("admin")
     dl = dead_letter_service.discard(dead_letter_id, tenant_id=ctx.tenant_id)
@@ -65,7 +66,7 @@ def schedules() -> str:
 
 
 @bp.post("/schedules/<schedule_id>/<any(pause, resume):action>")
-def toggle_schedule(schedule_id: str, action: str) -> Response:
+def toggle_schedule(schedule_id: str, action: str) -> ResponseReturnValue:
     """Pause a schedule, or resume it from its next tick after now (ticks missed while paused do not fire)."""
     ctx = current()
     ctx.require("runs:write")

@@ -15,6 +15,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 
 from aos.db.models import FINAL_RUN_STATUSES, RUN_EVENT_TYPES, RUN_STATUSES
 from aos.errors import AosError
@@ -36,7 +37,7 @@ def _publisher():  # noqa: ANN202
 
 
 @bp.get("/")
-def home() -> Response:
+def home() -> ResponseReturnValue:
     return redirect(url_for("console.runs"))
 
 
@@ -105,7 +106,7 @@ def step(run_id: str, step_id: str) -> str:
 
 
 @bp.post("/runs/<run_id>/cancel")
-def cancel(run_id: str) -> Response:
+def cancel(run_id: str) -> ResponseReturnValue:
     ctx = current()
     ctx.require("runs:write")
     run_service.cancel_run(ctx, run_id, _publisher())
@@ -114,7 +115,7 @@ def cancel(run_id: str) -> Response:
 
 
 @bp.post("/runs/<run_id>/resume")
-def resume(run_id: str) -> Response:
+def resume(run_id: str) -> ResponseReturnValue:
     ctx = current()
     ctx.require("runs:write")
     run_service.resume_run(ctx, run_id, _publisher())
@@ -123,7 +124,7 @@ def resume(run_id: str) -> Response:
 
 
 @bp.post("/runs/<run_id>/signal")
-def signal(run_id: str) -> Response | tuple[str, int]:
+def signal(run_id: str) -> ResponseReturnValue:
     """Deliver the signal a waiting run asks for; the page comes back with the error and the typed payload kept
     when it is refused."""
     ctx = current()

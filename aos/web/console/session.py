@@ -36,7 +36,10 @@ def configure_cookie(app: Flask) -> None:
     app.config.update(SESSION_COOKIE_NAME=COOKIE_NAME, SESSION_COOKIE_PATH=COOKIE_PATH,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       SESSION_COOKIE_SECURE=settings.env not in _INSECURE_ENVS,
-                      PERMANENT_SESSION_LIFETIME=settings.console_session_s)
+                      PERMANENT_SESSION_LIFETIME=settings.console_session_s,
+                      # set at sign-in, not re-sent with every answer: an old page's late answer (a live
+                      # fragment, an event stream) cannot put back a session the browser has since replaced
+                      SESSION_REFRESH_EACH_REQUEST=False)
 
 
 def _authenticate(credential: str) -> tuple[TenantContext, str]:

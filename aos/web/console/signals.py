@@ -45,4 +45,4 @@ def deliver(ctx: TenantContext, run_id: str, name: str, payload: Any, *, key: st
     """Deliver signal ``name`` with ``payload`` to a waiting run, idempotent by ``key``."""
     if not available():
         raise AosError("NOT_IMPLEMENTED", "this server cannot deliver signals (waiting runs are not built in)")
-    return signal_service.deliver(ctx, run_id, name, payload, key=key, publisher=publisher)  # type: ignore[union-attr]
+    return signal_service.deliver(ctx, run_id, name, payload, key=key, publisher=publisher)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Response, redirect, render_template, request, url_for
+from flask import redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
 from aos.errors import AosError
 from aos.services.failures import entry_for
@@ -11,7 +12,7 @@ from aos.web.console.blueprint import bp
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
-def sign_in() -> Response | str | tuple[str, int]:
+def sign_in() -> ResponseReturnValue:
     """Paste an API key (or a JWT where the server accepts them); the console keeps a session, not the key."""
     target = console_session.safe_next(request.values.get("next")) or url_for("console.runs")
     if request.method == "GET":
@@ -28,11 +29,11 @@ def sign_in() -> Response | str | tuple[str, int]:
 
 
 @bp.post("/sign-out")
-def sign_out() -> Response:
+def sign_out() -> ResponseReturnValue:
     console_session.sign_out()
     return redirect(url_for("console.sign_in"))
 
 
 @bp.route("/<path:unknown>")
-def unknown(unknown: str) -> Response:
+def unknown(unknown: str) -> ResponseReturnValue:
     raise AosError("NOT_FOUND", f"the console has no page /console/{unknown}")
