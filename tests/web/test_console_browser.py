@@ -22,6 +22,7 @@ from aos.services import workflows as workflow_service
 from aos.services.agents import create_agent
 from aos.services.schedules import create_schedule
 from aos.tasks.publisher import CeleryPublisher
+from aos.web.console import signals as console_signals
 from tests.support.browser import off_machine, requests_made, start_chromium
 from tests.support.http_server import Reply, serve_http
 from tests.support.worker import wait_for_run
@@ -262,3 +263,30 @@ def test_screenshots_are_ignored_by_git():
     assert out.returncode == 0, f"{SHOTS} is not ignored by git"
 
 
+
+
+@pytest.mark.skipif(not console_signals.available(), reason="waiting runs and signals are built on the `signals` "
+                    "branch (issue 15, items 1-3); this test runs once both branches are merged")
+def test_approve_a_waiting_run_and_see_it_finish(browser, served, worker, aos_env):
+    ctx, key = new_tenant()
+    sign_in(browser, served, key)
+    plan = {"name": "deploy-approval", "steps": [
+        {"id": "ok", "skill": "human.approve", "args": {"reason": "deploy v2?", "timeout_s": 3600}},
+        {"id": "answer", "skill": "json.transform", "args": {"input": {"$ref": "steps.ok.output"},
+                                                             "expr": "approved"}}]}
+    run_id = str(run_service.submit_run(ctx, plan, CeleryPublisher()))
+    assert wait_for_run(run_id, statuses=("waiting",)).status == "waiting"
+    browser.get(f"{served}/console/runs/{run_id}")
+    assert "Waiting for approval" in main_text(browser) and "deploy v2?" in main_text(browser)
+    shot(browser, "16-run-waiting")
+    # a payload that fails the wait's schema: refused with its code, the run still waits
+    field = browser.find_element(By.ID, "signal-payload")
+    field.send_keys('{"approved": "maybe"}')
+    browser.find_element(By.XPATH, "//button[normalize-space()='Send signal']").click()
+    wait_until(browser, lambda: "SIGNAL_PAYLOAD_INVALID" in main_text(browser), what="the refusal")
+    assert browser.find_element(By.ID, "signal-payload").get_attribute("value") == '{"approved": "maybe"}'
+    assert run_service.get_run(ctx, run_id)["status"] == "waiting"
+    browser.find_element(By.ID, "signal-approve").click()
+    wait_until(browser, lambda: run_status(browser) == "succeeded", what="the approved run to finish")
+    assert "signal.received" in main_text(browser)
+    assert run_service.get_run(ctx, run_id)["steps"][1]["output"] is True

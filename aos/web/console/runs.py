@@ -29,7 +29,7 @@ from aos.web.sse import run_event_stream
 
 PAGE_SIZE = 25
 CANCELLABLE = frozenset({"queued", "running", "waiting"})
-RESUMABLE = frozenset({"failed", "cancelled", "dead_lettered"})
+RESUMABLE = frozenset({"failed", "cancelled", "dead_lettered", "waiting"})  # waiting: leave the wait, step again
 
 
 def _publisher():  # noqa: ANN202
@@ -136,7 +136,7 @@ def signal(run_id: str) -> ResponseReturnValue:
         if not name:
             raise AosError("VALIDATION_ERROR", "name the signal to send",
                            problems=[{"path": "name", "code": "VALIDATION_ERROR", "message": "required"}])
-        signals.deliver(ctx, run_id, name, signals.parse_payload(text), key=key, publisher=_publisher())
+        answer = signals.deliver(ctx, run_id, name, signals.parse_payload(text), key=key, publisher=_publisher())
     except AosError as exc:
         if exc.code in ("NOT_FOUND", "RUN_NOT_FOUND", "CSRF_INVALID", "FORBIDDEN_SCOPE"):
             raise
@@ -145,5 +145,8 @@ def signal(run_id: str) -> ResponseReturnValue:
         html = render_template("console/run.html", event_types=RUN_EVENT_TYPES, signal_error=exc,
                                signal_name=name, signal_payload=text, **view)
         return html, entry_for(exc.code).http_status
-    flash(f"Signal {name!r} delivered; the run goes on.", "ok")
+    if isinstance(answer, dict) and answer.get("duplicate"):
+        flash(f"Signal {name!r} was already delivered with this form; nothing more was done.", "info")
+    else:
+        flash(f"Signal {name!r} delivered; the run goes on.", "ok")
     return redirect(url_for("console.run", run_id=run_id))

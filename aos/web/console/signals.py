@@ -1,6 +1,8 @@
 """The console's door onto signal delivery (a waiting run resumed by a person), which the waiting-runs work of
-issue 15 provides as ``aos.services.signals.deliver``. Until that module exists the run page shows no signal form
-and a posted one is refused with NOT_IMPLEMENTED: the console never pretends a signal was delivered."""
+issue 15 provides as ``aos.services.signals.deliver_signal(ctx, run_id, name, payload, idempotency_key,
+publisher)`` (the same call as ``POST /api/v1/runs/{id}/signals/{name}``). Until that module exists the run page
+shows no signal form and a posted one is refused with NOT_IMPLEMENTED: the console never pretends a signal was
+delivered."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ MAX_PAYLOAD_CHARS = 256 * 1024
 
 def available() -> bool:
     """Whether this server can deliver signals."""
-    return callable(getattr(signal_service, "deliver", None))
+    return callable(getattr(signal_service, "deliver_signal", None))
 
 
 def parse_payload(text: str) -> Any:
@@ -45,4 +47,4 @@ def deliver(ctx: TenantContext, run_id: str, name: str, payload: Any, *, key: st
     """Deliver signal ``name`` with ``payload`` to a waiting run, idempotent by ``key``."""
     if not available():
         raise AosError("NOT_IMPLEMENTED", "this server cannot deliver signals (waiting runs are not built in)")
-    return signal_service.deliver(ctx, run_id, name, payload, key=key, publisher=publisher)
+    return signal_service.deliver_signal(ctx, run_id, name, payload, key, publisher)
