@@ -54,7 +54,11 @@ def console(app):
 
 
 def test_signed_out_pages_go_to_sign_in_and_come_back_after(console, aos_env):
-    _, key = new_tenant()
+    ctx, key = new_tenant()
+    run_id = queued_run(ctx)
+    for part in (f"/console/runs/{run_id}/live", f"/console/runs/{run_id}/events"):  # fetched by a page's script
+        res = console.get(part)
+        assert res.status_code == 401 and code_of(res) == "AUTH_MISSING", part
     res = console.get("/console/runs?status=failed")
     assert res.status_code == 302 and res.location.startswith("/console/sign-in?next=")
     sign_page = console.get(res.location)

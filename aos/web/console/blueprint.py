@@ -28,6 +28,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                            "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 PUBLIC_ENDPOINTS = frozenset({"console.sign_in", "console.asset"})
+# what a page's script fetches: signed out, these answer 401 (the script reloads the page) rather than a redirect
+PARTS = frozenset({"console.run_events", "console.run_live"})
 _ONE_DAY = 86400
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
@@ -61,7 +63,7 @@ def _guard() -> ResponseReturnValue | None:
         return None
     ctx = console_session.signed_in()
     if ctx is None:
-        if request.method == "GET" and request.endpoint != "console.run_events":
+        if request.method == "GET" and request.endpoint not in PARTS:
             return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
         raise AosError("AUTH_MISSING", "your console session ended; sign in again")
     g.console_ctx = g.tenant = ctx  # g.tenant: the access log names the tenant, as for the API

@@ -12,7 +12,11 @@
       if (inFlight) { again = true; return; }
       inFlight = true;
       fetch(fragment, { credentials: "same-origin", headers: { "Accept": "text/html" } })
-        .then(function (res) { if (!res.ok) { throw new Error(res.status); } return res.text(); })
+        .then(function (res) {
+          if (res.status === 401) { window.location.reload(); }  // the session ended: the page leads to sign-in
+          if (!res.ok || res.redirected) { throw new Error(res.status); }
+          return res.text();
+        })
         .then(function (html) {
           var focused = document.activeElement && document.activeElement.id;
           box.innerHTML = html;
