@@ -411,3 +411,31 @@ def test_the_signal_form_template_of_a_waiting_run(app, aos_env):
     assert 'id="signal-name" name="name" required value="approval"' in html
     assert CSRF.search(html.split("/signal")[1])
     assert "Send signal" not in without and "cannot deliver signals" in without
+
+
+def _jwt_door() -> bool:
+    from aos.services.tenancy import authenticate_key
+    from aos.web.console import session as console_session
+
+    return console_session.authenticate_bearer is not authenticate_key
+
+
+@pytest.mark.skipif(not _jwt_door(), reason="JWTs are built on the `tenancy` branch (issue 13); this test runs once "
+                    "it is merged")
+def test_a_jwt_signs_in_and_its_session_ends_with_the_token(console, settings_env, aos_env):
+    import time
+
+    from tests.support.jwt_issuer import AUDIENCE, HS_SECRET, ISSUER, claims, sign_hs
+
+    settings_env(AOS_JWT_SECRET=HS_SECRET, AOS_JWT_ISSUER=ISSUER, AOS_JWT_AUDIENCE=AUDIENCE)
+    ctx, _ = new_tenant()
+    run_id = queued_run(ctx)
+    token = csrf_of(console.get("/console/sign-in").get_data(as_text=True))
+    expired = console.post("/console/sign-in", data={"credential": sign_hs(claims(ctx.tenant_name, ttl_s=-60)),
+                                                     "csrf_token": token})
+    assert expired.status_code == 401 and code_of(expired) in ("AUTH_EXPIRED", "AUTH_INVALID")
+    short = sign_hs(claims(ctx.tenant_name, ttl_s=3))
+    assert console.post("/console/sign-in", data={"credential": short, "csrf_token": token}).status_code == 302
+    assert run_id in console.get("/console/runs").get_data(as_text=True)
+    time.sleep(3.5)
+    assert console.get("/console/runs").status_code == 302  # the token expired: so did the session

@@ -2,14 +2,16 @@
 
 The cookie is Flask's signed session (AOS_SECRET_KEY). It holds who signed in — the key's id, the tenant, the
 scopes, when — and the session's CSRF token, never the key itself. Every request of a key's session re-reads
-that key (one prepared read), so revoking it ends its console sessions at once; a JWT's session lives until
-AOS_CONSOLE_SESSION_S (the console cannot re-check a token it does not keep). Every POST carries the session's
-CSRF token in a hidden field; a missing or wrong one is CSRF_INVALID (403) before any work is done.
+that key (one prepared read), so revoking it ends its console sessions at once; a JWT's session lasts until the
+token's ``exp`` or AOS_CONSOLE_SESSION_S, whichever comes first (the console does not keep the token). Every POST
+carries the session's CSRF token in a hidden field; a missing or wrong one is CSRF_INVALID (403) before any work.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
+import json
 import secrets
 import time
 import uuid
@@ -20,8 +22,12 @@ from flask import Flask, g, session
 
 from aos.config import get_settings
 from aos.errors import AosError
-from aos.services.tenancy import KEY_PREFIX, TenantContext, authenticate_key, key_context
-from aos.web import auth as web_auth
+from aos.services.tenancy import TenantContext, authenticate_key, key_context
+
+try:  # API keys and JWTs, one door (the tenancy work of issue 13); API keys alone before it
+    from aos.services.identity import authenticate_bearer  # type: ignore[import-not-found]
+except ImportError:
+    authenticate_bearer = authenticate_key
 
 COOKIE_NAME = "aos_console"
 COOKIE_PATH = "/console"
@@ -42,12 +48,14 @@ def configure_cookie(app: Flask) -> None:
                       SESSION_REFRESH_EACH_REQUEST=False)
 
 
-def _authenticate(credential: str) -> tuple[TenantContext, str]:
-    """(tenant context, credential kind) of what was typed into the sign-in form."""
-    jwt = getattr(web_auth, "authenticate_jwt", None)  # the tenancy work adds JWTs; keys work either way
-    if jwt is not None and not credential.startswith(KEY_PREFIX) and credential.count(".") == 2:
-        return jwt(credential), "jwt"
-    return authenticate_key(credential), "key"
+def _token_expiry(credential: str) -> int | None:
+    """The ``exp`` of a JWT that was just verified (so its payload can be read as is); None without one."""
+    try:
+        part = credential.split(".")[1]
+        exp = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))).get("exp")
+    except (IndexError, ValueError, AttributeError):
+        return None
+    return int(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 def sign_in(credential: str) -> TenantContext:
@@ -55,11 +63,16 @@ def sign_in(credential: str) -> TenantContext:
     credential = credential.strip()
     if not credential:
         raise AosError("AUTH_MISSING", "paste an API key (`aos keys create` makes one)")
-    ctx, kind = _authenticate(credential)
+    ctx = authenticate_bearer(credential)
+    now = int(time.time())
+    until = now + get_settings().console_session_s
+    if ctx.key_id is None:  # a token: the session ends when the token does
+        until = min(until, _token_expiry(credential) or until)
     session.clear()
     session.permanent = True
-    session.update({"kind": kind, "kid": str(ctx.key_id) if ctx.key_id else None, "tid": str(ctx.tenant_id),
-                    "tn": ctx.tenant_name, "scopes": sorted(ctx.scopes), "at": int(time.time()),
+    session.update({"kind": "key" if ctx.key_id is not None else "jwt",
+                    "kid": str(ctx.key_id) if ctx.key_id else None, "tid": str(ctx.tenant_id),
+                    "tn": ctx.tenant_name, "scopes": sorted(ctx.scopes), "at": now, "until": until,
                     "csrf": secrets.token_urlsafe(32)})
     return ctx
 
@@ -72,7 +85,7 @@ def signed_in() -> TenantContext | None:
     """The context of this request's session, or None when there is none (or it ended)."""
     if "tid" not in session:
         return None
-    if time.time() - session.get("at", 0) > get_settings().console_session_s:
+    if time.time() >= min(session.get("until", 0), session.get("at", 0) + get_settings().console_session_s):
         session.clear()
         return None
     if session.get("kind") == "key":
