@@ -38,8 +38,7 @@ promtool:
 	  fi; }
 
 # Headless Debian chromium and its driver: tests/web/test_docs_ui.py and test_console_browser.py render the API docs
-# pages and the console in a real
-# browser and checks that they request nothing off the machine. Installed like promtool.
+# pages and the console in a real browser and check that they request nothing off the machine. Installed like promtool.
 browser:
 	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
