@@ -88,7 +88,7 @@ def sign_in(drv, served: str, key: str) -> None:
     drv.get(f"{served}/console/runs")
     assert "/console/sign-in" in drv.current_url
     field = drv.find_element(By.ID, "credential")  # found by its label's `for`
-    assert drv.find_element(By.CSS_SELECTOR, "label[for=credential]").text == "API key"
+    assert drv.find_element(By.CSS_SELECTOR, "label[for=credential]").text in ("API key", "API key or token")
     field.send_keys(key)
     field.send_keys(Keys.ENTER)
     wait_until(drv, lambda: drv.current_url.endswith("/console/runs"))

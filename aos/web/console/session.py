@@ -58,6 +58,11 @@ def _token_expiry(credential: str) -> int | None:
     return int(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
+def accepts_tokens() -> bool:
+    """Whether this server signs in with JWTs too (not only API keys)."""
+    return authenticate_bearer is not authenticate_key
+
+
 def sign_in(credential: str) -> TenantContext:
     """Check the credential and start a new session for it (a new CSRF token too: nothing carries over)."""
     credential = credential.strip()

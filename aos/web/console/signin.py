@@ -18,13 +18,14 @@ def sign_in() -> ResponseReturnValue:
     if request.method == "GET":
         if console_session.signed_in() is not None:
             return redirect(target)
-        return render_template("console/sign_in.html", next=target)
+        return render_template("console/sign_in.html", next=target, jwt=console_session.accepts_tokens())
     try:
         console_session.sign_in(request.form.get("credential", ""))
     except AosError as exc:
-        if exc.code not in ("AUTH_MISSING", "AUTH_INVALID"):
+        if exc.code not in ("AUTH_MISSING", "AUTH_INVALID", "AUTH_EXPIRED"):
             raise
-        return render_template("console/sign_in.html", next=target, error=exc), entry_for(exc.code).http_status
+        return (render_template("console/sign_in.html", next=target, error=exc, jwt=console_session.accepts_tokens()),
+                entry_for(exc.code).http_status)
     return redirect(target)
 
 
