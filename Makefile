@@ -37,8 +37,8 @@ promtool:
 	  else echo "warning: promtool missing and cannot apt-get install prometheus (not root); tests/ops will fail" >&2; \
 	  fi; }
 
-# Headless Debian chromium and its driver: tests/web/test_docs_ui.py renders the API docs pages in a real
-# browser and checks that they request nothing off the machine. Installed like promtool.
+# Headless Debian chromium and its driver: tests/web/test_docs_ui.py and test_console_browser.py render the API docs
+# pages and the console in a real browser and check that they request nothing off the machine. Installed like promtool.
 browser:
 	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -308,6 +308,10 @@ class Settings:
         "AOS_SSE_MAX_S", 300.0, _float,
         "Longest life of one event stream (s); the client reconnects with Last-Event-ID. Bounds a worker's "
         "time on one request.")
+    console_session_s: int = setting(
+        "AOS_CONSOLE_SESSION_S", 28800, _int,
+        "How long a web console sign-in lasts (s) before the console asks for the key again. The session "
+        "cookie is HttpOnly, SameSite=Strict, and Secure unless AOS_ENV is `development` or `test`.")
     long_requests_per_process: int = setting(
         "AOS_LONG_REQUESTS_PER_PROCESS", 4, _int,
         "Requests that may hold an API thread for long (live event streams, golden replays waiting for their run) "

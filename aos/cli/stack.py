@@ -107,6 +107,7 @@ def _running_banner(stack: DevStack, found_by_default: bool) -> str:
              else f"for other `aos` commands: export AOS_CONFIG_FILE={stack.state_file}")
     return (f"\nAOS is running.\n"
             f"  API       {stack.api_url}/api/v1  (docs: {stack.api_url}/api/v1/docs)\n"
+            f"  console   {stack.api_url}/console  (sign in with the API key)\n"
             f"  API key   {stack.api_key}\n"
             f"  database  {stack.database_url}\n"
             f"  broker    {stack.broker_url}\n"

@@ -267,6 +267,9 @@ ENTRIES: list[CatalogEntry] = [
        "The API key is unknown, malformed, expired or revoked; create a new key with `aos keys`."),
     _e("FORBIDDEN_SCOPE", C.AUTH, False, R.ABORT, 403,
        "The API key lacks the scope this operation needs; use a key that has it."),
+    _e("CSRF_INVALID", C.AUTH, False, R.ABORT, 403,
+       "A console form arrived without this session's CSRF token (forged by another site, or a page left open "
+       "across a sign-in); nothing was changed: reload the page and submit the form again."),
     # --- objects of the API ---
     _e("TENANT_NOT_FOUND", C.REQUEST, False, R.ABORT, 404,
        "No such tenant; list tenants with `aos tenants list` and check the id."),

@@ -16,7 +16,7 @@ from aos import metrics
 from aos.config import get_settings
 from aos.db import direct, run_store, step_store
 from aos.db.jsontext import NotStorable, to_json
-from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, OutboxMessage, Run, Workflow
+from aos.db.models import FINAL_RUN_STATUSES, RUN_STATUSES, Checkpoint, OutboxMessage, Run, Workflow
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, parse_plan
@@ -167,17 +167,31 @@ def run_summary(run: Run) -> dict[str, Any]:
     }
 
 
+MAX_NAME_FILTER_CHARS = 200
+
+
 def list_runs(ctx: TenantContext, *, status: str | None = None, agent_id: uuid.UUID | None = None,
-              workflow: str | None = None, created_after: datetime | None = None,
+              workflow: str | None = None, name: str | None = None, created_after: datetime | None = None,
               created_before: datetime | None = None, limit: int = DEFAULT_LIMIT,
               cursor: str | None = None) -> dict[str, Any]:
     """A page of this tenant's runs, newest first: ``{"items": [RunSummary], "next_cursor"}``.
 
     ``created_after`` is inclusive and ``created_before`` exclusive; ``workflow`` is a stored
-    workflow's name (any of its versions)."""
+    workflow's name (any of its versions); ``name`` keeps runs whose plan name contains it (any case)."""
     q = select(Run).where(Run.tenant_id == ctx.tenant_id)
     if status:
+        if status not in RUN_STATUSES:
+            raise AosError("VALIDATION_ERROR", f"status must be one of {', '.join(RUN_STATUSES)}",
+                           problems=[{"path": "status", "code": "VALIDATION_ERROR",
+                                      "message": f"must be one of {', '.join(RUN_STATUSES)}"}])
         q = q.where(Run.status == status)
+    if name:
+        if len(name) > MAX_NAME_FILTER_CHARS or "\x00" in name:
+            raise AosError("VALIDATION_ERROR", f"a name filter has at most {MAX_NAME_FILTER_CHARS} characters "
+                           "and no NUL", problems=[{"path": "name", "code": "VALIDATION_ERROR",
+                                                    "message": f"at most {MAX_NAME_FILTER_CHARS} characters, no NUL"}])
+        pattern = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        q = q.where(Run.name.ilike(f"%{pattern}%", escape="\\"))
     if agent_id is not None:
         q = q.where(Run.agent_id == agent_id)
     if workflow is not None:

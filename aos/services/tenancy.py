@@ -114,6 +114,27 @@ def _context(key: str, row: dict | None) -> TenantContext:
                          scopes=frozenset(row["scopes"]))
 
 
+_KEY_BY_ID = Statement("""
+SELECT k.id, k.tenant_id, k.scopes, k.revoked_at, t.name
+FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = %(key_id)s
+""")
+
+
+def key_context(key_id: uuid.UUID | str) -> TenantContext:
+    """The tenant context of a key already proven (a console session holds its id, never the key itself);
+    AUTH_INVALID once the key is revoked or gone, so revoking a key ends its sessions too."""
+    try:
+        kid = uuid.UUID(str(key_id))
+    except ValueError:
+        raise AosError("AUTH_INVALID", "the session names no API key; sign in again") from None
+    with direct.relaxed() as conn:
+        row = _KEY_BY_ID.one(conn, key_id=kid)
+    if row is None or row["revoked_at"] is not None:
+        raise AosError("AUTH_INVALID", "the API key of this session was revoked; sign in with a live key")
+    return TenantContext(tenant_id=row["tenant_id"], tenant_name=row["name"], key_id=row["id"],
+                         scopes=frozenset(row["scopes"]))
+
+
 def revoke_api_key(session: Session, tenant_id: uuid.UUID, prefix: str) -> None:
     res = session.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.prefix == prefix,
                                                ApiKey.revoked_at.is_(None))

@@ -10,7 +10,7 @@ from flask import Flask
 from aos import __version__
 from aos.config import get_settings
 from aos.redaction import install_log_redaction
-from aos.web import docs_ui, traffic
+from aos.web import console, docs_ui, traffic
 from aos.web.errors import register_error_handlers
 from aos.web.extensions import api
 from aos.web.json_body import BodyJSONProvider
@@ -96,3 +96,4 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(webhook)
     docs_ui.register(app)  # the docs pages' assets (public, like the pages) and their Content-Security-Policy
     app.register_blueprint(metrics)  # plain Flask: /metrics is for Prometheus, outside /api/v1 and its OpenAPI
+    console.register(app)  # plain Flask too: server-rendered pages at /console, signed in by a session cookie

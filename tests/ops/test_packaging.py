@@ -61,6 +61,17 @@ def test_the_wheel_ships_the_migrations(installed):
     assert head == head_revision()
 
 
+def test_the_wheel_ships_the_console(installed):
+    """The console's templates and assets are package data: its sign-in page renders from the installed wheel."""
+    script = ("import os; os.environ.setdefault('AOS_SECRET_KEY', 'x'); "
+              "from aos.web.app import create_app; c = create_app(publisher=object()).test_client(); "
+              "r = c.get('/console/sign-in'); print(r.status_code, 'id=\"credential\"' in r.get_data(as_text=True)); "
+              "import re; a = re.findall('/console/assets/[^\"]+', r.get_data(as_text=True)); "
+              "print(len(a), all(c.get(u).status_code == 200 for u in a))")
+    out = _run([str(installed / "python"), "-c", script], timeout=120, cwd=installed).stdout.split()
+    assert out == ["200", "True", "2", "True"], out
+
+
 def test_installed_aos_migrates_an_empty_database_and_runs_a_plan(installed, servers, aos_env, tmp_path):
     name = f"aos_wheel_{uuid.uuid4().hex[:8]}"
     servers.create_database(name)
