@@ -335,11 +335,15 @@ class Settings:
         "Where the API's rate-limit counters live (redis://…, shared by every API process). Unset: the "
         "broker's Redis when the broker is Redis, else memory:// (per process).")
     rate_limit_key_per_minute: int = setting(
-        "AOS_RATE_LIMIT_KEY_PER_MINUTE", 600, _int,
+        "AOS_RATE_LIMIT_KEY_PER_MINUTE", 3000, _int,
         "Request units one API key (or one JWT subject) may spend per minute; a tenant's own value overrides "
         "it (PUT /api/v1/quotas). Expensive operations cost more units (docs/security.md).")
+    rate_limit_window_s: int = setting(
+        "AOS_RATE_LIMIT_WINDOW_S", 60, _int,
+        "Length of a rate-limit window (s, fixed windows): each window allows its share of the per-minute "
+        "rates, rounded up. A shorter window smooths bursts; 60 counts whole minutes.")
     rate_limit_tenant_per_minute: int = setting(
-        "AOS_RATE_LIMIT_TENANT_PER_MINUTE", 1200, _int,
+        "AOS_RATE_LIMIT_TENANT_PER_MINUTE", 6000, _int,
         "Request units all of a tenant's callers together may spend per minute; overridable per tenant.")
 
     # --- singletons: leases, beat leadership, retention, user schedules ----------------

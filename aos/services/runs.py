@@ -21,7 +21,7 @@ from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, parse_plan
 from aos.runtime import budget
-from aos.services import enqueue, outbox, timeline
+from aos.services import enqueue, outbox, quotas, timeline
 from aos.services.capabilities import capability_problems, load_agent, raise_if_denied
 from aos.services.failures import error_view
 from aos.services.pagination import DEFAULT_LIMIT, paginate
@@ -59,6 +59,7 @@ def _submit(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *, 
     if inputs is not None and not isinstance(inputs, dict):
         raise AosError("VALIDATION_ERROR", "inputs must be a JSON object")
     plan = parse_plan(plan_data, default_registry(), inputs=inputs)
+    quotas.check_submission(ctx)  # nothing to read unless the tenant has daily run or token quotas
     if agent_id is not None:
         with session_scope() as s:
             check_capabilities(s, ctx, agent_id, plan)
