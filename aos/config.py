@@ -332,16 +332,16 @@ class Settings:
         "AOS_RATE_LIMIT_ENABLED", True, _bool, "Rate-limit API requests per key and per tenant.")
     rate_limit_storage_url: str | None = setting(
         "AOS_RATE_LIMIT_STORAGE_URL", None, _str,
-        "Where the API's rate-limit counters live (redis://…, shared by every API process). Unset: the "
-        "broker's Redis when the broker is Redis, else memory:// (per process).")
+        "Where the API's rate-limit buckets live (redis:// or unix://, shared by every API process). Unset: the "
+        "broker's Redis when the broker is Redis, else memory:// (per API process).")
     rate_limit_key_per_minute: int = setting(
         "AOS_RATE_LIMIT_KEY_PER_MINUTE", 3000, _int,
-        "Request units one API key (or one JWT subject) may spend per minute; a tenant's own value overrides "
+        "Request units one API key (or one JWT subject) may spend a minute; a tenant's own value overrides "
         "it (PUT /api/v1/quotas). Expensive operations cost more units (docs/security.md).")
-    rate_limit_window_s: int = setting(
-        "AOS_RATE_LIMIT_WINDOW_S", 60, _int,
-        "Length of a rate-limit window (s, fixed windows): each window allows its share of the per-minute "
-        "rates, rounded up. A shorter window smooths bursts; 60 counts whole minutes.")
+    rate_limit_burst_s: float = setting(
+        "AOS_RATE_LIMIT_BURST_S", 10.0, _float,
+        "A rate-limit bucket holds this many seconds of its rate: a caller idle that long may send that many "
+        "units at once, then its rate (token bucket).")
     rate_limit_tenant_per_minute: int = setting(
         "AOS_RATE_LIMIT_TENANT_PER_MINUTE", 6000, _int,
         "Request units all of a tenant's callers together may spend per minute; overridable per tenant.")
