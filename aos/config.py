@@ -229,6 +229,10 @@ class Settings:
     golden_keys: dict[str, Any] = setting(
         "AOS_GOLDEN_KEYS", {}, _json_obj,
         "JSON object {key id: secret} of older golden keys that still verify (rotation); never logged.")
+    golden_accept_deployment_keys: bool = setting(
+        "AOS_GOLDEN_ACCEPT_DEPLOYMENT_KEYS", False, _bool,
+        "Also accept golden files signed with the deployment-wide key (recorded before files were signed per "
+        "tenant). Any tenant can then verify and replay such a file: a migration aid, off by default.")
     golden_replay_timeout_s: float = setting(
         "AOS_GOLDEN_REPLAY_TIMEOUT_S", 30.0, _float,
         "How long POST /golden/replay waits for its replay run (at most 60 s) before answering 202: the run goes "
