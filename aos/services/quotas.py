@@ -21,10 +21,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from aos.config import Settings, get_settings
 from aos.db import direct
 from aos.db.models import Run, Tenant, TenantDailySpend, TenantQuota
 from aos.db.session import session_scope
@@ -36,6 +38,40 @@ from aos.services.tenancy import Quotas, TenantContext
 RATE_FIELDS = ("key_requests_per_minute", "tenant_requests_per_minute")
 DAILY_FIELDS = ("daily_requests", "daily_runs", "daily_tokens")
 LIMIT_FIELDS = (*RATE_FIELDS, *DAILY_FIELDS, "daily_budget_usd")
+
+
+def rate_limit_storage(settings: Settings) -> str:
+    """Where the API's rate-limit buckets and request counts live: AOS_RATE_LIMIT_STORAGE_URL, else the broker's
+    Redis (same server, own keys), else ``memory://`` (per API process)."""
+    if settings.rate_limit_storage_url:
+        return settings.rate_limit_storage_url
+    broker = settings.broker_url or ""
+    if broker.startswith(("redis://", "rediss://")):
+        return broker
+    if broker.startswith("redis+socket://"):
+        return "unix://" + broker.removeprefix("redis+socket://")
+    return "memory://"
+
+
+def day_key(tenant_id: Any, now: datetime | None = None) -> str:
+    """The Redis key of a tenant's API requests on a UTC day (the date in the key: it starts again at midnight)."""
+    return f"aos:rl:day:{tenant_id}:{(now or datetime.now(UTC)).date().isoformat()}"
+
+
+def requests_today(tenant_id: Any) -> int | None:
+    """The tenant's API requests today as the rate limiter counted them (None: counted in an API process's
+    memory, or Redis unreachable). For the CLI; the API reads its own store."""
+    url = rate_limit_storage(get_settings())
+    if url == "memory://":
+        return None
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return int(client.get(day_key(tenant_id)) or 0)
+        finally:
+            client.close()
+    except redis.RedisError:
+        return None
 
 
 def next_reset(now: datetime | None = None) -> datetime:

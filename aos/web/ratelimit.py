@@ -40,7 +40,7 @@ import redis
 from flask import Flask, Response, g, request
 
 from aos.config import Settings, get_settings
-from aos.services.quotas import next_reset
+from aos.services.quotas import day_key, next_reset, rate_limit_storage
 from aos.services.tenancy import TenantContext
 from aos.web.auth import ProtectedBlueprint, resolve_caller
 from aos.web.errors import problem
@@ -152,18 +152,13 @@ class MemoryBuckets:
         return self.days.get(key, 0)
 
 
-def day_key(tenant_id: Any, now: datetime | None = None) -> str:
-    # the UTC date is in the key, so the count starts again at midnight UTC like the daily budget
-    return f"aos:rl:day:{tenant_id}:{(now or datetime.now(UTC)).date().isoformat()}"
-
-
 class RateLimits:
     """The limits of one app."""
 
     def __init__(self, app: Flask, settings: Settings) -> None:
         self.protected = frozenset(name for name, bp in app.blueprints.items()
                                    if isinstance(bp, ProtectedBlueprint))
-        url = storage_uri(settings)
+        url = rate_limit_storage(settings)
         self.store: RedisBuckets | MemoryBuckets = MemoryBuckets() if url == "memory://" else RedisBuckets(url)
 
     def buckets(self, ctx: TenantContext, settings: Settings) -> tuple[Bucket, Bucket]:
@@ -238,18 +233,6 @@ class RateLimits:
 def _headers(bucket: Bucket, left: int, reset_s: int, burst_s: float) -> dict[str, str]:
     return {"RateLimit-Limit": str(bucket.capacity), "RateLimit-Remaining": str(max(0, left)),
             "RateLimit-Reset": str(max(0, reset_s)), "RateLimit-Policy": f"{bucket.capacity};w={burst_s:g}"}
-
-
-def storage_uri(settings: Settings) -> str:
-    """Where the buckets live: the setting, else the broker's Redis (same server, own keys), else memory."""
-    if settings.rate_limit_storage_url:
-        return settings.rate_limit_storage_url
-    broker = settings.broker_url or ""
-    if broker.startswith(("redis://", "rediss://")):
-        return broker
-    if broker.startswith("redis+socket://"):
-        return "unix://" + broker.removeprefix("redis+socket://")
-    return "memory://"
 
 
 def register(app: Flask) -> RateLimits:
