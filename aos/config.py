@@ -248,6 +248,12 @@ class Settings:
         "Port of the worker's Prometheus endpoint, served by the worker parent for all its children (0 = off).")
     worker_metrics_bind: str = setting(
         "AOS_WORKER_METRICS_BIND", "0.0.0.0", _str, "Address the worker's Prometheus endpoint listens on.")
+    api_metrics_port: int = setting(
+        "AOS_API_METRICS_PORT", 0, _int,
+        "Serve the API's /metrics on this port of its own (the gunicorn master, AOS_API_METRICS_BIND) instead of "
+        "the public API port, where /metrics then answers 404 (0 = on the API port).")
+    api_metrics_bind: str = setting(
+        "AOS_API_METRICS_BIND", "127.0.0.1", _str, "Address the API's separate metrics port listens on.")
     metrics_token: str | None = setting(
         "AOS_METRICS_TOKEN", None, _str,
         "If set, /metrics (API and worker) requires `Authorization: Bearer <token>`; unset = open.")
