@@ -24,11 +24,13 @@ Why not flask-limiter: it was the first version (commit 369582a) and cost 1.25 m
 fixed-window hits and the day count, three round trips, and its per-request limit resolution), against a
 target of 0.5 ms; this script costs one round trip (``bench/api.py --limiter`` measures it). A broker
 that is not Redis (RabbitMQ) and no ``AOS_RATE_LIMIT_STORAGE_URL``: the same buckets in process memory
-(per API process, said in docs/security.md).
+(per API process, said in docs/security.md). Redis not answering: requests are let through unlimited (a
+warning a minute in the log), not refused.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -44,6 +46,8 @@ from aos.services.quotas import day_key, next_reset, rate_limit_storage
 from aos.services.tenancy import TenantContext
 from aos.web.auth import ProtectedBlueprint, resolve_caller
 from aos.web.errors import problem
+
+log = logging.getLogger("aos.ratelimit")
 
 # (endpoint, method) or endpoint → units; everything else costs 1. A submission makes Postgres rows and broker
 # messages; a simulation reads a tenant's history; a golden replay runs a whole run and holds a thread while it
@@ -176,10 +180,16 @@ class RateLimits:
         cost = request_cost()
         quota = ctx.quotas.daily_requests
         now = datetime.now(UTC)
-        verdict, left_mine, left_tenant, day, retry_ms = self.store.spend(
-            [f"aos:rl:k:{ctx.tenant_id}/{ctx.caller}", f"aos:rl:t:{ctx.tenant_id}", day_key(ctx.tenant_id, now)],
-            [min(cost, mine.capacity, tenant.capacity), mine.capacity, mine.rate, tenant.capacity, tenant.rate,
-             -1 if quota is None else quota, DAY_KEY_TTL_S])
+        try:
+            verdict, left_mine, left_tenant, day, retry_ms = self.store.spend(
+                [f"aos:rl:k:{ctx.tenant_id}/{ctx.caller}", f"aos:rl:t:{ctx.tenant_id}", day_key(ctx.tenant_id, now)],
+                [min(cost, mine.capacity, tenant.capacity), mine.capacity, mine.rate, tenant.capacity, tenant.rate,
+                 -1 if quota is None else quota, DAY_KEY_TTL_S])
+        except redis.RedisError as exc:
+            # Open, not closed: the limiter guards the API's capacity, it must not take the API down with Redis
+            # (which is the broker too: submissions then fail on their own, reads keep working).
+            _warn_unlimited(exc)
+            return None
         if verdict == OK:
             tighter, left = (mine, left_mine) if left_mine / mine.capacity <= left_tenant / tenant.capacity \
                 else (tenant, left_tenant)
@@ -228,6 +238,16 @@ class RateLimits:
             return self.store.count(day_key(tenant_id))
         except redis.RedisError:
             return None
+
+
+_last_warning = 0.0
+
+
+def _warn_unlimited(exc: Exception) -> None:
+    global _last_warning
+    if time.monotonic() - _last_warning > 60:  # once a minute, not once a request
+        _last_warning = time.monotonic()
+        log.warning("rate limits are not enforced: their Redis does not answer (%s)", exc)
 
 
 def _headers(bucket: Bucket, left: int, reset_s: int, burst_s: float) -> dict[str, str]:

@@ -167,3 +167,19 @@ def test_sdk_waits_out_a_429_and_retries(client, operator, settings_env):
                 sdk.runs.page(limit=1)
     assert caught.value.code == "RATE_LIMITED" and caught.value.status == 429
     assert caught.value.retry_after == 1
+
+
+def test_an_unreachable_limiter_store_lets_requests_through(settings_env, aos_env, caplog, monkeypatch):
+    import socket
+
+    from aos.web import ratelimit
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    settings_env(AOS_RATE_LIMIT_STORAGE_URL=f"redis://127.0.0.1:{dead}/0")
+    monkeypatch.setattr(ratelimit, "_last_warning", 0.0)  # the warning is said once a minute per process
+    _, key = new_tenant()
+    client = create_app().test_client()
+    assert [client.get("/api/v1/runs", headers=auth(key)).status_code for _ in range(3)] == [200] * 3
+    assert any("rate limits are not enforced" in r.getMessage() for r in caplog.records)
