@@ -349,9 +349,10 @@ class Settings:
         "Request units one API key (or one JWT subject) may spend a minute; a tenant's own value overrides "
         "it (PUT /api/v1/quotas). Expensive operations cost more units (docs/security.md).")
     rate_limit_burst_s: float = setting(
-        "AOS_RATE_LIMIT_BURST_S", 10.0, _float,
+        "AOS_RATE_LIMIT_BURST_S", 60.0, _float,
         "A rate-limit bucket holds this many seconds of its rate: a caller idle that long may send that many "
-        "units at once, then its rate (token bucket).")
+        "units at once, then its rate (token bucket). 60: a minute's worth, like a per-minute count; less "
+        "smooths bursts.")
     rate_limit_tenant_per_minute: int = setting(
         "AOS_RATE_LIMIT_TENANT_PER_MINUTE", 6000, _int,
         "Request units all of a tenant's callers together may spend per minute; overridable per tenant.")

@@ -13,12 +13,6 @@ from aos.web.app import create_app
 from tests.web.api_helpers import auth, live_server, new_caller, new_tenant, one_step_plan
 
 
-@pytest.fixture(autouse=True)
-def minute_buckets(settings_env, aos_env):
-    """Buckets that hold a whole minute of their rate, so a test can count requests against it."""
-    settings_env(AOS_RATE_LIMIT_BURST_S="60")
-
-
 @pytest.fixture(scope="module")
 def operator(aos_env):
     """An operator's key (the `operator` scope sets any tenant's limits)."""
