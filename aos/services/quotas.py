@@ -67,7 +67,7 @@ def requests_today(tenant_id: Any) -> int | None:
     try:
         client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         try:
-            return int(client.get(day_key(tenant_id)) or 0)
+            return int(client.get(day_key(tenant_id)) or 0)  # type: ignore[arg-type]
         finally:
             client.close()
     except redis.RedisError:
@@ -124,11 +124,12 @@ def set_quotas(session: Session, tenant_id: uuid.UUID, changes: dict[str, Any]) 
             raise AosError("VALIDATION_ERROR", f"{name} must be a non-negative {'number' if name == 'daily_budget_usd' else 'integer'} or null")
         if name in RATE_FIELDS and value is not None and value < 1:
             raise AosError("VALIDATION_ERROR", f"{name} must be at least 1 (null: the deployment default)")
-    if session.get(Tenant, tenant_id) is None:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
         raise AosError("TENANT_NOT_FOUND", f"no tenant {tenant_id}")
     if "daily_budget_usd" in changes:
         value = changes["daily_budget_usd"]
-        session.get(Tenant, tenant_id).daily_budget_usd = budget.money(value) if value is not None else None
+        tenant.daily_budget_usd = budget.money(value) if value is not None else None
     own = {k: (int(v) if v is not None else None) for k, v in changes.items() if k != "daily_budget_usd"}
     if own:
         stmt = insert(TenantQuota).values(tenant_id=tenant_id, **own)

@@ -149,7 +149,7 @@ def _quotas(row: dict) -> Quotas:
     return NO_QUOTAS if not any(v is not None for v in values.values()) else Quotas(**values)
 
 
-def tenant_context(tenant_name: str, *, scopes: frozenset[str], caller: str) -> TenantContext:
+def tenant_context(tenant_name: object, *, scopes: frozenset[str], caller: str) -> TenantContext:
     """The context of a caller whose tenant was vouched for by name (a verified bearer token);
     AUTH_INVALID when no tenant has that name (no hint whether the token or the tenant was wrong)."""
     if not isinstance(tenant_name, str) or not 0 < len(tenant_name) <= 100 or "\x00" in tenant_name:

@@ -122,7 +122,7 @@ class RedisBuckets:
         return [int(x) for x in self.script(keys=keys, args=args)]
 
     def count(self, key: str) -> int:
-        return int(self.client.get(key) or 0)
+        return int(self.client.get(key) or 0)  # type: ignore[arg-type]
 
 
 class MemoryBuckets:
