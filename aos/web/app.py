@@ -25,8 +25,10 @@ def create_app(publisher: Any = None, **overrides: Any) -> Flask:
     register_extensions(app, publisher)
     register_blueprints(app)
     register_error_handlers(app)
-    ratelimit.register(app)  # per caller and per tenant, in Redis (after the blueprints: it limits the protected)
     traffic.register(app)  # request ids, the access log, HTTP metrics by route template (after the routes exist)
+    # per caller and per tenant, in Redis: after the blueprints (it limits the protected ones) and after traffic
+    # (a refused or unauthenticated request still gets its request id and its access-log line)
+    ratelimit.register(app)
     return app
 
 

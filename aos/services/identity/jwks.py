@@ -5,8 +5,9 @@ makes one fetch (the provider rotated its keys), but at most one per ``AOS_JWT_J
 forged key ids cannot turn the API into a flood against the identity provider. A failed fetch keeps
 the keys already known.
 
-The URL is the operator's own setting (like AOS_ANTHROPIC_BASE_URL), so it is trusted by name: no
-SSRF guard, no redirects followed, a short timeout.
+The URL is the operator's own setting (like AOS_ANTHROPIC_BASE_URL): fetched through AOS's guarded
+transport (aos/skills/egress.py) with its host trusted by name — a private identity provider is fine, a
+cloud-metadata address never — following no redirect, with a short timeout.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 import httpx
 import jwt
 
+from aos.skills.base import SkillError
+from aos.skills.egress import EgressPolicy, guarded_client
+
 log = logging.getLogger("aos.jwt")
 FETCH_TIMEOUT_S = 5.0
 
@@ -28,8 +32,10 @@ FETCH_TIMEOUT_S = 5.0
 class JwksKeys:
     """kid → public key, refreshed as the module docstring says."""
 
-    def __init__(self, source: str, *, cache_s: float, min_refresh_s: float) -> None:
+    def __init__(self, source: str, *, cache_s: float, min_refresh_s: float,
+                 policy: EgressPolicy | None = None) -> None:
         self.source = source
+        self.policy = policy or EgressPolicy()
         self.cache_s = cache_s
         self.min_refresh_s = min_refresh_s
         self._keys: dict[str, Any] = {}
@@ -63,15 +69,17 @@ class JwksKeys:
                     except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
                         log.warning("JWKS key %r skipped: %s", jwk.get("kid"), exc)
                 self._keys = keys
-            except (OSError, httpx.HTTPError, ValueError) as exc:
+            except (OSError, httpx.HTTPError, ValueError, SkillError) as exc:  # SkillError: the guard refused
                 log.warning("JWKS fetch from %s failed (keeping %d known keys): %s", self.source, len(self._keys),
                             exc)
 
     def _read(self) -> dict[str, Any]:
         if self.source.startswith(("http://", "https://")):
-            resp = httpx.get(self.source, timeout=FETCH_TIMEOUT_S, follow_redirects=False)
-            resp.raise_for_status()
-            document = resp.json()
+            host = httpx.URL(self.source).host
+            with guarded_client(self.policy.trusting(host), timeout=FETCH_TIMEOUT_S) as client:
+                resp = client.get(self.source)
+                resp.raise_for_status()
+                document = resp.json()
         else:
             path = self.source.removeprefix("file://")
             document = json.loads(Path(path).read_text())

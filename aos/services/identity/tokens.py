@@ -23,6 +23,7 @@ from aos.config import Settings, get_settings
 from aos.errors import AosError
 from aos.services.identity.jwks import JwksKeys
 from aos.services.tenancy import TenantContext, tenant_context
+from aos.skills.egress import EgressPolicy
 
 HMAC_ALGORITHMS = ("HS256",)
 PUBLIC_ALGORITHMS = ("RS256", "ES256")
@@ -39,7 +40,8 @@ class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.jwt_secret
         self.jwks = JwksKeys(settings.jwt_jwks_url, cache_s=settings.jwt_jwks_cache_s,
-                             min_refresh_s=settings.jwt_jwks_min_refresh_s) if settings.jwt_jwks_url else None
+                             min_refresh_s=settings.jwt_jwks_min_refresh_s,
+                             policy=EgressPolicy.of(settings)) if settings.jwt_jwks_url else None
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.tenant_claim = settings.jwt_tenant_claim
