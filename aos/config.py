@@ -244,6 +244,10 @@ class Settings:
     golden_keys: dict[str, Any] = setting(
         "AOS_GOLDEN_KEYS", {}, _json_obj,
         "JSON object {key id: secret} of older golden keys that still verify (rotation); never logged.")
+    golden_accept_deployment_keys: bool = setting(
+        "AOS_GOLDEN_ACCEPT_DEPLOYMENT_KEYS", False, _bool,
+        "Also accept golden files signed with the deployment-wide key (recorded before files were signed per "
+        "tenant). Any tenant can then verify and replay such a file: a migration aid, off by default.")
     golden_replay_timeout_s: float = setting(
         "AOS_GOLDEN_REPLAY_TIMEOUT_S", 30.0, _float,
         "How long POST /golden/replay waits for its replay run (at most 60 s) before answering 202: the run goes "
@@ -259,6 +263,12 @@ class Settings:
         "Port of the worker's Prometheus endpoint, served by the worker parent for all its children (0 = off).")
     worker_metrics_bind: str = setting(
         "AOS_WORKER_METRICS_BIND", "0.0.0.0", _str, "Address the worker's Prometheus endpoint listens on.")
+    api_metrics_port: int = setting(
+        "AOS_API_METRICS_PORT", 0, _int,
+        "Serve the API's /metrics on this port of its own (the gunicorn master, AOS_API_METRICS_BIND) instead of "
+        "the public API port, where /metrics then answers 404 (0 = on the API port).")
+    api_metrics_bind: str = setting(
+        "AOS_API_METRICS_BIND", "127.0.0.1", _str, "Address the API's separate metrics port listens on.")
     metrics_token: str | None = setting(
         "AOS_METRICS_TOKEN", None, _str,
         "If set, /metrics (API and worker) requires `Authorization: Bearer <token>`; unset = open.")
@@ -323,6 +333,48 @@ class Settings:
     inspect_timeout_s: float = setting(
         "AOS_INSPECT_TIMEOUT_S", 1.0, _float,
         "How long /inspect waits for workers to answer a ping, and for the broker (s).")
+
+    # --- tenancy: JWT bearer tokens, rate limits, quotas (docs/security.md) -------------
+    jwt_secret: str | None = setting(
+        "AOS_JWT_SECRET", None, _str,
+        "Shared secret of HS256 bearer tokens; unset = HS256 tokens are refused. Never logged.")
+    jwt_jwks_url: str | None = setting(
+        "AOS_JWT_JWKS_URL", None, _str,
+        "Where the public keys of RS256/ES256 bearer tokens are: an http(s):// URL or a file path of a JWKS "
+        "document. Cached; fetched again when a token names an unknown `kid` (at most every "
+        "AOS_JWT_JWKS_MIN_REFRESH_S).")
+    jwt_issuer: str | None = setting(
+        "AOS_JWT_ISSUER", None, _str, "Required `iss` of bearer tokens (unset: not checked).")
+    jwt_audience: str | None = setting(
+        "AOS_JWT_AUDIENCE", None, _str, "Required `aud` of bearer tokens (unset: tokens with an `aud` are refused).")
+    jwt_tenant_claim: str = setting(
+        "AOS_JWT_TENANT_CLAIM", "aos_tenant", _str, "The claim that names the caller's tenant (its name).")
+    jwt_leeway_s: float = setting(
+        "AOS_JWT_LEEWAY_S", 30.0, _float, "Clock skew allowed on `exp`, `nbf` and `iat` (s).")
+    jwt_jwks_cache_s: float = setting(
+        "AOS_JWT_JWKS_CACHE_S", 300.0, _float, "How long a fetched JWKS is used before it is fetched again (s).")
+    jwt_jwks_min_refresh_s: float = setting(
+        "AOS_JWT_JWKS_MIN_REFRESH_S", 10.0, _float,
+        "Shortest time between two JWKS fetches caused by unknown key ids (s): a flood of forged `kid`s costs "
+        "the identity provider one request per this interval.")
+    rate_limit_enabled: bool = setting(
+        "AOS_RATE_LIMIT_ENABLED", True, _bool, "Rate-limit API requests per key and per tenant.")
+    rate_limit_storage_url: str | None = setting(
+        "AOS_RATE_LIMIT_STORAGE_URL", None, _str,
+        "Where the API's rate-limit buckets live (redis:// or unix://, shared by every API process). Unset: the "
+        "broker's Redis when the broker is Redis, else memory:// (per API process).")
+    rate_limit_key_per_minute: int = setting(
+        "AOS_RATE_LIMIT_KEY_PER_MINUTE", 3000, _int,
+        "Request units one API key (or one JWT subject) may spend a minute; a tenant's own value overrides "
+        "it (PUT /api/v1/quotas). Expensive operations cost more units (docs/security.md).")
+    rate_limit_burst_s: float = setting(
+        "AOS_RATE_LIMIT_BURST_S", 60.0, _float,
+        "A rate-limit bucket holds this many seconds of its rate: a caller idle that long may send that many "
+        "units at once, then its rate (token bucket). 60: a minute's worth, like a per-minute count; less "
+        "smooths bursts.")
+    rate_limit_tenant_per_minute: int = setting(
+        "AOS_RATE_LIMIT_TENANT_PER_MINUTE", 6000, _int,
+        "Request units all of a tenant's callers together may spend per minute; overridable per tenant.")
 
     # --- singletons: leases, beat leadership, retention, user schedules ----------------
     lock_ttl_s: float = setting(
@@ -429,7 +481,7 @@ def _url_password(url: str | None) -> str | None:
 def check_production_secrets(settings: Settings) -> None:
     """ConfigError naming the first secret of ``settings`` a production deployment must not run with."""
     named = [("AOS_SECRET_KEY", settings.secret_key), ("AOS_GOLDEN_SECRET", settings.golden_secret),
-             ("AOS_METRICS_TOKEN", settings.metrics_token)]
+             ("AOS_METRICS_TOKEN", settings.metrics_token), ("AOS_JWT_SECRET", settings.jwt_secret)]
     named += [(f"AOS_GOLDEN_KEYS[{k!r}]", str(v)) for k, v in sorted(settings.golden_keys.items())]
     for env, value in named:
         reason = weak_secret(value) if value else None

@@ -186,7 +186,8 @@ class DevStack:
                 tenant = get_tenant_by_name(s, DEV_TENANT)
             except AosError:
                 tenant = create_tenant(s, DEV_TENANT)
-            key, _ = create_api_key(s, tenant, "dev", ("runs:read", "runs:write", "admin"))
+            # one developer's stack: its key is also the deployment's operator (queues, workers in /inspect)
+            key, _ = create_api_key(s, tenant, "dev", ("runs:read", "runs:write", "admin", "operator"))
             self.tenant_id = str(tenant.id)
         path.write_text(json.dumps({"key": key, "database_url": self.database_url}))
         path.chmod(0o600)

@@ -229,9 +229,10 @@ def metrics_wsgi_app(*, database: bool = False) -> Callable[..., Iterable[bytes]
     return app
 
 
-def serve_metrics(bind: str, port: int) -> WSGIServer:
-    """Serve the group's metrics on ``bind:port`` from a daemon thread (the worker parent calls this)."""
-    server = make_server(bind, port, metrics_wsgi_app(), server_class=_ThreadingServer,
+def serve_metrics(bind: str, port: int, *, database: bool = False) -> WSGIServer:
+    """Serve the group's metrics on ``bind:port`` from a daemon thread (the worker parent calls this; the API's
+    gunicorn master too, with the deployment gauges from Postgres, when AOS_API_METRICS_PORT is set)."""
+    server = make_server(bind, port, metrics_wsgi_app(database=database), server_class=_ThreadingServer,
                          handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="aos-metrics", daemon=True).start()
     return server

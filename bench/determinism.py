@@ -226,7 +226,7 @@ def record_all(ctx: Any, url: str, out_dir: Path, conn: psycopg.Connection,
         write_atomic(path, encode(golden.record_run(ctx, run_id)))
         data = read_bytes(path)
         doc = parse(data)
-        golden.verify(doc, data)
+        golden.verify(ctx, doc, data)
         attempts = sum(len(s["attempts"]) for s in doc["body"]["steps"])
         say(f"  recorded {name:<9} {len(doc['body']['steps'])} steps, {attempts} attempts, {status}, "
             f"{len(data)} bytes -> {path.name}")

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"the recorded run {status}:\n{worker.tail()}")
         t0 = time.perf_counter()
         document = golden.record_run(ctx, run_id)
-        golden.verify(document)
+        golden.verify(ctx, document)
         recorded = time.perf_counter() - t0
         replays = []
         for rep in range(args.repeat):

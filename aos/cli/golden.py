@@ -64,22 +64,48 @@ def golden_record(run_id: str, output: str, url: str, api_key: str, as_json: boo
 
 @golden.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--tenant", "tenant", default=None,
+              help="The tenant that recorded FILE (name or id): files are signed with a key derived for their "
+                   "tenant (key id tenant:<id>). Needs the database to look a name up.")
 @json_option
-def golden_verify(file: str, as_json: bool) -> None:
+def golden_verify(file: str, tenant: str | None, as_json: bool) -> None:
     """Verify FILE: its signature, every step hash, the body hash and its canonical bytes.
 
     Local: needs AOS_GOLDEN_SECRET (and AOS_GOLDEN_KEYS for files signed with an older key id),
     not a server. A changed byte fails with a message naming what changed."""
-    from aos.golden.sign import KeyRing
+    from aos.golden.sign import TENANT_PREFIX, KeyRing
 
     data = read_bytes(file)
-    verified = verify_document(parse(data), KeyRing.from_settings(get_settings()), data=data)
+    doc = parse(data)
+    settings = get_settings()
+    ring = KeyRing.from_settings(settings)
+    if tenant is not None:
+        ring = ring.for_tenant(_tenant_id(tenant), accept_deployment_keys=settings.golden_accept_deployment_keys)
+    elif isinstance(doc, dict) and str(doc.get("key_id", "")).startswith(TENANT_PREFIX):
+        raise AosError("VALIDATION_ERROR", f"{file} is signed for its tenant (key id {doc['key_id']}); pass "
+                       "--tenant NAME (or id)")
+    verified = verify_document(doc, ring, data=data)
     if as_json:
         emit_json({"file": file, "valid": True, "key_id": verified.key_id, "hash": verified.hash,
                    "source_run_id": verified.source_run_id, "steps": verified.steps})
         return
     console.print(f"{file}: valid (key {verified.key_id}, {verified.steps} steps, hash {verified.hash[:16]}…, "
                   f"run {verified.source_run_id})", markup=False)
+
+
+def _tenant_id(tenant: str) -> str:
+    """A tenant's id from its id or its name (looked up in the database)."""
+    import uuid
+
+    try:
+        return str(uuid.UUID(tenant))
+    except ValueError:
+        pass
+    from aos.db.session import session_scope
+    from aos.services.tenancy import get_tenant_by_name
+
+    with session_scope() as s:
+        return str(get_tenant_by_name(s, tenant).id)
 
 
 def _value(v: Any) -> str:

@@ -414,3 +414,20 @@ class TenantDailySpend(Base):
     spent_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     reserved_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     spent_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    # when the day's spend first reached WARN_RATIO of the tenant's daily budget (its budget.warning is sent once)
+    warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TenantQuota(Base):
+    """A tenant's own limits (issue 13); a NULL column means the deployment's default (rates) or none (daily
+    quotas). The daily cost budget stays ``tenants.daily_budget_usd``, which the step claim reads."""
+
+    __tablename__ = "tenant_quotas"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    key_requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tenant_requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    daily_requests: Mapped[int | None] = mapped_column(Integer)
+    daily_runs: Mapped[int | None] = mapped_column(Integer)
+    daily_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = _now_col()

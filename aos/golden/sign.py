@@ -6,6 +6,14 @@ format version and to the id of the key that signed. New files are signed with
 ``AOS_GOLDEN_SECRET`` under ``AOS_GOLDEN_KEY_ID``; files signed with older keys
 still verify while their secrets are listed in ``AOS_GOLDEN_KEYS``
 (``{"key id": "secret"}``).
+
+Per tenant (issue 13): a deployment-wide key would let tenant B verify, and so replay, tenant A's
+recording. Files are therefore signed with a key derived for the tenant that records them, HKDF-SHA256
+(RFC 5869) over the deployment secret with the tenant id as its ``info``, under the key id
+``tenant:<deployment key id>``: only the same tenant derives the same key, and rotating the deployment
+secret rotates every tenant's (older deployment keys in AOS_GOLDEN_KEYS keep verifying, per tenant).
+Files signed before per-tenant keys (a bare key id) verify only where the operator accepts deployment
+keys (AOS_GOLDEN_ACCEPT_DEPLOYMENT_KEYS), which reopens the cross-tenant hole: re-record them instead.
 """
 
 from __future__ import annotations
@@ -20,6 +28,15 @@ from aos.errors import AosError
 from aos.golden import FORMAT
 from aos.golden.canonical import canonical
 
+TENANT_PREFIX = "tenant:"
+_HKDF_SALT = b"aos golden file v1"
+
+
+def tenant_secret(secret: str, tenant_id: str) -> str:
+    """HKDF-SHA256 (extract, then one expand block) of ``secret`` for ``tenant_id``: 32 bytes, hex."""
+    prk = hmac.new(_HKDF_SALT, secret.encode("utf-8"), hashlib.sha256).digest()
+    return hmac.new(prk, f"tenant:{tenant_id}".encode() + b"\x01", hashlib.sha256).hexdigest()
+
 
 @dataclass(frozen=True)
 class KeyRing:
@@ -27,6 +44,20 @@ class KeyRing:
 
     signing_key_id: str
     keys: Mapping[str, str] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)  # key id → why a file signed with it is refused
+
+    def for_tenant(self, tenant_id: str, *, accept_deployment_keys: bool = False) -> KeyRing:
+        """The ring of one tenant: every deployment key derived for it (and, when accepted, the deployment
+        keys themselves, for files recorded before per-tenant keys)."""
+        keys = {f"{TENANT_PREFIX}{kid}": tenant_secret(secret, str(tenant_id)) for kid, secret in self.keys.items()}
+        refused = {}
+        if accept_deployment_keys:
+            keys.update(self.keys)
+        else:
+            refused = {kid: "it was signed with the deployment-wide key, before golden files were signed per "
+                            "tenant; re-record the run (or an operator sets AOS_GOLDEN_ACCEPT_DEPLOYMENT_KEYS, "
+                            "which lets every tenant verify such files)" for kid in self.keys}
+        return KeyRing(f"{TENANT_PREFIX}{self.signing_key_id}", keys, refused)
 
     @classmethod
     def from_settings(cls, settings: Any) -> KeyRing:
@@ -40,6 +71,9 @@ class KeyRing:
             raise AosError("GOLDEN_SECRET_MISSING", "no golden key is configured: set AOS_GOLDEN_SECRET "
                            "(and AOS_GOLDEN_KEYS for older key ids)")
         secret = self.keys.get(key_id)
+        if secret is None and key_id in self.refused:
+            raise AosError("GOLDEN_KEY_UNKNOWN", f"the file's key id {key_id!r} is not accepted: {self.refused[key_id]}",
+                           details={"key_id": key_id})
         if secret is None:
             raise AosError("GOLDEN_KEY_UNKNOWN",
                            f"the file was signed with key id {key_id!r}, which is not configured "
@@ -51,7 +85,8 @@ class KeyRing:
         secret = self.keys.get(self.signing_key_id)
         if secret is None:
             raise AosError("GOLDEN_SECRET_MISSING", "golden files cannot be signed: set AOS_GOLDEN_SECRET on the "
-                           f"server (it signs under AOS_GOLDEN_KEY_ID={self.signing_key_id!r})")
+                           "server (it signs under AOS_GOLDEN_KEY_ID="
+                           f"{self.signing_key_id.removeprefix(TENANT_PREFIX)!r})")
         return secret
 
 

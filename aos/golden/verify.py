@@ -133,8 +133,9 @@ def _where_changed(doc: Mapping[str, Any], body_sha: str) -> str:
     if body_sha != doc["hash"]:
         return "the body (plan, inputs, source or a step hash) or its recorded hash $.hash was changed after " \
                "signing: the body no longer hashes to $.hash"
-    return "the content matches its hashes, so the signature field was changed or the file was signed with " \
-           f"another secret under key id {doc['key_id']!r}"
+    return "the content matches its hashes, so the signature field was changed, or the file was signed with " \
+           f"another secret under key id {doc['key_id']!r}, or for another tenant (golden files are signed per " \
+           "tenant: only the tenant that recorded a run verifies and replays its file)"
 
 
 def verify_document(doc: Any, keys: KeyRing, *, data: bytes | None = None) -> Verified:

@@ -258,13 +258,17 @@ ENTRIES: list[CatalogEntry] = [
        "Too many requests (to AOS, or a 429 from an upstream API); wait for the `Retry-After` hint, then retry.",
        MatchRule(http_status=429)),
     _e("QUOTA_EXCEEDED", C.POLICY, False, R.ESCALATE, 429,
-       "The tenant's daily quota (e.g. embeddings) is used up; wait for the daily reset or ask an operator "
-       "to raise the quota."),
+       "A daily quota of the tenant (requests, runs, tokens, embeddings) is used up; `details.quota` names it "
+       "and `details.resets_at` says when it resets (`Retry-After` too); wait, or ask an operator to raise it "
+       "(GET /api/v1/quotas shows limits and usage)."),
     # --- auth ---
     _e("AUTH_MISSING", C.AUTH, False, R.ABORT, 401,
        "No `Authorization: Bearer <api key>` header; send an API key (`aos keys create`)."),
     _e("AUTH_INVALID", C.AUTH, False, R.ABORT, 401,
-       "The API key is unknown, malformed, expired or revoked; create a new key with `aos keys`."),
+       "The API key or bearer token is unknown, malformed, revoked or fails a check (signature, issuer, "
+       "audience, not yet valid, unknown tenant); create a new key with `aos keys` or get a new token."),
+    _e("AUTH_EXPIRED", C.AUTH, False, R.ABORT, 401,
+       "The bearer token (JWT) has expired; get a new one from your identity provider."),
     _e("FORBIDDEN_SCOPE", C.AUTH, False, R.ABORT, 403,
        "The API key lacks the scope this operation needs; use a key that has it."),
     _e("CSRF_INVALID", C.AUTH, False, R.ABORT, 403,

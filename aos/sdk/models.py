@@ -305,8 +305,9 @@ class Simulation(Model):
 
 @dataclass
 class Inspection(Model):
-    queues: list[dict[str, Any]] = field(default_factory=list)
-    workers: list[dict[str, Any]] = field(default_factory=list)
+    scope: str = "tenant"  # "deployment" for the operator scope: queues, workers and every tenant's figures
+    queues: list[dict[str, Any]] | None = None
+    workers: list[dict[str, Any]] | None = None
     outbox: dict[str, Any] = field(default_factory=dict)
     dead_letters: dict[str, Any] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)

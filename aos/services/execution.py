@@ -43,7 +43,7 @@ from aos.runtime import budget
 from aos.runtime.catalog import CATALOG
 from aos.runtime.invoke import invoke_skill, outcome_error
 from aos.runtime.outcome import StructuredOutcome
-from aos.services import outcomes
+from aos.services import outcomes, quotas
 from aos.services.enqueue import RunPlan, referenced_steps, run_plan
 from aos.services.outcomes import Claim, StepDecision
 from aos.skills.base import Skill, SkillContext
@@ -375,6 +375,8 @@ def _settle(c: Claim, plan: outcomes.Settled) -> StepDecision:
         # Our lease expired and another delivery took the step over (or the run was cancelled): nothing
         # was written; the partial unique index would refuse a second success anyway.
         return StepDecision.stop("lost the step's lease before finishing")
+    if plan.settlement.cost_usd:  # a step that cost something may take the tenant's day past 80 % of its budget
+        quotas.warn_daily_budget(c.rp.tenant_id, c.rp.run_id, plan.settlement.day)
     plan.count()
     return plan.decision
 

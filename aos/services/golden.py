@@ -39,8 +39,11 @@ from aos.skills.registry import default_registry
 RECORDABLE_STATUSES = ("succeeded", "failed", "dead_lettered")
 
 
-def keyring() -> KeyRing:
-    return KeyRing.from_settings(get_settings())
+def keyring(ctx: TenantContext) -> KeyRing:
+    """The tenant's golden keys: derived from the deployment's for this tenant only (aos.golden.sign)."""
+    settings = get_settings()
+    return KeyRing.from_settings(settings).for_tenant(
+        str(ctx.tenant_id), accept_deployment_keys=settings.golden_accept_deployment_keys)
 
 
 def _skill_info(ref: str) -> tuple[str, bool]:
@@ -124,7 +127,7 @@ def record_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
     variable to set), then the run's state (409)."""
     with session_scope() as s:
         run = _run_of(s, ctx, run_id)
-        keys = keyring()
+        keys = keyring(ctx)
         keys.signing_secret()  # before the checkpoints are read: nothing can be signed without it
         if run.status not in RECORDABLE_STATUSES:
             raise AosError("CONFLICT", f"run is {run.status}; only a finished run (succeeded, failed or "
@@ -133,9 +136,10 @@ def record_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
     return seal(body, keys)
 
 
-def verify(document: Any, data: bytes | None = None) -> Verified:
-    """Signature, step hashes, body hash (and, given the file's bytes, their canonical form)."""
-    return verify_document(document, keyring(), data=data)
+def verify(ctx: TenantContext, document: Any, data: bytes | None = None) -> Verified:
+    """Signature (with this tenant's keys: another tenant's file does not verify), step hashes, body hash (and,
+    given the file's bytes, their canonical form)."""
+    return verify_document(document, keyring(ctx), data=data)
 
 
 def _recorded_calls(body: dict[str, Any]) -> list[tuple[str, int, str, dict[str, Any]]]:
@@ -151,7 +155,7 @@ def _recorded_calls(body: dict[str, Any]) -> list[tuple[str, int, str, dict[str,
 def start_replay(ctx: TenantContext, document: Any, publisher: Publisher | None, *,
                  plan: dict[str, Any] | None = None) -> uuid.UUID:
     """Verify ``document`` and submit its replay run (or ``plan``'s, against the same recording)."""
-    verify(document)
+    verify(ctx, document)
     body = document["body"]
     parsed = parse_plan(body["plan"] if plan is None else plan, default_registry(), inputs=body["inputs"])
     source = body["source"]
@@ -262,7 +266,7 @@ def report(ctx: TenantContext, document: Any, run_id: uuid.UUID | str) -> tuple[
     stands). The document is verified again: the report is only as good as the recording it compares with."""
     with session_scope() as s:  # the run first (404 for another tenant's), then the document
         run = _run_of(s, ctx, run_id)
-        verify(document)
+        verify(ctx, document)
         _check_replay_of(s, run, document)
         status = run.status
     if status not in FINAL_RUN_STATUSES:

@@ -1,9 +1,15 @@
 """What the system is doing right now, for an operator: queues, workers, outbox, dead letters, runs.
 
 The broker is reached through ``BrokerInspector`` (the task layer implements it,
-like the Publisher), so this service imports no Celery. Counts read from Postgres
-are this tenant's only; queue depths and live workers describe the shared
-infrastructure, without any per-tenant breakdown.
+like the Publisher), so this service imports no Celery. What a caller sees depends on
+who it is (issue 13):
+
+- a tenant sees its own figures only: its outbox, dead letters and active runs, with
+  ``queues`` and ``workers`` null (the broker's queues and the workers are shared by
+  every tenant: their depth tells one tenant about the others' load) — the broker is
+  not even asked;
+- the ``operator`` scope sees the deployment: queue depths, live workers, and the
+  counts of every tenant together.
 """
 
 from __future__ import annotations
@@ -27,32 +33,37 @@ class BrokerInspector(Protocol):
 
 
 def inspect_system(ctx: TenantContext, broker: BrokerInspector) -> dict[str, Any]:
+    operator = ctx.has("operator")
     errors: list[str] = []
-    queues: list[dict[str, Any]] | None
-    workers: list[dict[str, Any]] | None
-    try:
-        queues = broker.queue_depths()
-    except Exception as exc:  # noqa: BLE001 — an unreachable broker is a finding, not a failure of /inspect
-        queues = None
-        errors.append(f"broker: {type(exc).__name__}: {exc}"[:300])
-    try:
-        workers = broker.workers()
-    except Exception as exc:  # noqa: BLE001
-        workers = None
-        errors.append(f"workers: {type(exc).__name__}: {exc}"[:300])
+    queues: list[dict[str, Any]] | None = None
+    workers: list[dict[str, Any]] | None = None
+    if operator:
+        try:
+            queues = broker.queue_depths()
+        except Exception as exc:  # noqa: BLE001 — an unreachable broker is a finding, not a failure of /inspect
+            errors.append(f"broker: {type(exc).__name__}: {exc}"[:300])
+        try:
+            workers = broker.workers()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"workers: {type(exc).__name__}: {exc}"[:300])
     now = datetime.now(UTC)
+
+    def mine(column):  # noqa: ANN001, ANN202 — the operator's figures are the deployment's
+        return True if operator else column == ctx.tenant_id
+
     with session_scope() as s:
         pending, oldest = s.execute(
             select(func.count(), func.min(OutboxMessage.created_at))
-            .where(OutboxMessage.tenant_id == ctx.tenant_id, OutboxMessage.status == "pending")).one()
+            .where(mine(OutboxMessage.tenant_id), OutboxMessage.status == "pending")).one()
         dead = s.scalar(select(func.count()).select_from(OutboxMessage)
-                        .where(OutboxMessage.tenant_id == ctx.tenant_id, OutboxMessage.status == "dead"))
+                        .where(mine(OutboxMessage.tenant_id), OutboxMessage.status == "dead"))
         open_dl = s.scalar(select(func.count()).select_from(DeadLetter)
-                           .where(DeadLetter.tenant_id == ctx.tenant_id, DeadLetter.status == "open"))
+                           .where(mine(DeadLetter.tenant_id), DeadLetter.status == "open"))
         by_status = dict(s.execute(select(Run.status, func.count())
-                                   .where(Run.tenant_id == ctx.tenant_id, Run.status.in_(("queued", "running")))
+                                   .where(mine(Run.tenant_id), Run.status.in_(("queued", "running")))
                                    .group_by(Run.status)).all())
     return {
+        "scope": "deployment" if operator else "tenant",
         "queues": queues,
         "workers": workers,
         "outbox": {"pending": pending, "dead": dead,

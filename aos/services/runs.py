@@ -21,7 +21,7 @@ from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, parse_plan
 from aos.runtime import budget
-from aos.services import enqueue, outbox, timeline
+from aos.services import enqueue, outbox, quotas, timeline
 from aos.services.capabilities import capability_problems, load_agent, raise_if_denied
 from aos.services.failures import error_view, final_error_view
 from aos.services.pagination import DEFAULT_LIMIT, paginate
@@ -59,6 +59,7 @@ def _submit(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *, 
     if inputs is not None and not isinstance(inputs, dict):
         raise AosError("VALIDATION_ERROR", "inputs must be a JSON object")
     plan = parse_plan(plan_data, default_registry(), inputs=inputs)
+    quotas.check_submission(ctx)  # nothing to read unless the tenant has daily run or token quotas
     if agent_id is not None:
         with session_scope() as s:
             check_capabilities(s, ctx, agent_id, plan)
@@ -267,10 +268,25 @@ def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint],
     }
 
 
+# Which process ran a step (host:pid/delivery) describes the deployment, not the tenant's run: operators only
+_DEPLOYMENT_FIELDS = ("worker",)
+
+
+def visible_events(ctx: TenantContext, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` as ``ctx`` may see them: the worker's host and pid only with the ``operator`` scope."""
+    if ctx.has("operator"):
+        return events
+    for e in events:
+        data = e.get("data")
+        if isinstance(data, dict) and any(f in data for f in _DEPLOYMENT_FIELDS):
+            e["data"] = {k: v for k, v in data.items() if k not in _DEPLOYMENT_FIELDS}
+    return events
+
+
 def get_timeline(ctx: TenantContext, run_id: uuid.UUID | str, after_id: int = 0) -> list[dict[str, Any]]:
     with session_scope() as s:
         run = _get_run(s, ctx.tenant_id, run_id)
-        return timeline.events_of(s, run.id, after_id)
+        return visible_events(ctx, timeline.events_of(s, run.id, after_id))
 
 
 def poll_events(ctx: TenantContext, run_id: uuid.UUID | str, after_id: int = 0,
@@ -283,7 +299,8 @@ def poll_events(ctx: TenantContext, run_id: uuid.UUID | str, after_id: int = 0,
     with session_scope() as s:
         run = _get_run(s, ctx.tenant_id, run_id)
         summary = run_summary(run)
-        return run.status in FINAL_RUN_STATUSES, summary, timeline.events_of(s, run.id, after_id, limit)
+        return run.status in FINAL_RUN_STATUSES, summary, visible_events(ctx, timeline.events_of(s, run.id, after_id,
+                                                                                                 limit))
 
 
 def _step_index(run: Run, step_id: str) -> int:
@@ -303,11 +320,11 @@ def get_step(ctx: TenantContext, run_id: uuid.UUID | str, step_id: str) -> dict[
                                .order_by(Checkpoint.attempt)).all(),
                     *(cp for cp in _open_attempt(run) if cp.step_index == i)]
         view = _step_view(run, i, run.plan["steps"][i], list(attempts), attempts[-1] if attempts else None, large)
-        view["attempts"] = [_attempt_view(run, step_id, cp, large) for cp in attempts]
+        view["attempts"] = [_attempt_view(run, step_id, cp, large, ctx.has("operator")) for cp in attempts]
         return view
 
 
-def _attempt_view(run: Run, step_id: str, cp: Checkpoint, large: int) -> dict[str, Any]:
+def _attempt_view(run: Run, step_id: str, cp: Checkpoint, large: int, operator: bool) -> dict[str, Any]:
     outcome = cp.outcome or {}
     output, output_ref = outcome.get("output"), None
     if output is not None and len(str(output)) > large:
@@ -317,7 +334,7 @@ def _attempt_view(run: Run, step_id: str, cp: Checkpoint, large: int) -> dict[st
         "attempt": cp.attempt, "status": cp.status, "args": cp.args, "output": output, "output_ref": output_ref,
         "error": error_view(err["code"], err.get("message")) if err else None,
         "cost_usd": float(cp.cost_usd), "input_tokens": cp.input_tokens, "output_tokens": cp.output_tokens,
-        "worker": cp.worker, "started_at": _iso(cp.started_at), "finished_at": _iso(cp.finished_at),
+        "worker": cp.worker if operator else None, "started_at": _iso(cp.started_at), "finished_at": _iso(cp.finished_at),
         "duration_ms": float(cp.duration_ms) if cp.duration_ms is not None else None,
     }
 

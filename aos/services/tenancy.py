@@ -21,8 +21,25 @@ from aos.errors import AosError
 
 KEY_PREFIX = "aos_"
 PREFIX_SHAPE = re.compile(r"[0-9a-f]{12}")
-ALL_SCOPES = ("runs:read", "runs:write", "admin")
+ALL_SCOPES = ("runs:read", "runs:write", "admin", "operator")
 DEFAULT_SCOPES = ("runs:read", "runs:write")
+# `admin` is every scope of its own tenant; `operator` (the deployment: queues, workers, other tenants'
+# quotas) is given only by name, never implied (docs/security.md)
+TENANT_SCOPES = frozenset({"runs:read", "runs:write", "admin"})
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """A tenant's own limits (``tenant_quotas``): None is the deployment's default rate, or no daily quota."""
+
+    key_requests_per_minute: int | None = None
+    tenant_requests_per_minute: int | None = None
+    daily_requests: int | None = None
+    daily_runs: int | None = None
+    daily_tokens: int | None = None
+
+
+NO_QUOTAS = Quotas()
 
 
 @dataclass(frozen=True)
@@ -33,11 +50,17 @@ class TenantContext:
     tenant_name: str
     key_id: uuid.UUID | None
     scopes: frozenset[str]
+    # who, for per-caller rate limits: ``key:<key id>`` or ``jwt:<sub>`` (None: an internal caller)
+    caller: str | None = None
+    quotas: Quotas = NO_QUOTAS
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes or (scope in TENANT_SCOPES and "admin" in self.scopes)
 
     def require(self, scope: str) -> None:
-        if scope not in self.scopes and "admin" not in self.scopes:
-            raise AosError("FORBIDDEN_SCOPE", f"this API key lacks the {scope!r} scope; "
-                           f"create one with `aos keys create --scope {scope}`")
+        if not self.has(scope):
+            raise AosError("FORBIDDEN_SCOPE", f"this caller lacks the {scope!r} scope; use an API key "
+                           f"(`aos keys create --scope {scope}`) or a token that has it")
 
 
 def _hash(key: str) -> str:
@@ -88,9 +111,16 @@ def _key_prefix(key: str) -> str:
     return parts[1]
 
 
-_KEY = Statement("""
-SELECT k.id, k.tenant_id, k.key_hash, k.scopes, k.revoked_at, t.name
-FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.prefix = %(prefix)s
+_QUOTA_COLUMNS = """q.key_requests_per_minute, q.tenant_requests_per_minute, q.daily_requests, q.daily_runs,
+       q.daily_tokens"""
+_KEY = Statement(f"""
+SELECT k.id, k.tenant_id, k.key_hash, k.scopes, k.revoked_at, t.name, {_QUOTA_COLUMNS}
+FROM api_keys k JOIN tenants t ON t.id = k.tenant_id LEFT JOIN tenant_quotas q ON q.tenant_id = t.id
+WHERE k.prefix = %(prefix)s
+""")
+_TENANT = Statement(f"""
+SELECT t.id, t.name, {_QUOTA_COLUMNS}
+FROM tenants t LEFT JOIN tenant_quotas q ON q.tenant_id = t.id WHERE t.name = %(name)s
 """)
 
 
@@ -111,7 +141,25 @@ def _context(key: str, row: dict | None) -> TenantContext:
     if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], _hash(key)):
         raise AosError("AUTH_INVALID", "unknown or revoked API key")
     return TenantContext(tenant_id=row["tenant_id"], tenant_name=row["name"], key_id=row["id"],
-                         scopes=frozenset(row["scopes"]))
+                         scopes=frozenset(row["scopes"]), caller=f"key:{row['id']}", quotas=_quotas(row))
+
+
+def _quotas(row: dict) -> Quotas:
+    values = {f: row[f] for f in Quotas.__dataclass_fields__}
+    return NO_QUOTAS if not any(v is not None for v in values.values()) else Quotas(**values)
+
+
+def tenant_context(tenant_name: object, *, scopes: frozenset[str], caller: str) -> TenantContext:
+    """The context of a caller whose tenant was vouched for by name (a verified bearer token);
+    AUTH_INVALID when no tenant has that name (no hint whether the token or the tenant was wrong)."""
+    if not isinstance(tenant_name, str) or not 0 < len(tenant_name) <= 100 or "\x00" in tenant_name:
+        raise AosError("AUTH_INVALID", "the bearer token is not valid")
+    with direct.relaxed() as conn:
+        row = _TENANT.one(conn, name=tenant_name)
+    if row is None:
+        raise AosError("AUTH_INVALID", "the bearer token is not valid")
+    return TenantContext(tenant_id=row["id"], tenant_name=row["name"], key_id=None,
+                         scopes=frozenset(s for s in scopes if s in ALL_SCOPES), caller=caller, quotas=_quotas(row))
 
 
 _KEY_BY_ID = Statement("""

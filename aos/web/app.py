@@ -10,7 +10,7 @@ from flask import Flask
 from aos import __version__
 from aos.config import get_settings
 from aos.redaction import install_log_redaction
-from aos.web import console, docs_ui, traffic
+from aos.web import console, docs_ui, ratelimit, traffic
 from aos.web.errors import register_error_handlers
 from aos.web.extensions import api
 from aos.web.json_body import BodyJSONProvider
@@ -26,6 +26,9 @@ def create_app(publisher: Any = None, **overrides: Any) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)
     traffic.register(app)  # request ids, the access log, HTTP metrics by route template (after the routes exist)
+    # per caller and per tenant, in Redis: after the blueprints (it limits the protected ones) and after traffic
+    # (a refused or unauthenticated request still gets its request id and its access-log line)
+    ratelimit.register(app)
     return app
 
 
@@ -79,6 +82,7 @@ def register_blueprints(app: Flask) -> None:
     from aos.web.resources.golden.routes import blp as golden
     from aos.web.resources.health.routes import blp as health
     from aos.web.resources.inspect.routes import blp as inspect
+    from aos.web.resources.quotas.routes import blp as quotas
     from aos.web.resources.runs.routes import blp as runs
     from aos.web.resources.simulate.routes import blp as simulate
     from aos.web.resources.skills.routes import blp as skills
@@ -94,6 +98,7 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(golden)
     api.register_blueprint(dead_letters)
     api.register_blueprint(webhook)
+    api.register_blueprint(quotas)
     docs_ui.register(app)  # the docs pages' assets (public, like the pages) and their Content-Security-Policy
     app.register_blueprint(metrics)  # plain Flask: /metrics is for Prometheus, outside /api/v1 and its OpenAPI
     console.register(app)  # plain Flask too: server-rendered pages at /console, signed in by a session cookie

@@ -1,11 +1,17 @@
-"""Bearer API keys → the tenant of the request (``g.tenant``), declared once for every protected blueprint."""
+"""Bearer credentials (API keys and JWTs) → the tenant of the request (``g.tenant``), declared once for every
+protected blueprint.
+
+The caller is resolved once per request, by whichever asks first: the rate limiter (an app-level hook,
+which runs before the blueprint's) or the blueprint's own hook.
+"""
 
 from __future__ import annotations
 
 from flask import g, request
 
 from aos.errors import AosError
-from aos.services.tenancy import TenantContext, authenticate_key
+from aos.services.identity import authenticate_bearer
+from aos.services.tenancy import TenantContext
 from aos.web.blueprint import ApiBlueprint
 
 
@@ -13,18 +19,27 @@ def current_tenant() -> TenantContext:
     return g.tenant
 
 
+def resolve_caller() -> TenantContext:
+    """The request's caller, authenticated on first use (AUTH_MISSING / AUTH_INVALID / AUTH_EXPIRED)."""
+    ctx = g.get("tenant")
+    if ctx is None:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            raise AosError("AUTH_MISSING", "send `Authorization: Bearer <api key or token>`; `aos keys create` "
+                           "makes a key")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise AosError("AUTH_INVALID", "the Authorization header must be `Bearer <api key or token>`")
+        ctx = g.tenant = authenticate_bearer(credential.strip())
+    return ctx
+
+
 def _authenticate_request() -> None:
-    header = request.headers.get("Authorization", "")
-    if not header:
-        raise AosError("AUTH_MISSING", "send `Authorization: Bearer <api key>`; `aos keys create` makes one")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise AosError("AUTH_INVALID", "the Authorization header must be `Bearer <api key>`")
-    g.tenant = authenticate_key(key.strip())
+    resolve_caller()
 
 
 class ProtectedBlueprint(ApiBlueprint):
-    """A blueprint whose every route needs an API key; the OpenAPI document says so."""
+    """A blueprint whose every route needs an API key or a bearer token; the OpenAPI document says so."""
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)

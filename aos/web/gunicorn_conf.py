@@ -6,9 +6,22 @@ gunicorn (aos.observability); these hooks run in the gunicorn master.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from aos.observability import forget_process
+from aos.config import get_settings
+from aos.observability import forget_process, serve_metrics
+
+log = logging.getLogger("aos.api")
+
+
+def when_ready(server: Any) -> None:
+    # AOS_API_METRICS_PORT: /metrics on a port of its own (a private interface, a separate bind), served by the
+    # master from the group's files, so the public port never shows it
+    settings = get_settings()
+    if settings.api_metrics_port:
+        serve_metrics(settings.api_metrics_bind, settings.api_metrics_port, database=True)
+        log.info("API metrics on http://%s:%s/metrics", settings.api_metrics_bind, settings.api_metrics_port)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -65,11 +65,13 @@ class ProblemContentPlugin(BasePlugin):
 # status an operation can return (no catch-all `default`), so a client and schemathesis see them all.
 COMMON_ERRORS: dict[str, str] = {
     "400": "BODY_MALFORMED: the body is not JSON",
-    "401": "AUTH_MISSING or AUTH_INVALID: no valid `Authorization: Bearer <api key>`",
+    "401": "AUTH_MISSING, AUTH_INVALID or AUTH_EXPIRED: no valid `Authorization: Bearer <api key or JWT>`",
     "403": "FORBIDDEN_SCOPE: the key lacks the scope this operation needs",
     "404": "No such object for this tenant (NOT_FOUND or the object's own *_NOT_FOUND code)",
     "413": "REQUEST_TOO_LARGE: the body exceeds AOS_MAX_REQUEST_BYTES",
     "422": "VALIDATION_ERROR (every problem with its path), JSON_NUMBER_TOO_LARGE or JSON_TOO_DEEP",
+    "429": "RATE_LIMITED (the caller's or the tenant's rate; Retry-After and RateLimit-* headers) or "
+           "QUOTA_EXCEEDED (a daily quota: details.quota and details.resets_at)",
     "500": "INTERNAL_ERROR: a bug; it was logged",
     "503": "SERVICE_UNAVAILABLE: the database is unreachable; retry shortly",
 }
@@ -77,7 +79,7 @@ CURSOR_INVALID = "CURSOR_INVALID: the cursor was not returned by this API"
 
 
 class ErrorStatusesPlugin(BasePlugin):
-    """Documents the errors every operation shares, by what the operation is: protected (401, 403),
+    """Documents the errors every operation shares, by what the operation is: protected (401, 403, 429),
     about an object named in its path (404), with a body (400, 413, 422) or parameters (422), paged
     (400 for a forged cursor), backed by the database (503); every one can fail with a 500."""
 
@@ -90,7 +92,7 @@ class ErrorStatusesPlugin(BasePlugin):
             params = [p for p in operation.get("parameters", []) if isinstance(p, dict)]
             statuses = ["500"]
             if protected:
-                statuses += ["401", "403", "503"]
+                statuses += ["401", "403", "429", "503"]
             if path and "{" in path:
                 statuses.append("404")
             if "requestBody" in operation:

@@ -291,3 +291,23 @@ def test_the_command_tree_has_the_documented_commands():
             "init", "simulate", "runs list", "runs cancel", "runs resume", "runs follow", "runs step",
             "workflows save", "workflows list", "workflows show", "workflows run", "agents create", "agents list",
             "agents show", "errors list", "errors show"} <= paths
+
+
+def test_tenants_limits_shows_and_changes_a_tenants_quotas(runner, aos_env):
+    import json as _json
+
+    name = f"lim-{uuid.uuid4().hex[:8]}"
+    assert runner.invoke(cli, ["tenants", "create", name]).exit_code == 0
+    res = runner.invoke(cli, ["tenants", "limits", name, "--daily-runs", "7", "--key-rpm", "120",
+                              "--daily-budget-usd", "2.5"])
+    assert res.exit_code == 0, res.output
+    assert "daily_runs" in res.stdout and "7" in res.stdout and "used 0" in res.stdout
+    view = _json.loads(runner.invoke(cli, ["tenants", "limits", name, "--json"]).stdout)
+    assert view["limits"]["daily_runs"] == 7 and view["own"]["key_requests_per_minute"] == 120
+    assert view["limits"]["daily_budget_usd"] == 2.5 and view["usage"]["requests"] == 0
+    res = runner.invoke(cli, ["tenants", "limits", name, "--daily-runs", "none", "--json"])
+    assert _json.loads(res.stdout)["limits"]["daily_runs"] is None
+    res = runner.invoke(cli, ["tenants", "limits", name, "--daily-runs", "many"])
+    assert res.exit_code != 0 and "number or `none`" in res.output
+    res = runner.invoke(cli, ["tenants", "limits", "no-such-tenant"])
+    assert res.exit_code == 1 and "NOT_FOUND" in res.stderr

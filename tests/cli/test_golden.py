@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import uuid
 
 import pytest
 from click.testing import CliRunner
@@ -57,12 +58,16 @@ def test_record_verify_replay_round_trip(api_url, tenant, worker, golden_key, ru
     out = tmp_path / "run.golden.json"
     res = runner.invoke(cli, ["golden", "record", run_id, "-o", str(out), *_api(api_url, key)])
     assert res.exit_code == 0, res.output
-    assert f"recorded run {run_id}: 2 steps" in res.stdout and "key cli-k1" in res.stdout
+    assert f"recorded run {run_id}: 2 steps" in res.stdout and "key tenant:cli-k1" in res.stdout
     assert out.read_bytes().endswith(b"}\n") and [p.name for p in tmp_path.iterdir()] == [out.name]
 
-    res = runner.invoke(cli, ["golden", "verify", str(out)])
+    res = runner.invoke(cli, ["golden", "verify", str(out), "--tenant", ctx.tenant_name])
     assert res.exit_code == 0, res.output
-    assert "valid (key cli-k1, 2 steps" in res.stdout
+    assert "valid (key tenant:cli-k1, 2 steps" in res.stdout
+    # signed for its tenant: without the tenant, or with another, it does not verify
+    assert "--tenant" in _error_line(runner.invoke(cli, ["golden", "verify", str(out)]), "VALIDATION_ERROR")
+    other = str(uuid.uuid4())
+    _error_line(runner.invoke(cli, ["golden", "verify", str(out), "--tenant", other]), "GOLDEN_SIGNATURE_INVALID")
 
     res = runner.invoke(cli, ["golden", "replay", str(out), *_api(api_url, key)])
     assert res.exit_code == 0, res.output
@@ -95,10 +100,12 @@ def test_verify_of_a_tampered_file_fails_in_one_line(api_url, tenant, worker, go
     runner.invoke(cli, ["golden", "record", run_plan(ctx, PLAN), "-o", str(out), *_api(api_url, key)])
     data = out.read_bytes()
     out.write_bytes(data.replace(b'"output":5', b'"output":6', 1))
-    line = _error_line(runner.invoke(cli, ["golden", "verify", str(out)]), "GOLDEN_SIGNATURE_INVALID")
+    mine = ["--tenant", str(ctx.tenant_id)]
+    line = _error_line(runner.invoke(cli, ["golden", "verify", str(out), *mine]), "GOLDEN_SIGNATURE_INVALID")
     assert "steps[1] ('total') was changed" in line
     out.write_bytes(data.replace(b'"format"', b'"fornat"', 1))
-    assert "$.format" in _error_line(runner.invoke(cli, ["golden", "verify", str(out)]), "GOLDEN_FORMAT_INVALID")
+    assert "$.format" in _error_line(runner.invoke(cli, ["golden", "verify", str(out), *mine]),
+                                     "GOLDEN_FORMAT_INVALID")
     res = runner.invoke(cli, ["golden", "replay", str(out), *_api(api_url, key)])
     _error_line(res, "GOLDEN_FORMAT_INVALID")
 

@@ -37,7 +37,7 @@ def test_a_1000_step_recording_replays_in_seconds(tenant, worker, golden_key):
     t0 = time.perf_counter()
     doc = golden.record_run(ctx, run_id)
     size = len(encode(doc))
-    golden.verify(doc)
+    golden.verify(ctx, doc)
     recorded = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = golden.replay(ctx, doc, PUB, timeout_s=900)

@@ -95,10 +95,10 @@ def test_a_recorded_file_fails_verification_when_any_sampled_byte_changes(tenant
 
     ctx, _ = tenant
     data = encode(record(ctx, run_plan(ctx, mixed_plan(stubs["http"].base_url, stubs["llm"].openai_url))))
-    golden.verify(parse(data), data)
+    golden.verify(ctx, parse(data), data)
     rng = random.Random(6)
     for i in rng.sample(range(len(data)), min(1500, len(data))):
         tampered = data[:i] + bytes([data[i] ^ rng.choice((0x01, 0x02, 0x10, 0x20))]) + data[i + 1:]
         with pytest.raises(AosError) as exc:
-            golden.verify(parse(tampered), tampered)
+            golden.verify(ctx, parse(tampered), tampered)
         assert exc.value.code.startswith("GOLDEN_"), (i, exc.value)

@@ -51,7 +51,7 @@ def test_secrets_reach_the_call_but_not_the_golden_file_nor_the_api_and_replay_i
     assert args["url"].endswith("/weather?api_key=***&city=Paris")
     assert doc["body"]["steps"][1]["attempts"][0]["call"]["args"]["url"].startswith("http://***@127.0.0.1:")
     assert doc["body"]["inputs"] == {"token": "***", "city": "Paris"}
-    golden.verify(doc)
+    golden.verify(ctx, doc)
 
     step = client.get(f"/api/v1/runs/{run_id}/steps/fetch", headers=auth(key))
     run = client.get(f"/api/v1/runs/{run_id}", headers=auth(key))

@@ -25,7 +25,7 @@ def test_mixed_run_recorded_then_replayed_with_the_stubs_stopped_is_identical(te
     run_id = run_plan(ctx, mixed_plan(http.base_url, llm.openai_url))
     assert stubs["flaky"].calls == 3  # failed twice, then succeeded
     doc = record(ctx, run_id)
-    golden.verify(doc)
+    golden.verify(ctx, doc)
     steps = {s["id"]: s for s in doc["body"]["steps"]}
     assert [a["status"] for a in steps["price"]["attempts"]] == ["failed", "failed", "succeeded"]
     assert steps["quote"]["attempts"][-1]["fallback"]["outcome"]["output"] == 42.5
@@ -45,7 +45,7 @@ def test_changing_a_transform_expression_names_the_step_and_the_path(tenant, wor
     stubs["stop"]()
     body = copy.deepcopy(doc["body"])
     body["plan"]["steps"][1]["args"]["expr"] = "current.wind"
-    changed = seal(body, golden.keyring())
+    changed = seal(body, golden.keyring(ctx))
     report = golden.replay(ctx, changed, PUB, timeout_s=60)
     assert not report["identical"]
     d = report["divergence"]
@@ -57,7 +57,7 @@ def test_changing_a_transform_expression_names_the_step_and_the_path(tenant, wor
 def test_one_recording_replayed_100_times_shows_zero_diffs(tenant, worker, golden_key, stubs):
     ctx, _ = tenant
     doc = record(ctx, run_plan(ctx, short_plan(stubs["http"].base_url, stubs["llm"].openai_url)))
-    golden.verify(doc)
+    golden.verify(ctx, doc)
     stubs["stop"]()
     t0 = time.perf_counter()
     # submitted in waves of 20, so both worker processes are busy; each is a full replay run of 4 steps
@@ -132,7 +132,7 @@ def test_a_tampered_document_is_refused_before_any_run_exists(tenant, golden_key
     ctx, _ = tenant
     from tests.golden.docs import sample_body
 
-    doc = seal(sample_body(), golden.keyring())
+    doc = seal(sample_body(), golden.keyring(ctx))
     doc["body"]["steps"][1]["outcome"]["output"] = 99
     with session_scope() as s:
         before = s.scalar(select(func.count()).select_from(Run).where(Run.tenant_id == ctx.tenant_id))

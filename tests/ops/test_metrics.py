@@ -320,3 +320,24 @@ def test_worker_endpoint_honours_the_metrics_token(settings_env):
     ok = client.get("/metrics", headers={"Authorization": "Bearer w0rker-token"})
     assert ok.status_code == 200 and ok.headers["Content-Type"].startswith("text/plain")
     assert b"aos_database_up" not in ok.data  # the deployment gauges belong to the API only
+
+
+def test_api_metrics_on_a_separate_bind_and_not_on_the_public_port(aos_env, tmp_path):
+    """AOS_API_METRICS_PORT: the gunicorn master serves /metrics (with the deployment gauges) on its own port,
+    behind the token when set, and the API's public port answers 404 for it."""
+    port, metrics_port = free_port(), free_port()
+    bind = f"127.0.0.1:{port}"
+    env = {**aos_env, "AOS_METRICS_DIR": str(tmp_path / "metrics"), "AOS_DATA_DIR": str(tmp_path),
+           "AOS_API_METRICS_PORT": str(metrics_port), "AOS_METRICS_TOKEN": "separate-bind-token"}
+    api = AosProcess(["api", "--bind", bind, "--workers", "1"], env, tmp_path / "api.log")
+    api.start(lambda: httpx.get(f"http://{bind}/healthz", timeout=2).status_code == 200, timeout=60)
+    try:
+        public = httpx.get(f"http://{bind}/metrics", headers={"Authorization": "Bearer separate-bind-token"},
+                           timeout=10)
+        assert public.status_code == 404 and public.json()["code"] == "NOT_FOUND"
+        private = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert httpx.get(private, timeout=10).status_code == 401
+        text = httpx.get(private, headers={"Authorization": "Bearer separate-bind-token"}, timeout=10).text
+        assert sample_value(text, "aos_database_up") == 1
+    finally:
+        api.stop()

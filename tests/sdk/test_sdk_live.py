@@ -96,7 +96,7 @@ def test_submit_then_wait_gives_the_succeeded_run_with_typed_steps(sdk, worker):
     assert detail.status == "succeeded" and len(detail.attempts) == 1
     attempt = detail.attempts[0]
     assert attempt.attempt == 1 and attempt.status == "succeeded" and attempt.output == 10
-    assert attempt.args == {"input": [4, 6], "expr": "sum(@)"} and attempt.worker
+    assert attempt.args == {"input": [4, 6], "expr": "sum(@)"} and attempt.worker is None  # operators only
     assert sdk.runs.step_output(run.id, "total") == 10
 
     types = [e.type for e in sdk.runs.timeline(run.id)]
@@ -298,7 +298,7 @@ def test_skills_errors_and_inspect(sdk):
     entries = sdk.errors.list()
     assert len(entries) >= 50 and {"NOT_FOUND", "RATE_LIMITED"} <= {e.code for e in entries}
     inspection = sdk.inspect()
-    assert isinstance(inspection.queues, list) and "pending" in inspection.outbox
+    assert inspection.scope == "tenant" and inspection.queues is None and "pending" in inspection.outbox
 
 
 # --- the async client -------------------------------------------------------------------------------------------

@@ -115,10 +115,14 @@ def test_a_key_allows_only_its_scopes(aos_env):
     assert _code(lambda: ctx.require("admin")) == "FORBIDDEN_SCOPE"
 
 
-def test_the_admin_scope_allows_everything(aos_env):
+def test_the_admin_scope_allows_everything_of_its_tenant_but_not_the_operators(aos_env):
     ctx = _auth(_tenant_with_key(("admin",))[2])
     for scope in ALL_SCOPES:
-        ctx.require(scope)
+        if scope != "operator":
+            ctx.require(scope)
+    with pytest.raises(AosError) as exc:
+        ctx.require("operator")  # the deployment's scope is given by name, never implied
+    assert exc.value.code == "FORBIDDEN_SCOPE"
 
 
 def test_unknown_scopes_are_refused_and_no_key_is_made(aos_env):

@@ -52,6 +52,18 @@ def new_tenant(scopes: tuple[str, ...] = ("runs:read", "runs:write", "admin"), *
         return authenticate(s, key), key
 
 
+def new_caller(kind: str, settings_env, scopes: tuple[str, ...] = ("runs:read", "runs:write", "admin")):
+    """A fresh tenant and a credential for it: an API key (``kind="key"``) or a JWT signed with the shared
+    secret this sets (``kind="jwt"``)."""
+    from tests.support.jwt_issuer import AUDIENCE, HS_SECRET, ISSUER, claims, sign_hs
+
+    ctx, key = new_tenant(scopes)
+    if kind == "key":
+        return ctx, key
+    settings_env(AOS_JWT_SECRET=HS_SECRET, AOS_JWT_ISSUER=ISSUER, AOS_JWT_AUDIENCE=AUDIENCE)
+    return ctx, sign_hs(claims(ctx.tenant_name, scope=" ".join(scopes)))
+
+
 @contextmanager
 def live_server(app):
     """The Flask app on a real HTTP server (threaded werkzeug) on a free local port: yields its base URL."""

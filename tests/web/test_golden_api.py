@@ -4,6 +4,7 @@ code; another tenant's run is a 404."""
 from __future__ import annotations
 
 import copy
+import json
 import time
 import uuid
 
@@ -14,7 +15,7 @@ from aos.golden.verify import encode, parse
 from aos.services import golden
 from aos.services.runs import submit_run
 from tests.golden.helpers import SECRET, mixed_plan, run_plan, running_stubs
-from tests.web.api_helpers import new_tenant
+from tests.web.api_helpers import auth, new_caller, new_tenant
 
 TRANSFORM = {"name": "api-golden", "inputs": {"n": 3},
              "steps": [{"id": "a", "skill": "json.transform", "args": {"input": {"$ref": "inputs.n"}, "expr": "@"}},
@@ -44,9 +45,9 @@ def test_record_returns_a_signed_document_that_verifies_and_replays_identically(
     resp = client.post(f"/api/v1/runs/{run_id}/golden", headers=_auth(key))
     assert resp.status_code == 200, resp.json
     doc = resp.json
-    assert set(doc) == {"format", "key_id", "hash", "signature", "body"} and doc["key_id"] == "test-k1"
+    assert set(doc) == {"format", "key_id", "hash", "signature", "body"} and doc["key_id"] == "tenant:test-k1"
     data = encode(doc)  # what `aos golden record` writes: the document survives the JSON round trip
-    golden.verify(parse(data), data)
+    golden.verify(ctx, parse(data), data)
 
     resp = client.post("/api/v1/golden/verify", json={"document": doc}, headers=_auth(key))
     assert resp.status_code == 200 and resp.json["valid"] and resp.json["steps"] == 8
@@ -117,7 +118,7 @@ def test_a_document_signed_with_another_secret_does_not_replay(client, tenant, w
 
     ctx, key = tenant
     doc = golden.record_run(ctx, run_plan(ctx, TRANSFORM))
-    forged = seal(doc["body"], KeyRing("test-k1", {"test-k1": "not-the-server-secret"}))
+    forged = seal(doc["body"], KeyRing("test-k1", {"test-k1": "not-the-server-secret"}).for_tenant(str(ctx.tenant_id)))
     resp = client.post("/api/v1/golden/replay", json={"document": forged}, headers=_auth(key))
     assert resp.status_code == 422 and resp.json["code"] == "GOLDEN_SIGNATURE_INVALID"
 
@@ -172,3 +173,59 @@ def test_a_replay_not_final_in_time_is_202_with_a_report_to_poll(client, tenant,
     assert (r.status_code, r.json["code"]) == (404, "NOT_FOUND")
     r = client.post("/api/v1/golden/replay", json={"document": doc, "timeout_s": 61}, headers=_auth(key))
     assert (r.status_code, r.json["code"]) == (422, "VALIDATION_ERROR")  # no wait longer than a request may hold
+
+
+def _run_count(tenant_id) -> int:  # noqa: ANN001
+    from sqlalchemy import func, select
+
+    from aos.db.models import Run
+    from aos.db.session import session_scope
+
+    with session_scope() as s:
+        return s.scalar(select(func.count()).select_from(Run).where(Run.tenant_id == tenant_id))
+
+
+@pytest.mark.parametrize("caller", ["key", "jwt"])
+def test_another_tenant_can_neither_verify_nor_replay_a_recording(client, tenant, worker, golden_key, settings_env,
+                                                                  caller):
+    """Files are signed with a key derived for the recording tenant: tenant B (an API key or a JWT caller)
+    holding A's file cannot verify it, and its replay — which would run A's plan and inputs in B — never
+    starts."""
+    ctx_a, key_a = tenant
+    doc = golden.record_run(ctx_a, run_plan(ctx_a, TRANSFORM))
+    assert doc["key_id"] == "tenant:test-k1"
+    ctx_b, cred_b = new_caller(caller, settings_env)
+    for path in ("/api/v1/golden/verify", "/api/v1/golden/replay"):
+        resp = client.post(path, json={"document": doc}, headers=auth(cred_b))
+        assert (resp.status_code, resp.json["code"]) == (422, "GOLDEN_SIGNATURE_INVALID"), path
+        assert "another tenant" in resp.json["detail"]
+    assert _run_count(ctx_b.tenant_id) == 0
+    assert client.post("/api/v1/golden/verify", json={"document": doc}, headers=auth(key_a)).json["valid"]
+
+
+def test_files_signed_before_a_rotation_still_verify_for_their_tenant_only(client, tenant, worker, golden_key,
+                                                                         settings_env):
+    ctx_a, key_a = tenant
+    old = golden.record_run(ctx_a, run_plan(ctx_a, TRANSFORM))
+    _, key_b = new_tenant()
+    settings_env(AOS_GOLDEN_SECRET="rotated-secret-0123456789abcdef", AOS_GOLDEN_KEY_ID="test-k2",
+                 AOS_GOLDEN_KEYS=json.dumps({"test-k1": SECRET}))
+    new = golden.record_run(ctx_a, run_plan(ctx_a, TRANSFORM))
+    assert (old["key_id"], new["key_id"]) == ("tenant:test-k1", "tenant:test-k2")
+    for doc in (old, new):
+        assert client.post("/api/v1/golden/verify", json={"document": doc}, headers=auth(key_a)).json["valid"]
+        resp = client.post("/api/v1/golden/verify", json={"document": doc}, headers=auth(key_b))
+        assert resp.json["code"] == "GOLDEN_SIGNATURE_INVALID"
+
+
+def test_a_file_signed_with_the_deployment_key_is_refused_unless_the_operator_accepts_it(
+        client, tenant, worker, golden_key, settings_env):
+    from aos.golden.sign import KeyRing
+
+    ctx, key = tenant
+    doc = golden.record_run(ctx, run_plan(ctx, TRANSFORM))
+    legacy = seal(doc["body"], KeyRing("test-k1", {"test-k1": SECRET}))  # as files were signed before
+    resp = client.post("/api/v1/golden/verify", json={"document": legacy}, headers=auth(key))
+    assert resp.json["code"] == "GOLDEN_KEY_UNKNOWN" and "re-record" in resp.json["detail"]
+    settings_env(AOS_GOLDEN_ACCEPT_DEPLOYMENT_KEYS="true")
+    assert client.post("/api/v1/golden/verify", json={"document": legacy}, headers=auth(key)).json["valid"]

@@ -123,7 +123,8 @@ def test_step_detail_lists_attempts_and_large_outputs_come_by_reference(client, 
     [attempt] = body["attempts"]
     assert attempt["attempt"] == 1 and attempt["status"] == "succeeded" and attempt["output"] == [2, 3]
     assert attempt["args"] == {"input": TRANSFORM_PLAN["inputs"]["order"]["items"], "expr": "[*].qty"}
-    assert attempt["worker"] and attempt["duration_ms"] is not None and attempt["error"] is None
+    # which process ran it (host:pid) is the operator's business (test_the_worker_that_ran_a_step_is_shown_…)
+    assert attempt["worker"] is None and attempt["duration_ms"] is not None and attempt["error"] is None
     assert client.get(f"/api/v1/runs/{run_id}/steps/qtys/output", headers=auth(key)).json == {"output": [2, 3]}
 
     settings_env(AOS_LARGE_OUTPUT_BYTES="10")  # the items list is longer than 10 characters
@@ -184,10 +185,11 @@ def test_timeline_after_id_returns_only_later_events(client, worker):
     (("runs:write",), "post", "/api/v1/workflows", True),
     (("runs:read",), "post", "/api/v1/agents", False),
     (("runs:read",), "post", "/api/v1/simulate", True),
-    (("runs:read", "runs:write"), "get", "/api/v1/inspect", False),
+    (("runs:write",), "get", "/api/v1/inspect", False),
+    (("runs:read",), "get", "/api/v1/inspect", True),  # the tenant's own figures (queues and workers: operator)
     (("admin",), "get", "/api/v1/inspect", True),
 ])
-def test_scopes_reads_need_read_writes_need_write_inspect_needs_admin(client, aos_env, scopes, method, path,
+def test_scopes_reads_need_read_writes_need_write(client, aos_env, scopes, method, path,
                                                                        allowed):
     _, key = new_tenant(scopes)
     body = {"/api/v1/runs": {"plan": one_step_plan()}, "/api/v1/workflows": {"name": "scoped", "plan": one_step_plan()},
@@ -198,3 +200,29 @@ def test_scopes_reads_need_read_writes_need_write_inspect_needs_admin(client, ao
         assert r.status_code in (200, 201), r.json
     else:
         assert r.status_code == 403 and r.json["code"] == "FORBIDDEN_SCOPE"
+
+
+def test_the_worker_that_ran_a_step_is_shown_to_operators_only(client, worker, aos_env):
+    """host:pid of the process that ran a step describes the deployment: tenants do not see it."""
+    from aos.db.models import Tenant
+    from aos.db.session import session_scope
+    from aos.services.runs import submit_run
+    from aos.services.tenancy import create_api_key
+    from aos.tasks.publisher import CeleryPublisher
+    from tests.support.worker import wait_for_run
+    from tests.web.api_helpers import TRANSFORM_PLAN, auth, new_tenant
+
+    ctx, key = new_tenant()
+    with session_scope() as s:
+        ops, _ = create_api_key(s, s.get(Tenant, ctx.tenant_id), "ops", ("runs:read", "operator"))
+    run_id = submit_run(ctx, TRANSFORM_PLAN, CeleryPublisher())
+    wait_for_run(run_id)
+    tenant_events = client.get(f"/api/v1/runs/{run_id}/timeline", headers=auth(key)).json["items"]
+    ops_events = client.get(f"/api/v1/runs/{run_id}/timeline", headers=auth(ops)).json["items"]
+    started = [e for e in ops_events if e["type"] == "step.started"]
+    assert started and all(":" in e["data"]["worker"] for e in started)
+    assert all("worker" not in e["data"] for e in tenant_events)
+    step = client.get(f"/api/v1/runs/{run_id}/steps/items", headers=auth(key)).json
+    assert [a["worker"] for a in step["attempts"]] == [None]
+    ops_step = client.get(f"/api/v1/runs/{run_id}/steps/items", headers=auth(ops)).json
+    assert ops_step["attempts"][0]["worker"]

@@ -65,6 +65,9 @@ SEMANTIC: dict[str, list[tuple[str, str]]] = {
     "POST /api/v1/golden/replay/{run_id}/report": GOLDEN + BODY,
     "PUT /api/v1/webhook": [("HTTP_DNS_ERROR", r"\$\.url"),  # the host must resolve
                             ("HTTP_INVALID_URL", r"\$\.url")],  # an xn-- label must be valid punycode
+    # quotas are the operator's (the seeded key is a tenant admin): another tenant's, or a change, is refused
+    "GET /api/v1/quotas": [("FORBIDDEN_SCOPE", ANY)],
+    "PUT /api/v1/quotas": [("FORBIDDEN_SCOPE", ANY)] + BODY,
     **{f"GET {p}": CURSOR for p in ("/api/v1/runs", "/api/v1/workflows", "/api/v1/agents", "/api/v1/dead-letters",
                                     "/api/v1/agents/{agent_id}/runs", "/api/v1/agents/{agent_id}/provenance")},
 }

@@ -16,7 +16,9 @@ from aos.services.runs import submit_run
 from aos.services.workflows import run_workflow, save_workflow
 from aos.tasks.publisher import CeleryPublisher
 from tests.support.worker import wait_for_run
-from tests.web.api_helpers import FAILING_PLAN, TRANSFORM_PLAN, auth, new_tenant, one_step_plan
+from tests.web.api_helpers import FAILING_PLAN, TRANSFORM_PLAN, auth, new_caller, new_tenant, one_step_plan
+
+CALLERS = ["key", "jwt"]  # tenant B calls with an API key, and with a JWT bearer token
 
 # Every operation with an object of a tenant in its path (test_every_such_endpoint_is_covered keeps this
 # list complete against the OpenAPI document), with the body that would be valid for its owner.
@@ -96,11 +98,13 @@ def _fill(template: str, ids: dict) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), template)
 
 
+@pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize(("method", "template", "body"), ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in ENDPOINTS])
-def test_another_tenants_object_is_404_and_stays_unchanged(client, tenant_a, settings_env, method, template, body):
+def test_another_tenants_object_is_404_and_stays_unchanged(client, tenant_a, settings_env, method, template, body,
+                                                           caller):
     settings_env(AOS_GOLDEN_SECRET="isolation-test")  # so golden recording reaches its tenant check
     _, key_a, ids, _ = tenant_a
-    _, key_b = new_tenant()
+    _, key_b = new_caller(caller, settings_env)
     path = _fill(template, ids)
     before = _a_view(client, key_a, ids)
     r = client.open(path, method=method, json=body, headers=auth(key_b))
@@ -123,9 +127,10 @@ def test_every_such_endpoint_is_covered(client, aos_env):
     assert with_params - NOT_TENANT_OBJECTS == covered
 
 
-def test_lists_and_filters_never_show_another_tenants_objects(client, tenant_a):
+@pytest.mark.parametrize("caller", CALLERS)
+def test_lists_and_filters_never_show_another_tenants_objects(client, tenant_a, settings_env, caller):
     ctx_a, key_a, ids, objects = tenant_a
-    _, key_b = new_tenant()
+    _, key_b = new_caller(caller, settings_env)
     b_run = client.post("/api/v1/runs", json={"plan": one_step_plan()}, headers=auth(key_b)).json["id"]
     # B may use the same workflow and agent names: they are B's own
     assert client.post("/api/v1/workflows", json={"name": "a-flow", "plan": one_step_plan()},

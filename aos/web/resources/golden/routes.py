@@ -56,7 +56,7 @@ class GoldenVerify(MethodView):
     def post(self, body):  # noqa: ANN001, ANN201
         """Verify a golden document: signature first, then each step hash and the body hash."""
         current_tenant().require("runs:read")
-        v = golden_service.verify(body["document"])
+        v = golden_service.verify(current_tenant(), body["document"])
         return {"valid": True, "key_id": v.key_id, "hash": v.hash, "source_run_id": v.source_run_id,
                 "steps": v.steps}
 

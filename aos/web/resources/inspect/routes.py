@@ -1,4 +1,4 @@
-"""/inspect: what the system is doing now — queues, workers, outbox, dead letters, active runs (admin)."""
+"""/inspect: what the system is doing now — the tenant's own figures, or (operator scope) the deployment's."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from flask import current_app
 from flask.views import MethodView
 
 from aos.services.inspect import inspect_system
-from aos.web.access import require_scopes
 from aos.web.auth import ProtectedBlueprint, current_tenant
 from aos.web.resources.inspect.schemas import InspectSchema
 
 blp = ProtectedBlueprint("inspect", __name__, url_prefix="/api/v1/inspect", description="Operations snapshot")
-require_scopes(blp, read="admin", write="admin")
 
 
 def _broker():  # noqa: ANN202
@@ -27,9 +25,13 @@ def _broker():  # noqa: ANN202
 class Inspect(MethodView):
     @blp.response(200, InspectSchema)
     def get(self):  # noqa: ANN201
-        """A snapshot for operators (admin scope).
+        """A snapshot: the caller's tenant's figures (`runs:read`), or the deployment's (`operator`).
 
-        Broker queue depths and the workers that answer a ping (both bounded by
-        AOS_INSPECT_TIMEOUT_S) describe the shared infrastructure; outbox, dead-letter and
-        run counts are this tenant's."""
-        return inspect_system(current_tenant(), _broker())
+        Tenants see their outbox, dead letters and active runs. The `operator` scope also sees
+        the broker's queue depths and the workers that answer a ping (both bounded by
+        AOS_INSPECT_TIMEOUT_S), which describe the infrastructure every tenant shares, and the
+        counts of all tenants together."""
+        ctx = current_tenant()
+        if not ctx.has("operator"):
+            ctx.require("runs:read")
+        return inspect_system(ctx, _broker())

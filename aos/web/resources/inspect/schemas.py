@@ -33,10 +33,15 @@ class ActiveRunsSchema(ma.Schema):
 
 
 class InspectSchema(ma.Schema):
+    scope = ma.fields.String(required=True, validate=ma.validate.OneOf(["tenant", "deployment"]), metadata={
+        "description": "`tenant`: the figures are the caller's tenant's, queues and workers are not shown; "
+                       "`deployment` (operator scope): queues, workers and every tenant's figures."})
     queues = ma.fields.List(ma.fields.Nested(QueueSchema), required=True, allow_none=True, metadata={
-        "description": "Broker queues AOS uses; null when the broker did not answer (see errors)."})
+        "description": "Broker queues AOS uses (operator scope); null for tenants, or when the broker did not "
+                       "answer (see errors)."})
     workers = ma.fields.List(ma.fields.Nested(WorkerSchema), required=True, allow_none=True, metadata={
-        "description": "Workers that answered a ping; null when the ping failed (see errors)."})
+        "description": "Workers that answered a ping (operator scope); null for tenants, or when the ping failed "
+                       "(see errors)."})
     outbox = ma.fields.Nested(OutboxSchema, required=True)
     dead_letters = ma.fields.Nested(DeadLettersSchema, required=True)
     runs = ma.fields.Nested(ActiveRunsSchema, required=True)

@@ -96,7 +96,9 @@ class AttemptSchema(ma.Schema):
     cost_usd = ma.fields.Float(required=True)
     input_tokens = ma.fields.Integer(required=True)
     output_tokens = ma.fields.Integer(required=True)
-    worker = ma.fields.String(required=True, allow_none=True)
+    worker = ma.fields.String(required=True, allow_none=True, metadata={
+        "description": "The process that ran the attempt (host:pid/delivery): shown to the operator scope only, "
+                       "null for tenants."})
     started_at = timestamp(required=True, allow_none=True)
     finished_at = timestamp(required=True, allow_none=True)
     duration_ms = ma.fields.Float(required=True, allow_none=True)
