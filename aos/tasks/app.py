@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import threading
 import uuid
 from typing import Any
 
@@ -72,10 +73,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+_configuring = threading.local()
+
+
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
-    # Read configuration when Celery first needs it, not at import time.
-    sender.conf.update(celery_config(get_settings()))
+    # Read configuration when Celery first needs it, not at import time. Touching ``sender.conf`` here loads
+    # the configuration, which sends on_configure again: the nested call returns, the outer one updates.
+    if getattr(_configuring, "active", False):
+        return
+    _configuring.active = True
+    try:
+        sender.conf.update(celery_config(get_settings()))
+    finally:
+        _configuring.active = False
 
 
 @worker_init.connect
