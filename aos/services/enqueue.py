@@ -24,7 +24,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from aos.db import direct, step_store
-from aos.db.models import ENQUEUE_TOPIC, FINAL_RUN_STATUSES, OutboxMessage, Run
+from aos.db.models import ENQUEUE_TOPIC, FINAL_RUN_STATUSES, OutboxMessage, Run, RunWait
 from aos.errors import AosError
 from aos.plan import Plan
 from aos.plan.refs import iter_references, leading_fields
@@ -84,6 +84,9 @@ def requeue(s: Session, run: Run, *, reason: str) -> int:
                             lease_expires_at=None, wake_at=None, updated_at=datetime.now(UTC)))
     if res.rowcount == 0:  # type: ignore[attr-defined]
         raise AosError("CONFLICT", "the run changed meanwhile; try again")
+    # a waiting run that is resumed leaves its wait: its step runs again (a waiting skill waits anew)
+    s.execute(update(RunWait).where(RunWait.run_id == run.id, RunWait.status == "waiting")
+              .values(status="cancelled", resolved_at=datetime.now(UTC)))
     outbox_id = add_enqueue(s, run.tenant_id, run.id, run.next_step)
     timeline.record(s, run.tenant_id, run.id, "run.resumed", from_step=run.next_step, reason=reason)
     return outbox_id

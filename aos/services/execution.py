@@ -42,7 +42,7 @@ from aos.runtime import budget
 from aos.runtime.catalog import CATALOG
 from aos.runtime.invoke import invoke_skill, outcome_error
 from aos.runtime.outcome import StructuredOutcome
-from aos.services import outcomes
+from aos.services import outcomes, signals
 from aos.services.enqueue import RunPlan, referenced_steps, run_plan
 from aos.services.outcomes import Claim, StepDecision
 from aos.skills.base import Skill, SkillContext
@@ -75,6 +75,8 @@ def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[
                        settings=settings, idempotency_key=f"{identity}:{step.id}:{c.opened.attempt}",
                        timeout_s=step.timeout_s or skill.default_timeout_s, capabilities=c.capabilities)
     attempt = _run_skill(c, skill, step.args, ctx)
+    if attempt.wait is not None:  # a waiting skill's first arrival (issue 15): park the run, free the worker
+        return _settle(c, outcomes.waiting(c, attempt))
     if not attempt.outcome.ok and step.on_error.mode == "FALLBACK" and not outcomes.retry_left(c, attempt.outcome):
         fb = step.on_error.fallback or {}
         try:
@@ -137,8 +139,8 @@ def _why_not(rp: RunPlan, step: Step, estimate: budget.Estimate, worker: str,
         st = step_store.run_state(conn, rp.run_id, step.index)
     if st is None:
         return StepDecision.stop("run does not exist")
-    if st["status"] in FINAL_RUN_STATUSES:
-        return StepDecision.stop(f"run is {st['status']}")
+    if st["status"] in FINAL_RUN_STATUSES or st["status"] == "waiting":
+        return StepDecision.stop(f"run is {st['status']}")  # a waiting run goes on when its signal queues it
     if st["last_status"] in ("succeeded", "skipped"):
         return StepDecision.go_on("step already has a successful checkpoint")
     if step.index != st["next_step"]:
@@ -220,6 +222,15 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
     if size > limit:
         return _failed_attempt("ARGS_TOO_LARGE", f"the step's resolved args take {size} bytes as JSON, "
                                f"more than AOS_MAX_STEP_ARGS_BYTES ({limit})")
+    if skill.waits_for_signal and c.rp.replay_of is None:  # issue 15: park the run, or read what came back
+        with direct.relaxed() as conn:
+            wait = step_store.step_wait(conn, c.rp.run_id, c.step.index, c.opened.attempt)
+        signal = signals.arrived(wait)
+        if signal is None:
+            spec = skill.wait_spec(args) if wait is None or wait["status"] != "waiting" else {  # type: ignore[attr-defined]
+                "signal": wait["signal"], "reopen": True}
+            return outcomes.Attempt(StructuredOutcome.success(None), None, stored_args, args_json, wait=spec)
+        ctx.signal = signal
     if c.rp.replay_of is not None and not skill.deterministic:  # a golden replay answers from the recording
         with direct.relaxed() as conn:
             skill = ReplayedSkill(skill, step_store.replay_call(conn, c.rp.run_id, c.step.id, c.opened.attempt, role))
