@@ -97,6 +97,7 @@ class Attempt:
     args_json: str | None
     wait: dict[str, Any] | None = None         # a waiting skill's first arrival: what the run waits for
     events: list[dict[str, Any]] | None = None  # extra timeline events of the call (circuit transitions)
+    deferred_s: float | None = None             # an open circuit refused the call: retry after this, same attempt
 
 
 @dataclass(slots=True)
@@ -242,6 +243,17 @@ def waiting(c: Claim, att: Attempt) -> Settled:
     st = Settlement(run_id=c.rp.run_id, version=c.version, lease_owner=c.worker, status="waiting",
                     next_step=c.step.index, events=_rows(rows.events), outbox=_rows(rows.outbox), wait=wait)
     return Settled(st, StepDecision.stop(f"run waits for signal {att.wait['signal']!r}"))
+
+
+def deferred(c: Claim, att: Attempt) -> tuple[datetime, str, StepDecision]:
+    """A call an open circuit breaker refused: when the step wakes up, its events, and the task's retry."""
+    assert att.deferred_s is not None and att.outcome.error is not None
+    countdown = min(max(att.deferred_s, 0.05), get_settings().max_countdown_s)
+    rows = Entries()
+    rows.add(c.rp.run_id, "step.deferred", step_id=c.step.id, attempt=c.opened.attempt, code=att.outcome.error.code,
+             countdown_s=round(countdown, 3), upstream=att.outcome.error.details.get("upstream"))
+    return (datetime.now(UTC) + timedelta(seconds=countdown), _rows(rows.events),
+            StepDecision.retry(countdown, f"CIRCUIT_OPEN: attempt {c.opened.attempt} waits {countdown:.2f}s"))
 
 
 def _wait_row(c: Claim, kind: str, spec: dict[str, Any], rows: Entries) -> str:
