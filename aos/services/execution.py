@@ -88,7 +88,13 @@ def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[
             if fallback.deferred_s is not None:
                 return _park(c, fallback)
         return _settle(c, outcomes.finished(c, fallback, fallback_from=attempt))
-    return _settle(c, outcomes.finished(c, attempt))
+    decision = _settle(c, outcomes.finished(c, attempt))
+    if rp.replay_of is not None and step.on_error.mode == "ESCALATE" and decision.action == "stop":
+        # a golden replay's escalation is answered by the recorded signal (issue 15): the chain goes on
+        goes_on = signals.answer_from_recording(rid)
+        if goes_on is not None:
+            return StepDecision.go_on("answered from the recording") if goes_on else StepDecision.stop("run finished")
+    return decision
 
 
 # --- claim -----------------------------------------------------------------------------------------

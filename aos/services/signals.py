@@ -30,11 +30,12 @@ from sqlalchemy.orm import Session
 
 from aos import metrics
 from aos.db.jsontext import NotStorable, to_json
-from aos.db.models import Checkpoint, Run, RunWait
+from aos.db.models import Checkpoint, GoldenReplayCall, Run, RunWait
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.runtime.outcome import StructuredOutcome
-from aos.services import enqueue, outbox, timeline
+from aos.services import enqueue as enqueue_run
+from aos.services import outbox, timeline
 from aos.services.publisher import Publisher
 from aos.services.tenancy import TenantContext
 from aos.skills.signals import SIGNAL_NAME, payload_problems
@@ -162,15 +163,44 @@ def _wake(s: Session, run: Run, now: datetime) -> int:
     run.status, run.attempt_deliveries, run.version, run.updated_at = "running", 0, run.version + 1, now
     run.lease_owner = run.lease_expires_at = run.wake_at = None
     s.flush()
-    return enqueue.add_enqueue(s, run.tenant_id, run.id, run.next_step)
+    return enqueue_run.add_enqueue(s, run.tenant_id, run.id, run.next_step)
 
 
-def _answer_escalation(s: Session, run: Run, wait: RunWait, payload: Any, now: datetime) -> int | None:
+def answer_from_recording(run_id: uuid.UUID) -> bool | None:
+    """A golden replay run that escalated: the recording's answer (the signal that answered the recorded run's
+    escalation, its next attempt) answers it at once. Whether the run goes on at its next step (True) or
+    finished (False); None: nothing was recorded, the run waits for a person like any other."""
+    with session_scope() as s:
+        run = s.scalar(select(Run).where(Run.id == run_id).with_for_update())
+        wait = open_wait(s, run_id, lock=True) if run is not None and run.status == "waiting" else None
+        if run is None or wait is None or wait.kind != "escalation":
+            return None
+        attempt = _next_attempt(s, run, wait)
+        call = s.scalar(select(GoldenReplayCall.call).where(
+            GoldenReplayCall.run_id == run_id, GoldenReplayCall.step_id == wait.step_id,
+            GoldenReplayCall.attempt == attempt, GoldenReplayCall.role == "primary"))
+        raw = (call or {}).get("raw")
+        if not isinstance(raw, dict) or raw.get("signal") != wait.signal:
+            return None
+        now = datetime.now(UTC)
+        wait.status, wait.payload, wait.resolved_at = "signalled", raw.get("payload"), now
+        timeline.record(s, run.tenant_id, run.id, "signal.received", step_id=wait.step_id, signal=wait.signal,
+                        replayed=True)
+        _answer_escalation(s, run, wait, raw.get("payload"), now, enqueue=False)
+        return run.status == "running"
+
+
+def _next_attempt(s: Session, run: Run, wait: RunWait) -> int:
+    return (s.scalar(select(Checkpoint.attempt).where(Checkpoint.run_id == run.id,
+                                                      Checkpoint.step_index == wait.step_index)
+                     .order_by(Checkpoint.attempt.desc()).limit(1)) or 0) + 1
+
+
+def _answer_escalation(s: Session, run: Run, wait: RunWait, payload: Any, now: datetime, *,
+                       enqueue: bool = True) -> int | None:
     """A person's answer to an escalated step is its output: a succeeded attempt of its own, then the next step."""
     step = run.plan["steps"][wait.step_index]
-    attempt = (s.scalar(select(Checkpoint.attempt).where(Checkpoint.run_id == run.id,
-                                                         Checkpoint.step_index == wait.step_index)
-                        .order_by(Checkpoint.attempt.desc()).limit(1)) or 0) + 1
+    attempt = _next_attempt(s, run, wait)
     s.add(Checkpoint(tenant_id=run.tenant_id, run_id=run.id, step_index=wait.step_index, step_id=wait.step_id,
                      attempt=attempt, deliveries=1, status="succeeded",
                      skill=run.skill_versions.get(wait.step_id, step["skill"]), worker=f"signal:{wait.signal}",
@@ -191,7 +221,7 @@ def _answer_escalation(s: Session, run: Run, wait: RunWait, payload: Any, now: d
         return None
     run.status = "running"
     s.flush()
-    return enqueue.add_enqueue(s, run.tenant_id, run.id, run.next_step)
+    return enqueue_run.add_enqueue(s, run.tenant_id, run.id, run.next_step) if enqueue else None
 
 
 # --- deadlines ------------------------------------------------------------------------------------------------
