@@ -38,7 +38,7 @@ from aos.services import enqueue as enqueue_run
 from aos.services import outbox, timeline
 from aos.services.publisher import Publisher
 from aos.services.tenancy import TenantContext
-from aos.skills.signals import SIGNAL_NAME, payload_problems
+from aos.skills.signals import payload_problems
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,8 @@ def deliver_signal(ctx: TenantContext, run_id: uuid.UUID | str, name: str, paylo
 
     ``{"run_id", "signal", "step_id", "status": <the run's status after>, "duplicate": bool}``: a key sent
     again with the same signal and payload is answered from the first delivery (``duplicate``) and changes
-    nothing; with another signal or payload it is refused (IDEMPOTENCY_KEY_REUSED)."""
-    if not SIGNAL_NAME.fullmatch(name):
-        raise AosError("VALIDATION_ERROR", f"signal name {name!r}: a letter, then letters, digits, `_`, `.`, `-`",
-                       problems=[{"path": "name", "code": "VALIDATION_ERROR", "message": "not a signal name"}])
+    nothing; with another signal or payload it is refused (IDEMPOTENCY_KEY_REUSED). A name the run does not
+    wait for (whatever it is) is SIGNAL_NOT_AWAITED."""
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
         raise AosError("VALIDATION_ERROR", f"an idempotency key has 1 to {MAX_KEY_LENGTH} characters")
     try:
