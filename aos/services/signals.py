@@ -226,29 +226,39 @@ def _answer_escalation(s: Session, run: Run, wait: RunWait, payload: Any, now: d
 
 
 def expire_waits(publisher: Publisher | None, limit: int = 100) -> int:
-    """End the waits whose deadline passed (beat): ``SIGNAL_TIMEOUT`` for their step. Returns how many."""
-    outbox_ids: list[int] = []
+    """End the waits whose deadline passed (beat): ``SIGNAL_TIMEOUT`` for their step. Returns how many.
+
+    Each in a transaction of its own that locks the run before its wait, in the order a delivery does (a
+    delivery racing the deadline either comes first — the wait is no longer open — or finds it expired)."""
     with session_scope() as s:
-        due = s.scalars(select(RunWait).where(RunWait.status == "waiting", RunWait.deadline < datetime.now(UTC))
-                        .order_by(RunWait.deadline).limit(limit).with_for_update(skip_locked=True)).all()
-        for wait in due:
-            run = s.scalar(select(Run).where(Run.id == wait.run_id).with_for_update())
+        due = s.execute(select(RunWait.id, RunWait.run_id).where(
+            RunWait.status == "waiting", RunWait.deadline < datetime.now(UTC))
+            .order_by(RunWait.deadline).limit(limit)).all()
+    ended = 0
+    for wait_id, run_id in due:
+        outbox_id = None
+        with session_scope() as s:
+            run = s.scalar(select(Run).where(Run.id == run_id).with_for_update(skip_locked=True))
+            wait = s.scalar(select(RunWait).where(RunWait.id == wait_id, RunWait.status == "waiting")
+                            .with_for_update()) if run is not None else None
+            if run is None or wait is None:
+                continue  # busy (the next tick sees it again) or ended meanwhile
             now = datetime.now(UTC)
-            wait.status, wait.resolved_at = ("expired" if run is not None and run.status == "waiting"
-                                             else "cancelled"), now
-            if run is None or run.status != "waiting":
-                continue  # the run left the wait another way; the row was only left open
+            ended += 1
+            if run.status != "waiting":  # the run left the wait another way; only the row was left open
+                wait.status, wait.resolved_at = "cancelled", now
+                continue
+            wait.status, wait.resolved_at = "expired", now
             timeline.record(s, run.tenant_id, run.id, "signal.expired", step_id=wait.step_id, signal=wait.signal,
                             deadline=wait.deadline.isoformat() if wait.deadline else None)
             log.info("run %s: wait for signal %r at step %s passed its deadline", run.id, wait.signal, wait.step_id)
             if wait.kind == "signal":
-                outbox_ids.append(_wake(s, run, now))
+                outbox_id = _wake(s, run, now)
             else:
                 _fail_escalation(s, run, wait, now)
-    for oid in outbox_ids:
-        if publisher is not None:
-            outbox.deliver_one(oid, publisher)
-    return len(due)
+        if outbox_id is not None and publisher is not None:
+            outbox.deliver_one(outbox_id, publisher)
+    return ended
 
 
 def _fail_escalation(s: Session, run: Run, wait: RunWait, now: datetime) -> None:
