@@ -7,11 +7,13 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from aos.config import get_settings
 from aos.db.models import Checkpoint, OutboxMessage, Run, RunWait
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.services.runs import cancel_run, get_run, get_timeline, resume_run, submit_run
 from aos.services.signals import deliver_signal, expire_waits, list_signals
+from aos.tasks.app import celery_config
 from aos.tasks.publisher import CeleryPublisher
 from tests.support.http_server import Reply, serve_http
 from tests.support.worker import wait_for_run
@@ -124,7 +126,12 @@ def test_a_passed_deadline_fails_the_step_with_signal_timeout_handled_by_on_erro
                                           "args": {"signal": "answer", "timeout_s": 0.5}}]}, PUB)
     _waiting(skipped), _waiting(aborted)
     time.sleep(0.6)
-    assert expire_waits(PUB) >= 2
+    # beat's task, as beat sends it every AOS_SIGNAL_DEADLINE_INTERVAL_S
+    from aos.tasks.beat import expire_signals
+
+    entry = celery_config(get_settings())["beat_schedule"]["aos.signals.expire"]
+    assert entry == {"task": "aos.signals.expire", "schedule": 5.0, "options": {"expires": 5.0}}
+    assert expire_signals.apply().get() >= 2
     assert wait_for_run(skipped).status == "succeeded"
     view = get_run(ctx, skipped)
     assert view["steps"][0]["status"] == "skipped" and view["steps"][0]["error"]["code"] == "SIGNAL_TIMEOUT"
