@@ -235,7 +235,7 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
             wait = step_store.step_wait(conn, c.rp.run_id, c.step.index, c.opened.attempt)
         signal = signals.arrived(wait)
         if signal is None:
-            spec = skill.wait_spec(args) if wait is None or wait["status"] != "waiting" else {  # type: ignore[attr-defined]
+            spec = skill.wait_spec(args) if wait is None or wait["status"] != "waiting" else {
                 "signal": wait["signal"], "reopen": True}
             return outcomes.Attempt(StructuredOutcome.success(None), None, stored_args, args_json, wait=spec)
         ctx.signal = signal

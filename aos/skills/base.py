@@ -118,6 +118,10 @@ class Skill(ABC):
         pool forks, so no step spends its time limit on an import; nothing else has to pay for it."""
         return None  # most skills load nothing heavy
 
+    def wait_spec(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A waiting skill's wait: ``{"signal", "reason", "schema", "timeout_s"}`` (aos.skills.signals)."""
+        raise NotImplementedError(f"{self.ref} does not wait for signals")
+
     def upstream(self, args: dict[str, Any], ctx: SkillContext) -> str | None:
         """The remote this call depends on (a host, a provider), for the circuit breaker; None: none."""
         return None

@@ -60,10 +60,6 @@ class WaitingSkill(Skill):
     default_timeout_s = 30.0       # the step's own work once the signal is there, not the wait
     default_retry = RetryPolicy(max_attempts=1)
 
-    def wait_spec(self, args: dict[str, Any]) -> dict[str, Any]:
-        """What the run waits for: ``{"signal", "reason", "schema", "timeout_s"}``."""
-        raise NotImplementedError
-
     def _signal(self, ctx: SkillContext) -> Any:
         sig = ctx.signal
         if sig is None:
