@@ -75,7 +75,7 @@ class SignalWait(WaitingSkill):
     description = ("Wait for a named signal (an event, a person's answer) without holding a worker; the "
                    "signal's payload, checked against an optional JSON Schema, becomes the step's output. "
                    "Past timeout_s the step fails with SIGNAL_TIMEOUT.")
-    summary_text = "Wait for a named signal; its payload is the output"
+    summary_text = "Wait for a named signal"
     input_schema = {
         "type": "object", "required": ["signal"], "additionalProperties": False,
         "properties": {
@@ -104,7 +104,7 @@ class HumanApprove(WaitingSkill):
     description = ("Wait for a person to approve or reject (signal `approval` with {\"approved\": true|false, "
                    "\"comment\", \"by\"}); approval is the step's output, a rejection fails the step with "
                    "APPROVAL_REJECTED. Past timeout_s the step fails with SIGNAL_TIMEOUT.")
-    summary_text = "Wait for a person's approval"
+    summary_text = "Ask a person to approve"
     input_schema = {
         "type": "object", "required": ["reason"], "additionalProperties": False,
         "properties": {
