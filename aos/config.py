@@ -189,6 +189,24 @@ class Settings:
         "AOS_OUTBOX_INTERVAL_S", 2.0, _float, "How often beat drains the outbox (s).")
     reaper_interval_s: float = setting(
         "AOS_REAPER_INTERVAL_S", 15.0, _float, "How often beat runs the reaper (s).")
+    signal_deadline_interval_s: float = setting(
+        "AOS_SIGNAL_DEADLINE_INTERVAL_S", 5.0, _float,
+        "How often beat looks for waiting runs whose deadline passed (SIGNAL_TIMEOUT); a deadline is kept to "
+        "within this (s).")
+    circuit_failures: int = setting(
+        "AOS_CIRCUIT_FAILURES", 5, _int,
+        "Retryable failures of one upstream (per tenant, skill and host or provider) within AOS_CIRCUIT_WINDOW_S "
+        "that open its circuit breaker; 0 turns the breaker off.")
+    circuit_window_s: float = setting(
+        "AOS_CIRCUIT_WINDOW_S", 60.0, _float, "The window in which AOS_CIRCUIT_FAILURES failures open a breaker (s).")
+    circuit_cooldown_s: float = setting(
+        "AOS_CIRCUIT_COOLDOWN_S", 30.0, _float,
+        "How long an open breaker makes steps fail fast with CIRCUIT_OPEN before one probe may call the upstream "
+        "(half-open) (s).")
+    circuit_redis_url: str | None = setting(
+        "AOS_CIRCUIT_REDIS_URL", None, _broker_url,
+        "Redis that holds the circuit breakers' state, shared by all workers. Unset: the broker, when it is Redis "
+        "(with RabbitMQ and no Redis the breaker is off).")
     large_output_bytes: int = setting(
         "AOS_LARGE_OUTPUT_BYTES", 65536, _int,
         "Step outputs larger than this are returned by reference in run listings.")

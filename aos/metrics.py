@@ -98,6 +98,9 @@ TOKENS = Counter("aos_tokens_total", "LLM tokens spent by steps, by skill.", ["s
 OUTBOX_DELIVERIES = Counter("aos_outbox_deliveries_total", "Outbox delivery attempts, by topic and result.",
                             ["topic", "result"])
 DEAD_LETTERS = Counter("aos_dead_letters_created_total", "Dead letters written, by kind.", ["kind"])
+CIRCUIT_STATES = frozenset({"opened", "half_open", "closed"})
+CIRCUIT_TRANSITIONS = Counter("aos_circuit_transitions_total", "Circuit breaker transitions, by skill and the state "
+                              "entered (the upstream is in the log line and the timeline event).", ["skill", "state"])
 # The label is `lock`, never `job`: Prometheus owns `job` (the scrape job) and renames a `job` label it scrapes to
 # `exported_job`, which would blind every query and alert on these series.
 LOCK_LEADER = Gauge("aos_lock_leader", "1 while this process holds the lease of a singleton job, by lock.", ["lock"],
@@ -186,6 +189,10 @@ def step_retried(skill: str, code: str | None) -> None:
 
 def outbox_delivery(topic: str, result: str) -> None:
     OUTBOX_DELIVERIES.labels(closed(topic, OUTBOX_TOPICS, "topic"), closed(result, OUTBOX_RESULTS, "result")).inc()
+
+
+def circuit_transition(skill: str, state: str) -> None:
+    CIRCUIT_TRANSITIONS.labels(skill_label(skill), closed(state, CIRCUIT_STATES, "state")).inc()
 
 
 def dead_letter_created(kind: str) -> None:

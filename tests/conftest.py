@@ -63,6 +63,9 @@ def aos_env(servers) -> dict[str, str]:
         "AOS_HTTP_ALLOW_HOSTS": "127.0.0.1,localhost",
         "AOS_LLM_PROVIDER": "offline",
         "AOS_MAX_COUNTDOWN_S": "5",
+        # stubs that fail on purpose must not open breakers for the next test: tests/services/test_circuit.py
+        # runs its own workers with a breaker
+        "AOS_CIRCUIT_FAILURES": "0",
         "AOS_HARD_TIMEOUT_GRACE_S": "3",
         "AOS_LEASE_GRACE_S": "1",
         "AOS_ENV": "test",

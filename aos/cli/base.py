@@ -104,6 +104,17 @@ def load_json_file(path: str) -> Any:
                        f"{exc.msg}") from None
 
 
+def parse_json_text(text: str | None, what: str) -> Any:
+    """A JSON value given on the command line (None: null)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AosError("BODY_MALFORMED", f"{what} is not valid JSON: column {exc.colno}: {exc.msg} "
+                       "(quote it for the shell: --data '{\"approved\": true}')") from None
+
+
 def load_json_object(path: str, what: str) -> dict[str, Any]:
     data = load_json_file(path)
     if not isinstance(data, dict):

@@ -24,7 +24,7 @@ def follow_run(client: Client, run_id: str, *, timeout: float | None = None, sho
             if ev.type == "end":
                 break
             if show:
-                print_event(ev)
+                print_event(ev, run_id)
     except RunWaitTimeout:
         if show:
             console.print(f"still running after {timeout:g}s; the run goes on: `aos runs follow {run_id}` "
@@ -41,7 +41,7 @@ def _ratios(data: dict[str, Any]) -> str:
     return ", ".join(parts) or "a limit is near"
 
 
-def print_event(ev: Event) -> None:
+def print_event(ev: Event, run_id: str | None = None) -> None:
     d, t, sid = ev.data, ev.type, ev.step_id or ""
     if t == "step.started":
         attempt = d.get("attempt") or 1
@@ -73,6 +73,32 @@ def print_event(ev: Event) -> None:
         console.print("  [yellow]run cancelled[/yellow]")
     elif t == "run.resumed":
         console.print(f"  resumed from step {d.get('from_step')} ({d.get('reason', 'resume')})", markup=False)
+    elif t == "run.waiting":
+        print_waiting(run_id, d.get("signal", ""), sid, d.get("reason"), d.get("deadline"), None)
+    elif t == "signal.received":
+        console.print(f"  [green]▶[/green] {sid:<16} signal {d.get('signal')} received; the run goes on")
+    elif t == "signal.expired":
+        console.print(f"  [red]⏱[/red] {sid:<16} no signal {d.get('signal')} before {d.get('deadline')}",
+                      markup=False)
+    elif t == "step.deferred":
+        console.print(f"  [yellow]⏸[/yellow] {sid:<16} {d.get('code')}: {d.get('upstream')} is paused; "
+                      f"tries again in {d.get('countdown_s', 0):.1f}s (no attempt spent)", soft_wrap=True)
+    elif t in ("circuit.opened", "circuit.half_open", "circuit.closed"):
+        state = t.split(".", 1)[1].replace("_", "-")
+        console.print(f"  [yellow]⚡[/yellow] circuit breaker of {d.get('upstream')} {state}", markup=False)
+
+
+def print_waiting(run_id: str | None, signal: str, step_id: str, reason: str | None, deadline: str | None,
+                  schema: dict[str, Any] | None) -> None:
+    """What a waiting run waits for, and the command that answers it."""
+    console.print(f"  [magenta]⏸[/magenta] {step_id:<16} waits for signal [bold]{signal}[/bold]"
+                  + (f" until {deadline}" if deadline else " (no deadline)"))
+    if reason:
+        console.print(f"    {reason}", markup=False, soft_wrap=True)
+    if schema:
+        console.print(f"    payload schema: {json.dumps(schema)}", markup=False, soft_wrap=True)
+    console.print(f"    answer: aos runs signal {run_id or 'RUN'} {signal} --data '<JSON>'", markup=False,
+                  soft_wrap=True)
 
 
 def print_outcome(client: Client, run: Run) -> None:

@@ -14,18 +14,20 @@ from aos.cli.base import (
     console,
     emit_json,
     json_option,
+    load_json_file,
     load_json_object,
     money,
     ms,
+    parse_json_text,
     print_table,
     when,
 )
-from aos.cli.follow import follow_run
+from aos.cli.follow import follow_run, print_waiting
 from aos.sdk import Run
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead_lettered")
+STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "dead_lettered")
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead_lettered": "red", "cancelled": "yellow",
-                 "running": "cyan", "retrying": "yellow", "queued": "dim"}
+                 "running": "cyan", "retrying": "yellow", "queued": "dim", "waiting": "magenta"}
 
 follow_option = click.option("--follow", is_flag=True,
                              help="Show each step live; exit non-zero unless the run succeeds.")
@@ -137,6 +139,9 @@ def print_run(run: Run) -> None:
         if e.recovery_mode:
             console.print(f"  suggested recovery: {e.recovery_mode} — {e.suggestion or ''}", markup=False,
                           soft_wrap=True)
+    if run.waiting is not None:
+        print_waiting(run.id, run.waiting.signal, run.waiting.step_id, run.waiting.reason,
+                      run.waiting.deadline.isoformat() if run.waiting.deadline else None, run.waiting.schema)
     print_table(["step", "status", "error", "tries", "duration", "cost", "skill"],
                 [[st.id, styled_status(st.status), _step_error(st), str(st.attempts),
                   ms(st.duration_ms), money(st.cost_usd), st.skill] for st in run.steps],
@@ -200,8 +205,42 @@ def runs_cancel(run_id: str, url: str, api_key: str, as_json: bool) -> None:
 @api_options
 @json_option
 def runs_resume(run_id: str, follow: bool, timeout: float | None, url: str, api_key: str, as_json: bool) -> None:
-    """Resume a failed, cancelled or dead-lettered run from its first unfinished step."""
+    """Resume a failed, cancelled, dead-lettered or waiting run from its first unfinished step (a waiting run
+    leaves its wait: its step runs again)."""
     client = api_client(url, api_key)
     # follow from the resume on, not the run's earlier history (the failure being resumed)
     before = client.runs.timeline(run_id) if follow else []
     finish(client, client.runs.resume(run_id), follow, timeout, as_json, after_id=before[-1].id if before else None)
+
+
+@runs.command("signal")
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--data", "data", default=None, help="The payload as JSON text (default: null).")
+@click.option("--data-file", "data_file", default=None, type=click.Path(dir_okay=False),
+              help="The payload from a JSON file (instead of --data).")
+@click.option("--key", "idempotency_key", default=None,
+              help="Idempotency key: sending the same key again answers as the first time and changes nothing.")
+@follow_option
+@timeout_option
+@api_options
+@json_option
+def runs_signal(run_id: str, name: str, data: str | None, data_file: str | None, idempotency_key: str | None,
+                follow: bool, timeout: float | None, url: str, api_key: str, as_json: bool) -> None:
+    """Deliver signal NAME to a waiting run: the payload becomes the waiting step's output and the run goes on
+    (`aos runs show RUN` says what it waits for)."""
+    if data is not None and data_file is not None:
+        raise click.UsageError("give --data or --data-file, not both")
+    payload = load_json_file(data_file) if data_file is not None else parse_json_text(data, "--data")
+    client = api_client(url, api_key)
+    before = client.runs.timeline(run_id) if follow else []
+    result = client.runs.signal(run_id, name, payload, idempotency_key=idempotency_key)
+    if not follow:
+        if as_json:
+            emit_json(result.raw)
+        else:
+            again = " (already delivered with this key: nothing changed)" if result.duplicate else ""
+            console.print(f"run {result.run_id} {result.status}: signal {result.signal} delivered to step "
+                          f"{result.step_id}{again}", markup=False)
+        return
+    finish(client, client.runs.get(run_id), follow, timeout, as_json, after_id=before[-1].id if before else None)

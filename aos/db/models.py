@@ -43,21 +43,28 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "dead_lettered")
+# waiting: parked until a signal arrives or its deadline passes (no worker held; the wait is a run_waits row)
+RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "dead_lettered")
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled", "dead_lettered"})
 CHECKPOINT_STATUSES = ("running", "succeeded", "failed", "skipped")
 OUTBOX_STATUSES = ("pending", "delivered", "dead")
 DEAD_LETTER_STATUSES = ("open", "replayed", "discarded", "resolved")
 DEAD_LETTER_KINDS = ("step", "outbox", "task")
+# a wait: open, then ended by its signal, its deadline, or the run leaving it (cancel, resume)
+WAIT_STATUSES = ("waiting", "signalled", "expired", "cancelled")
+# what parked the run: a step of a waiting skill (signal.wait, human.approve) or an ESCALATE on_error
+WAIT_KINDS = ("signal", "escalation")
 
 # The timeline: the closed set of run_events.type values; metrics and docs take their labels from here.
 RUN_EVENT_TYPES = (
     "run.queued", "run.started", "run.succeeded", "run.failed", "run.cancelled", "run.resumed",
     "step.started", "step.succeeded", "step.retrying", "step.failed", "step.skipped", "step.fallback",
     "step.redelivered", "budget.warning", "budget.exceeded",
+    "run.waiting", "signal.received", "signal.expired", "step.deferred",
+    "circuit.opened", "circuit.half_open", "circuit.closed",
 )
 # Events that also leave as webhooks through the outbox (in the order docs and the API list them).
-WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "budget.warning")
+WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "budget.warning", "run.waiting")
 # The outbox topic that publishes a run's step messages; every other topic is a webhook event.
 ENQUEUE_TOPIC = "run.enqueue"
 OUTBOX_TOPICS = (ENQUEUE_TOPIC, *WEBHOOK_EVENTS)
@@ -259,6 +266,41 @@ class Checkpoint(Base):
         # the simulator's history of finished attempts; a running attempt is not in it, so opening one
         # costs one index entry less
         Index(None, "tenant_id", "skill", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
+    )
+
+
+class RunWait(Base):
+    """What a waiting run waits for: one row per wait (a run may wait at several steps, or again after a
+    resume). The open wait of a run is its row with status ``waiting``; its signal, once delivered, is kept
+    here with the client's idempotency key, so a delivery sent twice is answered, not applied, twice."""
+
+    __tablename__ = "run_waits"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)  # its run's (_run_ref)
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    step_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    step_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    signal: Mapped[str] = mapped_column(String(100), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    payload_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="waiting")
+    payload: Mapped[Any | None] = mapped_column(JSONB)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now_col()
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        _run_ref(),
+        CheckConstraint(_in("status", WAIT_STATUSES), name="status"),
+        CheckConstraint(_in("kind", WAIT_KINDS), name="kind"),
+        Index(None, "run_id", "id"),
+        # beat's deadline sweep: open waits by deadline, without a scan
+        Index("ix_run_waits_deadline", "deadline", postgresql_where=text("status = 'waiting' AND deadline IS NOT NULL")),
+        # a client's key names one delivery per run
+        Index("uq_run_waits_key", "run_id", "idempotency_key", unique=True,
+              postgresql_where=text("idempotency_key IS NOT NULL")),
     )
 
 

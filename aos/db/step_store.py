@@ -196,6 +196,14 @@ _SETTLE_PARTS = {
            d.item->>'error_message', (d.item->>'attempts')::int
     FROM r, jsonb_array_elements(%(dead_letters)s::jsonb) AS d(item)
 )""",
+    # a waiting step (issue 15): what the run now waits for; only waiting settlements carry it
+    "wait": """wait AS (
+    INSERT INTO run_waits (tenant_id, run_id, step_index, step_id, attempt, kind, signal, reason, payload_schema,
+                           deadline)
+    SELECT r.tenant_id, %(run)s, (w->>'step_index')::int, w->>'step_id', (w->>'attempt')::int, w->>'kind',
+           w->>'signal', w->>'reason', nullif(w->'schema', 'null'::jsonb), (w->>'deadline')::timestamptz
+    FROM r, (SELECT %(wait)s::jsonb AS w) AS spec
+)""",
     "day": """day AS (
     INSERT INTO tenant_daily_spend AS t (tenant_id, day, spent_cost_usd, spent_tokens)
     SELECT r.tenant_id, %(day)s, %(cost)s, %(tokens)s FROM r
@@ -237,6 +245,32 @@ _RUN_STATUS = Statement("SELECT status FROM runs WHERE id = %(run)s")
 _OUTPUTS = Statement("""
 SELECT step_id, outcome->'output' AS output FROM checkpoints
 WHERE run_id = %(run)s AND step_id = ANY(%(step_ids)s) AND status IN ('succeeded', 'skipped')
+""")
+
+# the latest wait of a waiting step's attempt: read only by steps of waiting skills
+_STEP_WAIT = Statement("""
+SELECT id, kind, signal, status, payload, deadline FROM run_waits
+WHERE run_id = %(run)s AND step_index = %(index)s AND attempt = %(attempt)s
+ORDER BY id DESC LIMIT 1
+""")
+
+# A step that may not call its upstream now (an open circuit): the claim is given back without spending
+# the attempt — it stays open, its reservation held, for the retry to take over as the same attempt (its
+# deliveries count restarts, so the takeover is not reported as a redelivery) — and the run sleeps until
+# the wake-up; fenced like a settle.
+_DEFER = Statement("""
+WITH r AS (
+    UPDATE runs SET version = version + 1, lease_owner = NULL, lease_expires_at = NULL, heartbeat_at = now(),
+                    updated_at = now(), wake_at = %(wake_at)s, attempt_deliveries = 0
+    WHERE id = %(run)s AND version = %(version)s AND lease_owner IS NOT DISTINCT FROM %(lease_owner)s
+    RETURNING tenant_id
+), events AS (
+    INSERT INTO run_events (tenant_id, run_id, type, step_id, data)
+    SELECT r.tenant_id, %(run)s, e.item->>'type', e.item->>'step_id', e.item->'data'
+    FROM r, jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS e(item, ord)
+    ORDER BY e.ord
+)
+SELECT count(*) AS settled FROM r
 """)
 
 _REPLAY_CALL = Statement("""
@@ -337,6 +371,7 @@ class Settlement:
     events: str = "[]"
     outbox: str = "[]"
     dead_letters: str = "[]"
+    wait: str | None = None           # the wait a waiting settlement opens (JSON), see _SETTLE_PARTS["wait"]
     # no claim came first (a pure step of an unlimited run): the settle opens the attempt too, fenced by the
     # run being at the step with no attempt yet; ``started_at`` is when the delivery began
     claimless: bool = False
@@ -350,7 +385,8 @@ def settle(conn: psycopg.Connection[Any], st: Settlement) -> bool:
                                         or st.input_tokens + st.output_tokens > 0)
     parts = ("run_claimless" if st.claimless else "run",) + tuple(
         name for name, wanted in (("events", st.events != "[]"), ("outbox", st.outbox != "[]"),
-                                  ("dead", st.dead_letters != "[]"), ("day", touch_day)) if wanted)
+                                  ("dead", st.dead_letters != "[]"), ("wait", st.wait is not None),
+                                  ("day", touch_day)) if wanted)
     row = _settle_statement(parts).one(conn, **{
         "run": st.run_id, "version": st.version, "lease_owner": st.lease_owner, "status": st.status,
         "next_step": st.next_step, "final": st.final, "wake_at": st.wake_at, "error_code": st.error_code,
@@ -363,7 +399,7 @@ def settle(conn: psycopg.Connection[Any], st: Settlement) -> bool:
         "duration_ms": st.duration_ms, "reserved_cost": st.reserved_cost_usd, "reserved_tokens": st.reserved_tokens,
         "cost": st.cost_usd, "tokens": st.input_tokens + st.output_tokens, "input_tokens": st.input_tokens,
         "output_tokens": st.output_tokens, "day": st.day, "events": st.events, "outbox": st.outbox,
-        "dead_letters": st.dead_letters, "started_at": st.started_at})
+        "dead_letters": st.dead_letters, "wait": st.wait, "started_at": st.started_at})
     return bool(row and row["settled"])
 
 
@@ -385,6 +421,19 @@ def run_status(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> str | None:
 def outputs(conn: psycopg.Connection[Any], run_id: uuid.UUID, step_ids: Sequence[str]) -> dict[str, Any]:
     """The outputs of the run's finished steps among ``step_ids``."""
     return {sid: out for sid, out in _OUTPUTS.rows(conn, run=run_id, step_ids=list(step_ids))}
+
+
+def step_wait(conn: psycopg.Connection[Any], run_id: uuid.UUID, index: int, attempt: int) -> Row | None:
+    """The latest wait of this attempt of a waiting step (None: it has not waited yet)."""
+    return _STEP_WAIT.one(conn, **{"run": run_id, "index": index, "attempt": attempt})
+
+
+def defer(conn: psycopg.Connection[Any], run_id: uuid.UUID, version: int, lease_owner: str, wake_at: datetime,
+          events: str) -> bool:
+    """Give a claimed step back without spending its attempt (see ``_DEFER``); False: the fence moved."""
+    row = _DEFER.one(conn, **{"run": run_id, "version": version, "lease_owner": lease_owner, "wake_at": wake_at,
+                              "events": events})
+    return bool(row and row["settled"])
 
 
 def replay_call(conn: psycopg.Connection[Any], run_id: uuid.UUID, step_id: str, attempt: int,

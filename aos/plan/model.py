@@ -19,9 +19,12 @@ from aos.plan.refs import compile_expr, has_references, iter_references, leading
 from aos.runtime.invoke import validate_args
 from aos.skills.base import RetryPolicy
 from aos.skills.registry import SkillRegistry
+from aos.skills.signals import MAX_WAIT_S, SIGNAL_NAME, schema_problems
 
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 ON_ERROR_MODES = ("ABORT", "SKIP", "FALLBACK", "ESCALATE", "RETRY")
+# what an ESCALATE may say about the wait it opens: the signal's name, how long a person has, the payload's schema
+ESCALATE_KEYS = ("signal", "timeout_s", "schema")
 PLAN_KEYS = {"name", "description", "inputs", "budget", "steps"}
 STEP_KEYS = {"id", "skill", "args", "retry", "timeout_s", "on_error", "description"}
 BUDGET_KEYS = {"max_cost_usd", "max_tokens", "max_steps", "max_wall_s"}
@@ -44,6 +47,10 @@ class Budget:
 class OnError:
     mode: str = "ABORT"
     fallback: dict[str, Any] | None = None  # {"skill": …, "args": …} for FALLBACK
+    # ESCALATE: the signal a person answers with (default "escalation"), their deadline, the payload's schema
+    signal: str | None = None
+    timeout_s: float | None = None
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -292,7 +299,7 @@ def _parse_on_error(p: _Problems, path: str, o: Any, registry: SkillRegistry, ea
     if not isinstance(o, dict):
         p.add(path, "PLAN_INVALID", "must be an object such as {\"mode\": \"SKIP\"}")
         return OnError()
-    _unknown_keys(p, path, o, {"mode", "fallback"})
+    _unknown_keys(p, path, o, {"mode", "fallback", *ESCALATE_KEYS})
     mode = o.get("mode")
     if mode not in ON_ERROR_MODES:
         p.add(f"{path}.mode", "PLAN_INVALID", f"must be one of {', '.join(ON_ERROR_MODES)}")
@@ -312,4 +319,26 @@ def _parse_on_error(p: _Problems, path: str, o: Any, registry: SkillRegistry, ea
                 p.add(f"{path}.fallback.args", "PLAN_INVALID", "must be an object")
     elif fallback is not None:
         p.add(f"{path}.fallback", "PLAN_INVALID", "only mode FALLBACK takes a fallback")
-    return OnError(mode=mode, fallback=fallback if mode == "FALLBACK" else None)
+    if mode != "ESCALATE":
+        for key in ESCALATE_KEYS:
+            if key in o:
+                p.add(f"{path}.{key}", "PLAN_INVALID", f"only mode ESCALATE takes a {key}")
+        return OnError(mode=mode, fallback=fallback if mode == "FALLBACK" else None)
+    return _parse_escalate(p, path, o)
+
+
+def _parse_escalate(p: _Problems, path: str, o: dict[str, Any]) -> OnError:
+    signal, timeout, schema = o.get("signal"), o.get("timeout_s"), o.get("schema")
+    if signal is not None and (not isinstance(signal, str) or not SIGNAL_NAME.fullmatch(signal)):
+        p.add(f"{path}.signal", "PLAN_INVALID", "a signal name: a letter, then letters, digits, `_`, `.`, `-` (≤ 100)")
+    if timeout is not None:
+        timeout = _number(p, f"{path}.timeout_s", timeout, minimum=TIMEOUT_RANGE[0], maximum=MAX_WAIT_S)
+    if schema is not None:
+        if not isinstance(schema, dict):
+            p.add(f"{path}.schema", "PLAN_INVALID", "must be a JSON Schema object")
+            schema = None
+        else:
+            for prob in schema_problems(schema, f"{path}.schema"):
+                p.add(prob["path"], "PLAN_INVALID", prob["message"])
+    return OnError(mode="ESCALATE", signal=signal if isinstance(signal, str) else None,
+                   timeout_s=float(timeout) if timeout is not None else None, schema=schema)

@@ -15,6 +15,7 @@ from typing import Any
 from aos.limits import MAX_STEPS
 from aos.plan.model import (
     BUDGET_MAX,
+    ESCALATE_KEYS,
     NAME_LENGTH,
     ON_ERROR_MODES,
     RETRY_RANGES,
@@ -22,6 +23,7 @@ from aos.plan.model import (
     TIMEOUT_RANGE,
 )
 from aos.skills.registry import SkillRegistry
+from aos.skills.signals import MAX_WAIT_S, SIGNAL_NAME
 
 ANY: dict[str, Any] = {}  # any JSON value
 
@@ -40,19 +42,27 @@ def plan_json_schema(registry: SkillRegistry) -> dict[str, Any]:
     retry = {"type": "object", "nullable": True, "additionalProperties": False, "properties": {
         key: _bounded("integer" if key == "max_attempts" else "number", *RETRY_RANGES[key])
         for key in RETRY_RANGES}}
-    others = [m for m in ON_ERROR_MODES if m != "FALLBACK"]
+    others = [m for m in ON_ERROR_MODES if m not in ("FALLBACK", "ESCALATE")]
+    no_escalate_keys = {"not": {"anyOf": [{"required": [k]} for k in ESCALATE_KEYS]}}
     on_error = {
         "type": "object", "nullable": True, "required": ["mode"], "additionalProperties": False,
         "properties": {"mode": {"type": "string", "enum": list(ON_ERROR_MODES)},
-                       "fallback": {"type": "object", "nullable": True}},
+                       "fallback": {"type": "object", "nullable": True},
+                       "signal": {"type": "string", "pattern": SIGNAL_NAME.pattern},
+                       "timeout_s": _bounded("number", TIMEOUT_RANGE[0], MAX_WAIT_S),
+                       "schema": {"type": "object", "description": "A JSON Schema the person's payload must match."}},
         "anyOf": [
             {"properties": {"mode": {"enum": ["FALLBACK"]},
                             "fallback": {"type": "object", "required": ["skill"],
                                          "properties": {"skill": skill, "args": {"type": "object"}}}},
-             "required": ["fallback"]},
-            {"properties": {"mode": {"enum": others}, "fallback": {"enum": [None], "nullable": True}}},
+             "required": ["fallback"], **no_escalate_keys},
+            {"properties": {"mode": {"enum": ["ESCALATE"]}, "fallback": {"enum": [None], "nullable": True}}},
+            {"properties": {"mode": {"enum": others}, "fallback": {"enum": [None], "nullable": True}},
+             **no_escalate_keys},
         ],
-        "description": "What happens after the last attempt; only FALLBACK takes a `fallback`.",
+        "description": "What happens after the last attempt: ABORT, SKIP, RETRY (try a permanent failure again "
+                       "too, while attempts are left), FALLBACK (takes a `fallback`), ESCALATE (the run waits "
+                       "for a person; takes `signal`, `timeout_s`, `schema`).",
     }
     step = {
         "type": "object", "required": ["id", "skill"], "additionalProperties": False,

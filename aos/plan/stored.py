@@ -30,7 +30,9 @@ def _step(index: int, s: dict[str, Any], skill_versions: dict[str, str]) -> Step
         retry=_retry(retry) if retry is not None else None,
         timeout_s=s.get("timeout_s"),
         on_error=OnError(mode=on_error.get("mode", "ABORT"),
-                         fallback=on_error.get("fallback") if on_error.get("mode") == "FALLBACK" else None))
+                         fallback=on_error.get("fallback") if on_error.get("mode") == "FALLBACK" else None,
+                         signal=on_error.get("signal"), timeout_s=on_error.get("timeout_s"),
+                         schema=on_error.get("schema")))
 
 
 def _retry(r: dict[str, Any]) -> RetryPolicy:

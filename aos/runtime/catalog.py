@@ -350,10 +350,26 @@ ENTRIES: list[CatalogEntry] = [
        "The run was cancelled, so no further step runs; submit or resume a run to continue the work.",
        *_exc("celery.exceptions.TaskRevokedError")),
     _e("SIGNAL_TIMEOUT", C.PERMANENT, False, R.ESCALATE, 409,
-       "The step waited for a signal (e.g. an approval) past its deadline; send the signal and resume the run."),
+       "The step waited for a signal (e.g. an approval) past its deadline; its on_error decides what follows. "
+       "Resume the run to wait again, or raise the step's timeout_s."),
     _e("CIRCUIT_OPEN", C.TRANSIENT, True, R.RETRY_AFTER, 503,
-       "Calls to this dependency are paused because it kept failing; the step waits until the breaker "
-       "half-opens, then retries."),
+       "Calls to this upstream (host or provider) are paused because it kept failing: the step did not call "
+       "it, spent no attempt, and retries when the breaker's cool-down ends (one probe goes first)."),
+    _e("APPROVAL_REJECTED", C.PERMANENT, False, R.ABORT, 409,
+       "A person answered a human.approve step with approved=false; the step failed, and its on_error decides "
+       "what follows (SKIP goes on without the approval)."),
+    _e("RUN_NOT_WAITING", C.REQUEST, False, R.ABORT, 409,
+       "The run does not wait for a signal now (it runs, finished, or was never parked); nothing was changed. "
+       "`GET /runs/{id}` shows its status and what it waits for, if anything."),
+    _e("SIGNAL_NOT_AWAITED", C.REQUEST, False, R.ABORT, 409,
+       "The run waits for another signal than the one sent; nothing was changed. The run's `waiting.signal` "
+       "names the one it waits for."),
+    _e("SIGNAL_PAYLOAD_INVALID", C.REQUEST, False, R.ABORT, 422,
+       "The signal's payload does not match the JSON Schema the waiting step gave; nothing was changed. Fix "
+       "the fields named in `problems` and send it again (`waiting.schema` shows the schema)."),
+    _e("IDEMPOTENCY_KEY_REUSED", C.REQUEST, False, R.ABORT, 409,
+       "This idempotency key was already used for another signal or payload on this run; nothing was changed. "
+       "Send a new key for a new delivery, or the same payload to get the first answer again."),
     _e("SKILL_CRASHED", C.SYSTEM, False, R.ESCALATE, 500,
        "A skill raised an unexpected exception (a bug in the skill); the message names its type, the logs "
        "have the stack trace."),

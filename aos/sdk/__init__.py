@@ -32,6 +32,8 @@ from aos.sdk.models import (
     Provenance,
     Run,
     RunSummary,
+    SignalRecord,
+    SignalResult,
     SimulatedStep,
     Simulation,
     Skill,
@@ -39,6 +41,7 @@ from aos.sdk.models import (
     StepAttempt,
     StepDetail,
     Verdict,
+    Waiting,
     Workflow,
 )
 from aos.sdk.retry import NO_RETRY, RetryPolicy
@@ -47,6 +50,6 @@ __all__ = [
     "NO_RETRY", "Agent", "AgentState", "AosApiError", "ApiUnreachable", "AsyncClient", "AsyncPaginator", "Budget",
     "CatalogEntry", "Client", "Conflict", "ErrorInfo", "Event", "Forbidden", "Inspection", "NotFound", "Page",
     "Paginator", "Provenance", "RateLimited", "RetryPolicy", "Run", "RunSummary", "RunWaitTimeout", "ServerError",
-    "ServiceUnavailable", "SimulatedStep", "Simulation", "Skill", "Step", "StepAttempt", "StepDetail",
-    "Unauthorized", "ValidationFailed", "Verdict", "Workflow",
+    "ServiceUnavailable", "SignalRecord", "SignalResult", "SimulatedStep", "Simulation", "Skill", "Step", "StepAttempt", "StepDetail",
+    "Unauthorized", "ValidationFailed", "Verdict", "Waiting", "Workflow",
 ]

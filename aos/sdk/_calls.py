@@ -27,6 +27,8 @@ from aos.sdk.models import (
     Provenance,
     Run,
     RunSummary,
+    SignalRecord,
+    SignalResult,
     Simulation,
     Skill,
     StepDetail,
@@ -129,6 +131,17 @@ def cancel_run(run_id: Any) -> Call:
 
 def resume_run(run_id: Any) -> Call:
     return Call("POST", f"/runs/{seg(run_id)}/resume", parse=_run)
+
+
+def signal_run(run_id: Any, name: str, data: Any, idempotency_key: str | None) -> Call:
+    body: dict[str, Any] = {"data": data}
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+    return Call("POST", f"/runs/{seg(run_id)}/signals/{seg(name)}", json=body, parse=_one(SignalResult))
+
+
+def run_signals(run_id: Any) -> Call:
+    return Call("GET", f"/runs/{seg(run_id)}/signals", parse=_items(SignalRecord))
 
 
 def events_path(run_id: Any) -> str:

@@ -32,6 +32,8 @@ from aos.sdk.models import (
     Provenance,
     Run,
     RunSummary,
+    SignalRecord,
+    SignalResult,
     Simulation,
     Skill,
     StepDetail,
@@ -225,6 +227,15 @@ class AsyncRuns(_Resource):
 
     async def resume(self, run_id: Any) -> Run:
         return await self._c.call(calls.resume_run(run_id))
+
+    async def signal(self, run_id: Any, name: str, data: Any = None, *, idempotency_key: str | None = None) -> SignalResult:
+        """Deliver signal ``name`` with payload ``data`` to a waiting run (it becomes the waiting step's output).
+        With ``idempotency_key``, sending it again answers as the first time and changes nothing."""
+        return await self._c.call(calls.signal_run(run_id, name, data, idempotency_key))
+
+    async def signals(self, run_id: Any) -> list[SignalRecord]:
+        """Every wait of the run, oldest first, with the signal that ended it."""
+        return await self._c.call(calls.run_signals(run_id))
 
     async def wait(self, run_id: Any, *, timeout: float | None = None, poll_s: float = 0.25) -> Run:
         """Poll until the run is final and return it; ``RunWaitTimeout`` (with ``.last``) after ``timeout`` s."""

@@ -18,6 +18,7 @@ T = TypeVar("T")
 M = TypeVar("M", bound="Model")
 
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled", "dead_lettered"})
+WAITING = "waiting"  # not final: the run waits for a signal (Run.waiting says which)
 
 
 def _dt(v: Any) -> datetime | None:
@@ -178,9 +179,50 @@ class RunSummary(Model):
 
 
 @dataclass
+class Waiting(Model):
+    """What a waiting run waits for: deliver it with ``client.runs.signal(run_id, signal, data)``."""
+
+    signal: str = ""
+    kind: str = ""            # signal (a signal.wait or human.approve step) or escalation (on_error ESCALATE)
+    step_id: str = ""
+    reason: str | None = None
+    schema: dict[str, Any] | None = None
+    deadline: datetime | None = _conv(_dt)
+    since: datetime | None = _conv(_dt)
+
+
+@dataclass
+class SignalResult(Model):
+    run_id: str = ""
+    signal: str = ""
+    step_id: str = ""
+    status: str = ""          # the run's status after the delivery
+    duplicate: bool = False   # this idempotency key had been delivered already: nothing changed
+
+
+@dataclass
+class SignalRecord(Waiting):
+    """One wait of a run and the signal that ended it."""
+
+    status: str = ""          # waiting, signalled, expired or cancelled
+    payload: Any = None
+    idempotency_key: str | None = None
+    resolved_at: datetime | None = _conv(_dt)
+
+
+@dataclass
 class Run(RunSummary):
     inputs: dict[str, Any] = field(default_factory=dict)
     steps: list[Step] = _conv(_list_of(Step), factory=list)
+    waiting: Waiting | None = _conv(Waiting.from_dict)
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.status == WAITING
+
+    def signal(self, name: str, data: Any = None, *, idempotency_key: str | None = None) -> Any:
+        """Deliver signal ``name`` with payload ``data`` to this (waiting) run."""
+        return self._bound().signal(self.id, name, data, idempotency_key=idempotency_key)
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:

@@ -24,7 +24,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from aos.db import direct, step_store
-from aos.db.models import ENQUEUE_TOPIC, FINAL_RUN_STATUSES, OutboxMessage, Run
+from aos.db.models import ENQUEUE_TOPIC, FINAL_RUN_STATUSES, OutboxMessage, Run, RunWait
 from aos.errors import AosError
 from aos.plan import Plan
 from aos.plan.refs import iter_references, leading_fields
@@ -87,6 +87,9 @@ def requeue(s: Session, run: Run, *, reason: str, fresh_retries: bool = False) -
                             **({"retry_base": Run.attempt} if fresh_retries else {})))
     if res.rowcount == 0:  # type: ignore[attr-defined]
         raise AosError("CONFLICT", "the run changed meanwhile; try again")
+    # a waiting run that is resumed leaves its wait: its step runs again (a waiting skill waits anew)
+    s.execute(update(RunWait).where(RunWait.run_id == run.id, RunWait.status == "waiting")
+              .values(status="cancelled", resolved_at=datetime.now(UTC)))
     outbox_id = add_enqueue(s, run.tenant_id, run.id, run.next_step)
     timeline.record(s, run.tenant_id, run.id, "run.resumed", from_step=run.next_step, reason=reason)
     return outbox_id
@@ -168,7 +171,7 @@ def _build(run_id: uuid.UUID, row: dict[str, Any]) -> RunPlan:
                     max_tokens=row["max_tokens"], max_steps=row["max_steps"], max_wall_s=row["max_wall_s"])
     unlimited = not limits.counted and limits.max_wall_s is None and row["agent_id"] is None
     claimless = tuple(unlimited and 0 < st.index < len(plan.steps) - 1 and k is not None and declared_pure(k)
-                      and st.on_error.mode != "FALLBACK" and not k.cost_model.estimate(st.args).cost_usd
+                      and st.on_error.mode not in ("FALLBACK", "ESCALATE") and not k.cost_model.estimate(st.args).cost_usd
                       and not k.cost_model.estimate(st.args).tokens
                       for st, k in zip(plan.steps, skills, strict=True))
     return RunPlan(

@@ -43,7 +43,7 @@ from aos.runtime import budget
 from aos.runtime.catalog import CATALOG
 from aos.runtime.invoke import invoke_skill, outcome_error
 from aos.runtime.outcome import StructuredOutcome
-from aos.services import outcomes, quotas
+from aos.services import circuit, outcomes, quotas, signals
 from aos.services.enqueue import RunPlan, referenced_steps, run_plan
 from aos.services.outcomes import Claim, StepDecision
 from aos.skills.base import Skill, SkillContext
@@ -112,6 +112,8 @@ def _execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence
     c = claimed
     step, ctx = c.step, _context(c)
     attempt = _run_skill(c, c.skill, step.args, ctx)
+    if attempt.wait is not None or attempt.deferred_s is not None:  # issue 15: a wait, or an open circuit
+        return _park(c, attempt)
     if not attempt.outcome.ok and step.on_error.mode == "FALLBACK" and not outcomes.retry_left(c, attempt.outcome):
         fb = step.on_error.fallback or {}
         try:
@@ -120,8 +122,16 @@ def _execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence
             fallback = _failed_attempt(exc.code, exc.message)
         else:
             fallback = _run_skill(c, fb_skill, fb.get("args", {}), ctx, role="fallback")
+            if fallback.deferred_s is not None:
+                return _park(c, fallback)
         return _settle(c, outcomes.finished(c, fallback, fallback_from=attempt))
-    return _settle(c, outcomes.finished(c, attempt))
+    decision = _settle(c, outcomes.finished(c, attempt))
+    if rp.replay_of is not None and step.on_error.mode == "ESCALATE" and decision.action == "stop":
+        # a golden replay's escalation is answered by the recorded signal (issue 15): the chain goes on
+        goes_on = signals.answer_from_recording(rid)
+        if goes_on is not None:
+            return StepDecision.go_on("answered from the recording") if goes_on else StepDecision.stop("run finished")
+    return decision
 
 
 def _context(c: Claim) -> SkillContext:
@@ -202,8 +212,8 @@ def _why_not(rp: RunPlan, step: Step, estimate: budget.Estimate, worker: str,
         st = step_store.run_state(conn, rp.run_id, step.index)
     if st is None:
         return StepDecision.stop("run does not exist")
-    if st["status"] in FINAL_RUN_STATUSES:
-        return StepDecision.stop(f"run is {st['status']}")
+    if st["status"] in FINAL_RUN_STATUSES or st["status"] == "waiting":
+        return StepDecision.stop(f"run is {st['status']}")  # a waiting run goes on when its signal queues it
     if st["last_status"] in ("succeeded", "skipped"):
         return StepDecision.go_on("step already has a successful checkpoint")
     if step.index != st["next_step"]:
@@ -340,12 +350,56 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
     if size > limit:
         return _failed_attempt("ARGS_TOO_LARGE", f"the step's resolved args take {size} bytes as JSON, "
                                f"more than AOS_MAX_STEP_ARGS_BYTES ({limit})")
+    if skill.waits_for_signal and c.rp.replay_of is None:  # issue 15: park the run, or read what came back
+        with direct.relaxed() as conn:
+            wait = step_store.step_wait(conn, c.rp.run_id, c.step.index, c.opened.attempt)
+        signal = signals.arrived(wait)
+        if signal is None:
+            spec = skill.wait_spec(args) if wait is None or wait["status"] != "waiting" else {
+                "signal": wait["signal"], "reopen": True}
+            return outcomes.Attempt(StructuredOutcome.success(None), None, stored_args, args_json, wait=spec)
+        ctx.signal = signal
     if c.rp.replay_of is not None and not skill.deterministic:  # a golden replay answers from the recording
         with direct.relaxed() as conn:
             skill = ReplayedSkill(skill, step_store.replay_call(conn, c.rp.run_id, c.step.id, c.opened.attempt, role))
+    upstream = skill.upstream(args, ctx) if c.rp.replay_of is None else None
+    if upstream is not None:  # issue 15: a call behind its upstream's circuit breaker
+        return _guarded_call(c, skill, args, ctx, upstream, stored_args, args_json)
     with metrics.step_running(skill.name):
         outcome, raw = invoke_skill(skill, args, ctx)
     return outcomes.Attempt(outcome, raw, stored_args, args_json)
+
+
+# --- issue 15: circuit breakers and waiting steps -------------------------------------------------------------
+
+
+def _guarded_call(c: Claim, skill: Skill, args: dict[str, Any], ctx: SkillContext, upstream: str, stored_args: Any,
+                  args_json: str) -> outcomes.Attempt:
+    """The call, unless the upstream's breaker is open: then a CIRCUIT_OPEN failure to defer (no call made)."""
+    breakers = circuit.breakers()
+    verdict = breakers.check(c.rp.tenant_id, skill.name, upstream) if breakers is not None else None
+    if verdict is not None and not verdict.allow:
+        err = outcome_error(CATALOG.get("CIRCUIT_OPEN"), f"the circuit breaker of {upstream} is open; retrying in "
+                            f"{verdict.countdown:.1f}s", {"upstream": upstream})
+        return outcomes.Attempt(StructuredOutcome.failure(err), None, stored_args, args_json,
+                                deferred_s=verdict.countdown)
+    with metrics.step_running(skill.name):
+        outcome, raw = invoke_skill(skill, args, ctx)
+    events = breakers.record(verdict, c.rp.tenant_id, skill.name, upstream, outcome) if breakers is not None else []
+    return outcomes.Attempt(outcome, raw, stored_args, args_json, events=events or None)
+
+
+def _park(c: Claim, att: outcomes.Attempt) -> StepDecision:
+    """A step that ends its delivery without ending its attempt: a waiting skill parks the run for its signal;
+    a call an open breaker refused gives the claim back without spending the attempt and retries later."""
+    if att.wait is not None:
+        return _settle(c, outcomes.waiting(c, att))
+    wake_at, events, decision = outcomes.deferred(c, att)
+    with direct.durable() as conn:
+        if not step_store.defer(conn, c.rp.run_id, c.version, c.worker, wake_at, events):
+            return StepDecision.stop("lost the step's lease before finishing")
+    metrics.step_retried(c.skill.name, "CIRCUIT_OPEN")
+    return decision
 
 
 # --- settle ------------------------------------------------------------------------------------------

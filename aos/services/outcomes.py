@@ -6,9 +6,16 @@ The failure catalog says whether a failed attempt is retryable; the step's retry
 - success (or a fallback that succeeded) → the run moves to its next step, or succeeds;
 - a retryable failure with attempts left → the same step again after the seeded backoff (or the
   server's ``Retry-After``), the run keeps its place;
+- ``on_error: RETRY`` → also a failure the catalog calls permanent is tried again while attempts are
+  left (not a refusal of policy, plan or request: trying again cannot change those);
 - ``on_error: SKIP`` → the step is recorded as skipped and the run goes on;
-- otherwise the run fails with the code; a retryable failure that ran out of attempts also leaves
-  a dead letter, so the work can be replayed.
+- ``on_error: ESCALATE`` → the run waits for a person (status ``waiting``, signal ``escalation``):
+  a signal's payload becomes the step's output, a resume tries the step again;
+- otherwise the run fails with the code; a retryable failure that ran out of attempts leaves a dead
+  letter, so the work can be replayed, and the run is ``dead_lettered`` instead of ``failed``.
+
+A waiting skill's step (``signal.wait``, ``human.approve``) settles as ``waiting`` (``waiting``) with
+its attempt left open, until its signal or its deadline queues the run again (aos.services.signals).
 
 Everything a checkpoint stores is serialised here first: what cannot be stored (NaN, a NUL
 character, nesting too deep) or is larger than the configured caps fails the step with a code
@@ -94,6 +101,9 @@ class Attempt:
     raw: Any
     args: Any
     args_json: str | None
+    wait: dict[str, Any] | None = None         # a waiting skill's first arrival: what the run waits for
+    events: list[dict[str, Any]] | None = None  # extra timeline events of the call (circuit transitions)
+    deferred_s: float | None = None             # an open circuit refused the call: retry after this, same attempt
 
 
 @dataclass(slots=True)
@@ -116,10 +126,21 @@ def _failure(code: str, message: str) -> Attempt:
 # --- outcomes ---------------------------------------------------------------------------------------------
 
 
+# Failures that on_error RETRY does not try again: a refusal of policy (budget, capability), of the plan or
+# of the request comes back the same however often it is asked.
+NEVER_RETRIED = frozenset({"policy", "plan", "request"})
+ESCALATION_SIGNAL = "escalation"
+
+
 def retry_left(c: Claim, outcome: StructuredOutcome) -> bool:
-    assert outcome.error is not None
+    err = outcome.error
+    assert err is not None
+    mode = c.step.on_error.mode
+    if mode == "SKIP":
+        return False
     policy = c.step.retry or c.skill.default_retry
-    return outcome.error.retryable and c.opened.tries < policy.max_attempts and c.step.on_error.mode != "SKIP"
+    retryable = err.retryable or (mode == "RETRY" and err.category not in NEVER_RETRIED)
+    return retryable and c.opened.tries < policy.max_attempts
 
 
 def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) -> Settled:
@@ -154,6 +175,8 @@ def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) ->
         input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, day=c.reserved.day)
     spent = c.spend.after(usage)
     skill = c.skill.name
+    for extra in att.events or ():
+        rows.add(rp.run_id, extra["type"], step_id=step.id, **extra["data"])
     if outcome.ok:
         fb_code = fallback_from.outcome.error.code if fallback_from and fallback_from.outcome.error else None
         if fallback_from is not None:  # step.fallback comes first: this step.succeeded is a row of its own
@@ -187,17 +210,67 @@ def finished(c: Claim, att: Attempt, *, fallback_from: Attempt | None = None) ->
                         checkpoint_error_code=err.code)
     rows.add(rp.run_id, "step.failed", step_id=step.id, attempt=c.opened.attempt, code=err.code,
              message=err.message[:500], recovery=str(entry.recovery))
+    if step.on_error.mode == "ESCALATE" and fallback_from is None:
+        return _escalated(c, rows, common, outcome)
     dead: list[dict[str, Any]] = []
-    counted = [lambda: metrics.step_outcome(skill, "failed", outcome), lambda: metrics.run_finished("failed")]
-    if err.retryable:  # retries exhausted: keep the work as a dead letter
+    # retries exhausted on a failure that may pass: the work is kept as a dead letter, the run says so
+    status = "dead_lettered" if err.retryable else "failed"
+    counted = [lambda: metrics.step_outcome(skill, "failed", outcome), lambda: metrics.run_finished(status)]
+    if err.retryable:
         dead.append({"step_id": step.id, "payload": {"run_id": str(rp.run_id), "step_index": step.index},
                      "error_code": err.code, "error_message": err.message, "attempts": c.opened.attempt})
         counted.append(lambda: metrics.dead_letter_created("step"))
     _run_failed(rows, rp.run_id, step, err.code, err.message, recorded=True)
-    st = Settlement(**common, status="failed", next_step=step.index, final=True, error_code=err.code,
+    st = Settlement(**common, status=status, next_step=step.index, final=True, error_code=err.code,
                     error_message=err.message[:2000], checkpoint_status="failed", checkpoint_error_code=err.code,
                     events=_rows(rows.events), outbox=_rows(rows.outbox), dead_letters=_rows(dead))
     return Settled(st, StepDecision.fail(f"run failed: {err.code}: {err.message[:300]}"), counted)
+
+
+def _escalated(c: Claim, rows: Entries, common: dict[str, Any], outcome: StructuredOutcome) -> Settled:
+    """on_error ESCALATE: the failed attempt is recorded and the run waits for a person."""
+    err, step = outcome.error, c.step
+    assert err is not None
+    spec = {"signal": step.on_error.signal or ESCALATION_SIGNAL, "reason": f"{err.code}: {err.message}"[:2000],
+            "schema": step.on_error.schema, "timeout_s": step.on_error.timeout_s}
+    wait = _wait_row(c, "escalation", spec, rows)
+    st = Settlement(**common, status="waiting", next_step=step.index, checkpoint_status="failed",
+                    checkpoint_error_code=err.code, events=_rows(rows.events), outbox=_rows(rows.outbox), wait=wait)
+    return Settled(st, StepDecision.stop(f"run waits for a person: {err.code}"),
+                   [lambda: metrics.step_outcome(c.skill.name, "failed", outcome)])
+
+
+def waiting(c: Claim, att: Attempt) -> Settled:
+    """A waiting skill's first arrival: the run waits for its signal, the attempt stays open (it ends when the
+    signal or the deadline comes back to it), the step's reservation stays held for it, the worker is free."""
+    assert att.wait is not None
+    rows = Entries()
+    wait = _wait_row(c, "signal", att.wait, rows) if not att.wait.get("reopen") else None
+    st = Settlement(run_id=c.rp.run_id, version=c.version, lease_owner=c.worker, status="waiting",
+                    next_step=c.step.index, events=_rows(rows.events), outbox=_rows(rows.outbox), wait=wait)
+    return Settled(st, StepDecision.stop(f"run waits for signal {att.wait['signal']!r}"))
+
+
+def deferred(c: Claim, att: Attempt) -> tuple[datetime, str, StepDecision]:
+    """A call an open circuit breaker refused: when the step wakes up, its events, and the task's retry."""
+    assert att.deferred_s is not None and att.outcome.error is not None
+    countdown = min(max(att.deferred_s, 0.05), get_settings().max_countdown_s)
+    rows = Entries()
+    rows.add(c.rp.run_id, "step.deferred", step_id=c.step.id, attempt=c.opened.attempt, code=att.outcome.error.code,
+             countdown_s=round(countdown, 3), upstream=att.outcome.error.details.get("upstream"))
+    return (datetime.now(UTC) + timedelta(seconds=countdown), _rows(rows.events),
+            StepDecision.retry(countdown, f"CIRCUIT_OPEN: attempt {c.opened.attempt} waits {countdown:.2f}s"))
+
+
+def _wait_row(c: Claim, kind: str, spec: dict[str, Any], rows: Entries) -> str:
+    """The run_waits row a waiting settlement inserts (JSON), and its ``run.waiting`` event (and webhook)."""
+    timeout = spec.get("timeout_s")
+    deadline = (datetime.now(UTC) + timedelta(seconds=float(timeout))).isoformat() if timeout else None
+    rows.add(c.rp.run_id, "run.waiting", step_id=c.step.id, kind=kind, signal=spec["signal"],
+             reason=spec.get("reason"), deadline=deadline)
+    return to_json({"step_index": c.step.index, "step_id": c.step.id, "attempt": c.opened.attempt, "kind": kind,
+                    "signal": spec["signal"], "reason": spec.get("reason"), "schema": spec.get("schema"),
+                    "deadline": deadline})
 
 
 def refused(rp: RunPlan, step: Step, code: str, message: str,

@@ -21,7 +21,7 @@ from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, parse_plan
 from aos.runtime import budget
-from aos.services import enqueue, outbox, quotas, timeline
+from aos.services import enqueue, outbox, quotas, signals, timeline
 from aos.services.capabilities import capability_problems, load_agent, raise_if_denied
 from aos.services.failures import error_view, final_error_view
 from aos.services.pagination import DEFAULT_LIMIT, paginate
@@ -51,7 +51,7 @@ def accept_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
     view ``get_run`` gives of a new run, built from what was stored rather than read back."""
     run, plan = _submit(ctx, plan_data, publisher, inputs=inputs, agent_id=agent_id, workflow_id=workflow_id)
     steps = [_step_view(run, i, st, [], None, 0) for i, st in enumerate(run.plan["steps"])]
-    return {**run_summary(run), "inputs": run.inputs, "steps": steps}
+    return {**run_summary(run), "inputs": run.inputs, "steps": steps, "waiting": None}
 
 
 def _submit(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *, inputs: dict[str, Any] | None,
@@ -222,7 +222,7 @@ def get_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
             attempts = by_step.get(i, [])
             last = attempts[-1] if attempts else None
             steps.append(_step_view(run, i, st, attempts, last, large))
-        return {**run_summary(run), "inputs": run.inputs, "steps": steps}
+        return {**run_summary(run), "inputs": run.inputs, "steps": steps, "waiting": signals.waiting_for(s, run)}
 
 
 def _open_attempt(run: Run) -> list[Checkpoint]:
@@ -243,6 +243,8 @@ def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint],
     if status == "failed" and run.status == "running" and i == run.next_step and not run.attempt_open:
         # the failed attempt is not the step's end: the run keeps its place and the step waits for its retry
         status, next_attempt_at = "retrying", run.wake_at
+    if run.status == "waiting" and i == run.next_step:
+        status = "waiting"
     output: Any = None
     output_ref = None
     error = None
@@ -363,6 +365,7 @@ def cancel_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher
                                 error_code="RUN_CANCELLED", error_message="cancelled by request"))
         if res.rowcount == 0:  # type: ignore[attr-defined]
             raise AosError("CONFLICT", "the run changed while cancelling; try again")
+        signals.close_waits(s, run.id)
         timeline.record(s, ctx.tenant_id, run.id, "run.cancelled")
         metrics.run_finished("cancelled")
         generations = s.scalars(select(OutboxMessage.id).where(
@@ -377,11 +380,13 @@ def cancel_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher
 
 
 def resume_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher | None) -> dict[str, Any]:
-    """Continue a failed, cancelled or dead-lettered run from its first unfinished step."""
+    """Continue a failed, cancelled, dead-lettered or waiting run from its first unfinished step (a waiting run
+    leaves its wait: its step runs again)."""
     with session_scope() as s:
         run = _get_run(s, ctx.tenant_id, run_id)
-        if run.status not in ("failed", "dead_lettered", "cancelled"):
-            raise AosError("CONFLICT", f"run is {run.status}; only failed, cancelled or dead-lettered runs resume")
+        if run.status not in ("failed", "dead_lettered", "cancelled", "waiting"):
+            raise AosError("CONFLICT", f"run is {run.status}; only failed, cancelled, dead-lettered or waiting "
+                           "runs resume")
         outbox_id = enqueue.requeue(s, run, reason="resume", fresh_retries=True)
     if publisher is not None:
         outbox.deliver_one(outbox_id, publisher)

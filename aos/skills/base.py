@@ -55,6 +55,8 @@ class SkillContext:
     timeout_s: float | None = None
     # capability policy of the agent, when the run has one (allowed hosts, connections)
     capabilities: Mapping[str, Any] = field(default_factory=dict)
+    # a waiting skill's signal once it came: {"name", "payload"} or {"name", "expired": True, "deadline"}
+    signal: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class Skill(ABC):
     # logged; the call itself gets the real value. ``*`` matches every key or item: ("auth.password",
     # "accounts.*.pin").
     secret_args: tuple[str, ...] = ()
+    # A waiting skill (aos.skills.signals) parks its run until a signal arrives instead of working at once.
+    waits_for_signal: bool = False
 
     @property
     def ref(self) -> str:
@@ -120,6 +124,14 @@ class Skill(ABC):
         """Load what the first call would otherwise load (an SDK, say). A worker calls it once, before its
         pool forks, so no step spends its time limit on an import; nothing else has to pay for it."""
         return None  # most skills load nothing heavy
+
+    def wait_spec(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A waiting skill's wait: ``{"signal", "reason", "schema", "timeout_s"}`` (aos.skills.signals)."""
+        raise NotImplementedError(f"{self.ref} does not wait for signals")
+
+    def upstream(self, args: dict[str, Any], ctx: SkillContext) -> str | None:
+        """The remote this call depends on (a host, a provider), for the circuit breaker; None: none."""
+        return None
 
     def check_args(self, args: dict[str, Any]) -> list[dict[str, str]]:
         """Skill-specific checks of literal args at submission (beyond the JSON Schema).

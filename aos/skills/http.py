@@ -18,6 +18,7 @@ import re
 import ssl
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -90,6 +91,15 @@ class HttpRequest(Skill):
     default_timeout_s = 30.0
     default_retry = RetryPolicy(max_attempts=5, backoff_s=1.0, backoff_max_s=60.0)
     recommended = 2
+
+    def upstream(self, args: dict[str, Any], ctx: SkillContext) -> str | None:
+        """The URL's host (and port, when it names one): what a circuit breaker guards."""
+        try:
+            parts = urlsplit(args["url"])
+            host = (parts.hostname or "").lower()
+            return f"{host}:{parts.port}" if parts.port else host or None
+        except (KeyError, TypeError, ValueError):
+            return None  # the skill itself reports a bad URL
 
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
         method: str = args.get("method", "GET")

@@ -21,6 +21,7 @@ BUILTIN_MODULES = (
     "aos.skills.llm",
     "aos.skills.calendar",
     "aos.skills.postgres",
+    "aos.skills.signals",
 )
 
 

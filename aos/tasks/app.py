@@ -58,6 +58,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "aos.outbox.drain": {"task": "aos.outbox.drain", "schedule": settings.outbox_interval_s},
             "aos.runs.reap": {"task": "aos.runs.reap", "schedule": settings.reaper_interval_s},
+            "aos.signals.expire": {"task": "aos.signals.expire", "schedule": settings.signal_deadline_interval_s,
+                                   "options": {"expires": settings.signal_deadline_interval_s}},
             # expires: a tick that waited a whole interval in the queue is superseded by the next one
             "aos.retention.run": {"task": "aos.retention.run", "schedule": settings.retention_interval_s,
                                   "options": {"expires": settings.retention_interval_s}},

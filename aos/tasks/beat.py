@@ -52,3 +52,12 @@ def fire_schedules() -> int:
 
     with singleton("aos.schedules.fire") as lease:
         return 0 if lease is None else len(fire_due(CeleryPublisher(), lease=lease))
+
+
+@app.task(name="aos.signals.expire", ignore_result=True)
+def expire_signals() -> int:
+    """Fail the waiting steps whose deadline passed (SIGNAL_TIMEOUT; their on_error decides what follows)."""
+    from aos.services.signals import expire_waits
+    from aos.tasks.publisher import CeleryPublisher
+
+    return expire_waits(CeleryPublisher())

@@ -32,7 +32,7 @@ KINDS: dict[str, tuple[int, Expected]] = {
     "pure": (3, Expected("succeeded")),
     "charge": (5, Expected("succeeded", applied=("charge",))),
     "flaky": (3, Expected("succeeded", applied=("charge",))),          # 503 on attempt 1, applied on 2
-    "exhausted": (1, Expected("failed", "HTTP_SERVICE_UNAVAILABLE")),  # 503 until retries run out
+    "exhausted": (1, Expected("dead_lettered", "HTTP_SERVICE_UNAVAILABLE")),  # 503 until retries run out
     "llm": (3, Expected("succeeded")),
     "fallback": (2, Expected("succeeded", fallback=("charge",))),      # 404, then the fallback step
     "abort": (1, Expected("failed", "HTTP_NOT_FOUND")),

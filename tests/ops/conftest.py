@@ -195,6 +195,7 @@ def assert_closed_labels(text: str) -> None:
         "aos_tokens": {"skill": skill},
         "aos_outbox_deliveries": {"topic": m.OUTBOX_TOPICS | other, "result": m.OUTBOX_RESULTS | other},
         "aos_dead_letters_created": {"kind": m.DEAD_LETTER_KINDS | other},
+        "aos_circuit_transitions": {"skill": skill, "state": m.CIRCUIT_STATES | other},
         "aos_lock_leader": {"lock": m.SINGLETON_JOBS | other},
         "aos_lock_acquired": {"lock": m.SINGLETON_JOBS | other},
         "aos_retention_deleted": {"table": m.RETENTION_TABLES | other},

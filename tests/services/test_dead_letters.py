@@ -37,11 +37,11 @@ class Dependency:
 
 
 def _failed_run(ctx, url: str) -> tuple[uuid.UUID, int]:
-    """A run whose only step exhausted its retries on a transient error: (run id, its dead letter's id)."""
+    """A run whose only step exhausted its retries on a transient error (dead_lettered): (run id, its dead letter's id)."""
     plan = {"steps": [{"id": "fetch", "skill": "http.request", "args": {"url": url},
                        "retry": {"max_attempts": 2, "backoff_s": 0.05}}]}
     run_id = submit_run(ctx, plan, PUB)
-    assert wait_for_run(run_id).status == "failed"
+    assert wait_for_run(run_id).status == "dead_lettered"  # retries exhausted on a transient error
     with session_scope() as s:
         (dl_id,) = s.scalars(select(DeadLetter.id).where(DeadLetter.run_id == run_id)).all()
     return run_id, dl_id

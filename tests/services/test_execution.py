@@ -179,5 +179,5 @@ def test_soft_timeout_stops_a_step_that_outlives_its_timeout(tenant, worker):
         run_id = submit_run(ctx, plan, PUB)
         run = wait_for_run(run_id, timeout=30)
         elapsed = time.monotonic() - started
-    assert run.status == "failed" and run.error_code == "STEP_TIMEOUT", (run.status, run.error_code)
+    assert run.status == "dead_lettered" and run.error_code == "STEP_TIMEOUT", (run.status, run.error_code)
     assert elapsed < 7, elapsed

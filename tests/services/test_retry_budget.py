@@ -42,7 +42,7 @@ def test_resume_gives_the_step_a_fresh_retry_budget(worker, tenant):
     ctx, _ = tenant
     with serve_http({"POST /dep": _failing}) as srv:
         run_id = submit_run(ctx, _plan(srv.url("/dep")), PUB)
-        assert wait_for_run(run_id).status == "failed"
+        assert wait_for_run(run_id).status == "dead_lettered"  # out of attempts, a dead letter left
         assert _attempts(run_id) == [(1, "failed"), (2, "failed")]
         view = get_run(ctx, run_id)
         # retries are used up: the advice is what a person can do now, not "it is retried"
@@ -50,7 +50,7 @@ def test_resume_gives_the_step_a_fresh_retry_budget(worker, tenant):
         assert view["steps"][0]["status"] == "failed" and view["steps"][0]["next_attempt_at"] is None
 
         resume_run(ctx, run_id, PUB)
-        assert wait_for_run(run_id).status == "failed"
+        assert wait_for_run(run_id).status == "dead_lettered"  # out of attempts, a dead letter left
         # two more attempts (the policy's budget again), numbered on: 3 and 4, not a single attempt 3
         assert _attempts(run_id) == [(1, "failed"), (2, "failed"), (3, "failed"), (4, "failed")]
         assert len(srv.requests) == 4
@@ -62,11 +62,11 @@ def test_a_dead_letter_replay_gives_the_step_a_fresh_retry_budget(worker, tenant
     ctx, _ = tenant
     with serve_http({"POST /dep": _failing}) as srv:
         run_id = submit_run(ctx, _plan(srv.url("/dep")), PUB)
-        assert wait_for_run(run_id).status == "failed"
+        assert wait_for_run(run_id).status == "dead_lettered"  # out of attempts, a dead letter left
         with session_scope() as s:
             (dl_id,) = s.scalars(select(DeadLetter.id).where(DeadLetter.run_id == run_id)).all()
         dead_letters.replay(dl_id, tenant_id=ctx.tenant_id, publisher=PUB)
-        assert wait_for_run(run_id).status == "failed"
+        assert wait_for_run(run_id).status == "dead_lettered"  # out of attempts, a dead letter left
         assert [a for a, _ in _attempts(run_id)] == [1, 2, 3, 4]
 
 
@@ -91,5 +91,5 @@ def test_a_step_waiting_for_its_retry_shows_as_retrying_with_its_next_attempt_ti
         due = datetime.fromisoformat(step["next_attempt_at"])
         assert 1 < (due - datetime.now(UTC)).total_seconds() <= 3.5
         assert get_run(ctx, run_id)["status"] == "running"
-        assert wait_for_run(run_id, timeout=30).status == "failed"
+        assert wait_for_run(run_id, timeout=30).status == "dead_lettered"
         assert get_run(ctx, run_id)["steps"][0]["status"] == "failed"

@@ -132,7 +132,7 @@ def test_replay_resumes_a_failed_run_once_and_discard_closes_a_dead_letter(clien
         plan = {"steps": [{"id": "fetch", "skill": "http.request", "args": {"url": srv.url("/dep")},
                            "retry": {"max_attempts": 2, "backoff_s": 0.05}}]}
         run = client.post("/api/v1/runs", json={"plan": plan}, headers=_auth(key)).get_json()
-        assert wait_for_run(run["id"]).status == "failed"
+        assert wait_for_run(run["id"]).status == "dead_lettered"
         page = client.get("/api/v1/dead-letters?kind=step", headers=_auth(key)).get_json()
         (dl,) = page["items"]
         assert dl["run_id"] == run["id"] and dl["step_id"] == "fetch" and dl["error"]["code"] == "HTTP_BAD_GATEWAY"
@@ -158,7 +158,7 @@ def test_replay_resumes_a_failed_run_once_and_discard_closes_a_dead_letter(clien
 def test_webhook_put_shows_the_secret_once_get_never_and_rotation_replaces_it(client, aos_env):
     _, key = _tenant()
     empty = client.get("/api/v1/webhook", headers=_auth(key)).get_json()
-    assert empty == {"url": None, "secret_set": False, "events": ["run.succeeded", "run.failed", "budget.warning"]}
+    assert empty == {"url": None, "secret_set": False, "events": ["run.succeeded", "run.failed", "budget.warning", "run.waiting"]}
     put = client.put("/api/v1/webhook", json={"url": "http://127.0.0.1:9/hooks"}, headers=_auth(key))
     assert put.status_code == 200
     secret = put.get_json()["secret"]

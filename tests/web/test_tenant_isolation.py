@@ -30,6 +30,9 @@ ENDPOINTS = [
     ("GET", "/api/v1/runs/{run_id}/steps/{step_id}/output", None),
     ("POST", "/api/v1/runs/{queued_run_id}/cancel", None),
     ("POST", "/api/v1/runs/{failed_run_id}/resume", None),
+    ("GET", "/api/v1/runs/{waiting_run_id}/signals", None),
+    # the waiting run waits for a signal named like the workflow ({name})
+    ("POST", "/api/v1/runs/{waiting_run_id}/signals/{name}", {"data": {"owned": "by B"}}),
     ("POST", "/api/v1/runs/{run_id}/golden", None),
     ("POST", "/api/v1/golden/replay/{run_id}/report", {"document": {}}),
     ("GET", "/api/v1/workflows/{name}", None),
@@ -63,6 +66,9 @@ def tenant_a(worker):
     for r in (done, failed, from_flow):
         wait_for_run(r)
     queued = submit_run(ctx, one_step_plan(), None)  # never published: stays queued
+    waiting = submit_run(ctx, {"steps": [{"id": "ask", "skill": "signal.wait", "args": {"signal": "a-flow"}}]},
+                         CeleryPublisher())
+    wait_for_run(waiting, statuses=("waiting",))
     with session_scope() as s:
         dl = DeadLetter(tenant_id=ctx.tenant_id, kind="step", run_id=failed, step_id="check",
                         payload={"run_id": str(failed)}, error_code="JSON_SCHEMA_MISMATCH", error_message="x")
@@ -71,15 +77,17 @@ def tenant_a(worker):
         dead_letter_id = dl.id
     ids = {"run_id": done, "queued_run_id": queued, "failed_run_id": failed, "step_id": "items",
            "name": "a-flow", "version": 1, "agent_id": agent["id"], "agent_run_id": done,
-           "dead_letter_id": dead_letter_id}
-    return ctx, key, ids, {"runs": [done, failed, from_flow, queued]}
+           "dead_letter_id": dead_letter_id, "waiting_run_id": waiting}
+    return ctx, key, ids, {"runs": [done, failed, from_flow, queued, waiting]}
 
 
 def _a_view(client, key: str, ids: dict) -> dict:
     """Everything A can read about its objects (compared before and after B's attempts)."""
     get = lambda path: client.get(path, headers=auth(key)).json  # noqa: E731
     return {
-        "runs": [get(f"/api/v1/runs/{ids[k]}") for k in ("run_id", "queued_run_id", "failed_run_id")],
+        "runs": [get(f"/api/v1/runs/{ids[k]}") for k in ("run_id", "queued_run_id", "failed_run_id",
+                                                          "waiting_run_id")],
+        "signals": get(f"/api/v1/runs/{ids['waiting_run_id']}/signals"),
         "timeline": get(f"/api/v1/runs/{ids['run_id']}/timeline"),
         "workflow": get("/api/v1/workflows/a-flow/versions"),
         "agent": get(f"/api/v1/agents/{ids['agent_id']}"),
@@ -122,7 +130,7 @@ def test_every_such_endpoint_is_covered(client, aos_env):
     spec = client.get("/api/v1/openapi.json").json
     with_params = {(method.upper(), path) for path, ops in spec["paths"].items() if "{" in path
                    for method in ops if method in ("get", "post", "put", "patch", "delete")}
-    covered = {(m, re.sub(r"\{(queued_run_id|failed_run_id)\}", "{run_id}",
+    covered = {(m, re.sub(r"\{(queued_run_id|failed_run_id|waiting_run_id)\}", "{run_id}",
                           re.sub(r"\{agent_run_id\}", "{run_id}", p))) for m, p, _ in ENDPOINTS}
     assert with_params - NOT_TENANT_OBJECTS == covered
 

@@ -160,6 +160,11 @@ class LlmComplete(Skill):
     def warm_up(self) -> None:
         import_sdks()
 
+    def upstream(self, args: dict[str, Any], ctx: SkillContext) -> str | None:
+        """The provider (what a circuit breaker guards); the offline provider has no upstream."""
+        provider = args.get("provider") or ctx.settings.llm_default_provider
+        return None if provider == "offline" else str(provider)
+
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
         provider, table, req = self._prepare(args, ctx.settings)
         return self._result(provider, req, self._complete(provider, req, args, ctx), table)

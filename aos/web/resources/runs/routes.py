@@ -1,4 +1,4 @@
-"""Runs: submit a plan, list and read runs, their steps and timeline, follow them live, cancel, resume."""
+"""Runs: submit a plan, list and read runs, their steps and timeline, follow them live, cancel, resume, signal."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from flask import Response, current_app, stream_with_context
 from flask.views import MethodView
 
 from aos.services import runs as run_service
+from aos.services import signals as signal_service
 from aos.web.access import require_scopes
 from aos.web.auth import ProtectedBlueprint, current_tenant
 from aos.web.resources.runs.schemas import (
@@ -14,6 +15,9 @@ from aos.web.resources.runs.schemas import (
     RunListArgsSchema,
     RunPageSchema,
     RunSchema,
+    SignalListSchema,
+    SignalResultSchema,
+    SignalSchema,
     StepDetailSchema,
     StepOutputSchema,
     TimelineArgsSchema,
@@ -149,8 +153,32 @@ class RunCancel(MethodView):
 @blp.route("/<run_id>/resume")
 class RunResume(MethodView):
     @blp.response(200, RunSchema)
-    @blp.alt_response(409, description="RUN_NOT_RESUMABLE or CONFLICT: only a failed, cancelled or dead-lettered "
-                                       "run resumes")
+    @blp.alt_response(409, description="RUN_NOT_RESUMABLE or CONFLICT: only a failed, cancelled, dead-lettered "
+                                       "or waiting run resumes")
     def post(self, run_id):  # noqa: ANN001, ANN201
-        """Resume a failed, cancelled or dead-lettered run from its first unfinished step (409 otherwise)."""
+        """Resume a failed, cancelled, dead-lettered or waiting run from its first unfinished step (409 otherwise).
+
+        A waiting run leaves its wait: its step runs again (a waiting step waits anew, with a new deadline)."""
         return run_service.resume_run(current_tenant(), run_id, _publisher())
+
+
+@blp.route("/<run_id>/signals")
+class RunSignals(MethodView):
+    @blp.response(200, SignalListSchema)
+    def get(self, run_id):  # noqa: ANN001, ANN201
+        """Every wait of the run, oldest first, with the signal that ended it (its payload and key)."""
+        return {"items": signal_service.list_signals(current_tenant(), run_id)}
+
+
+@blp.route("/<run_id>/signals/<name>")
+class RunSignal(MethodView):
+    @blp.arguments(SignalSchema)
+    @blp.response(200, SignalResultSchema)
+    @blp.alt_response(409, description="RUN_NOT_WAITING, SIGNAL_NOT_AWAITED or IDEMPOTENCY_KEY_REUSED: nothing "
+                                       "was changed")
+    def post(self, body, run_id, name):  # noqa: ANN001, ANN201
+        """Deliver signal `name` to a waiting run: the payload (`data`), checked against the wait's JSON Schema
+        (422 SIGNAL_PAYLOAD_INVALID), becomes the waiting step's output and the run goes on. With an
+        `idempotency_key`, sending it again answers as the first time and changes nothing."""
+        return signal_service.deliver_signal(current_tenant(), run_id, name, body["data"], body["idempotency_key"],
+                                             _publisher())

@@ -71,7 +71,7 @@ class StepSchema(ma.Schema):
     skill = ma.fields.String(required=True)
     status = ma.fields.String(required=True, metadata={
         "description": "pending, running, retrying (a failed attempt, the next one due at `next_attempt_at`), "
-                       "succeeded, failed, skipped or not_run"})
+                       "waiting, succeeded, failed, skipped or not_run"})
     attempts = ma.fields.Integer(required=True, metadata={"description": "How many attempts started."})
     output = ma.fields.Raw(required=True, allow_none=True)
     output_ref = ma.fields.String(required=True, allow_none=True,
@@ -145,9 +145,25 @@ class RunSummarySchema(ma.Schema):
     finished_at = timestamp(required=True, allow_none=True)
 
 
+class WaitingSchema(ma.Schema):
+    signal = ma.fields.String(required=True, metadata={"description": "The signal's name: POST "
+                                                                      "/runs/{id}/signals/{signal} delivers it."})
+    kind = ma.fields.String(required=True, metadata={"description": "signal (a signal.wait or human.approve step) or "
+                                                                    "escalation (a failed step with on_error ESCALATE)"})
+    step_id = ma.fields.String(required=True)
+    reason = ma.fields.String(required=True, allow_none=True)
+    schema = ma.fields.Dict(required=True, allow_none=True,
+                            metadata={"description": "The JSON Schema the payload must match (null: any JSON)."})
+    deadline = timestamp(required=True, allow_none=True, metadata={
+        "description": "When the step fails with SIGNAL_TIMEOUT (null: no deadline)."})
+    since = timestamp(required=True, allow_none=True)
+
+
 class RunSchema(RunSummarySchema):
     inputs = ma.fields.Dict(required=True, metadata={"description": "The run's inputs; secrets read ***."})
     steps = ma.fields.List(ma.fields.Nested(StepSchema), required=True)
+    waiting = ma.fields.Nested(WaitingSchema, required=True, allow_none=True,
+                               metadata={"description": "What a waiting run waits for (null otherwise)."})
 
     @ma.post_dump
     def _redact(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -175,3 +191,31 @@ class EventSchema(ma.Schema):
 
 class TimelineSchema(ma.Schema):
     items = ma.fields.List(ma.fields.Nested(EventSchema), required=True)
+
+
+class SignalSchema(ma.Schema):
+    data = ma.fields.Raw(required=True, allow_none=True, metadata={
+        "description": "The payload (any JSON): checked against the wait's schema, it becomes the step's output."})
+    idempotency_key = ma.fields.String(load_default=None, validate=ma.validate.Length(min=1, max=200), metadata={
+        "description": "Sent again with the same key, the delivery is answered as the first one was and changes "
+                       "nothing."})
+
+
+class SignalResultSchema(ma.Schema):
+    run_id = ma.fields.String(required=True)
+    signal = ma.fields.String(required=True)
+    step_id = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, metadata={"description": "The run's status after the delivery."})
+    duplicate = ma.fields.Boolean(required=True, metadata={
+        "description": "True when this key had been delivered already: nothing changed."})
+
+
+class SignalRecordSchema(WaitingSchema):
+    status = ma.fields.String(required=True, metadata={"description": "waiting, signalled, expired or cancelled"})
+    payload = ma.fields.Raw(required=True, allow_none=True)
+    idempotency_key = ma.fields.String(required=True, allow_none=True)
+    resolved_at = timestamp(required=True, allow_none=True)
+
+
+class SignalListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(SignalRecordSchema), required=True)
