@@ -170,6 +170,10 @@ class Settings:
     reaper_grace_s: float = setting(
         "AOS_REAPER_GRACE_S", 60.0, _float,
         "How long past its deadline a run may be silent before the reaper resumes it.")
+    tenant_max_running_runs: int = setting(
+        "AOS_TENANT_MAX_RUNNING_RUNS", 0, _int,
+        "Default cap on a tenant's runs holding a slot (dispatched or running; 0 = no cap); a tenant's own "
+        "`max_running_runs` overrides it. Runs over the cap wait in `queued` and start in order as slots free.")
     outbox_interval_s: float = setting(
         "AOS_OUTBOX_INTERVAL_S", 2.0, _float, "How often beat drains the outbox (s).")
     reaper_interval_s: float = setting(

@@ -7,7 +7,8 @@
   run's plan, inputs and pinned skills never change after submission. Per step, the worker then
   needs nothing of the plan from Postgres, whatever the plan's size.
 
-Services that queue a run import this module; of the other services it imports only the timeline.
+Services that queue a run import this module; of the other services it imports only the timeline and
+the concurrency limits.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from aos.plan import Plan
 from aos.plan.refs import iter_references, leading_fields
 from aos.plan.stored import stored_plan
 from aos.runtime.budget import Limits
-from aos.services import timeline
+from aos.services import concurrency, timeline
 from aos.services.publisher import Publisher
 from aos.skills.base import Skill
 from aos.skills.registry import default_registry
@@ -76,17 +77,26 @@ def publish_segment(run_id: str, from_step: int, generation: int, publisher: Pub
         publisher.enqueue_run(run_id, from_step, list(rp.timeouts), generation=generation)
 
 
-def requeue(s: Session, run: Run, *, reason: str) -> int:
-    """Put a run back in the queue from its first unfinished step (resume and the reaper)."""
+def requeue(s: Session, run: Run, *, reason: str) -> list[int]:
+    """Put a run back in the queue from its first unfinished step (resume, a dead letter's replay, the
+    reaper); the ids of the ``run.enqueue`` outbox rows to deliver after the commit.
+
+    A finished run that a concurrency limit applies to gave its slot back when it finished: it waits for
+    one again, behind the runs already waiting (none of the ids may be its own). A run the reaper
+    re-publishes still holds its slot."""
+    wait = run.concurrency is not None and run.status in FINAL_RUN_STATUSES
+    now = datetime.now(UTC)
     res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version)
                     .values(status="queued", cancel_requested=False, version=Run.version + 1,
                             error_code=None, error_message=None, finished_at=None, lease_owner=None,
-                            lease_expires_at=None, wake_at=None, updated_at=datetime.now(UTC)))
+                            lease_expires_at=None, wake_at=None, updated_at=now,
+                            waiting_since=now if wait else None))
     if res.rowcount == 0:  # type: ignore[attr-defined]
         raise AosError("CONFLICT", "the run changed meanwhile; try again")
-    outbox_id = add_enqueue(s, run.tenant_id, run.id, run.next_step)
     timeline.record(s, run.tenant_id, run.id, "run.resumed", from_step=run.next_step, reason=reason)
-    return outbox_id
+    if wait:
+        return list(concurrency.admit(step_store.session_connection(s), run.tenant_id).values())
+    return [add_enqueue(s, run.tenant_id, run.id, run.next_step)]
 
 
 # --- the run's plan, as workers see it -------------------------------------------------------------
@@ -106,6 +116,7 @@ class RunPlan:
     limits: Limits
     missing: dict[int, str]           # why a step's pinned skill could not be loaded here (a deploy removed it)
     refs: tuple[frozenset[str], ...]  # the earlier steps whose outputs each step's args reference
+    limited: bool = False             # a concurrency limit applies: finishing it gives its slot to a waiting run
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -164,4 +175,5 @@ def _build(run_id: uuid.UUID, row: dict[str, Any]) -> RunPlan:
         timeouts=tuple(st.timeout_s or (k.default_timeout_s if k else Skill.default_timeout_s)
                        for st, k in zip(plan.steps, skills, strict=True)),
         limits=Limits(max_cost_usd=Decimal(max_cost) if max_cost is not None else None,
-                      max_tokens=row["max_tokens"], max_steps=row["max_steps"], max_wall_s=row["max_wall_s"]))
+                      max_tokens=row["max_tokens"], max_steps=row["max_steps"], max_wall_s=row["max_wall_s"]),
+        limited=bool(row.get("limited")))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +43,7 @@ from aos.runtime import budget
 from aos.runtime.catalog import CATALOG
 from aos.runtime.invoke import invoke_skill, outcome_error
 from aos.runtime.outcome import StructuredOutcome
-from aos.services import outcomes
+from aos.services import concurrency, outcomes
 from aos.services.enqueue import RunPlan, referenced_steps, run_plan
 from aos.services.outcomes import Claim, StepDecision
 from aos.skills.base import Skill, SkillContext
@@ -175,12 +176,11 @@ def _refuse(rp: RunPlan, step: Step, code: str, message: str, worker: str, aband
             return StepDecision.stop("run changed meanwhile")
         fence = (st["version"], st["lease_owner"])
     settlement, decision = outcomes.refused(rp, step, code, message, fence)
-    with direct.durable() as conn:
-        settled = step_store.settle(conn, settlement)
+    settled, admitted = _write(rp, settlement)
     if not settled:
         return StepDecision.stop("run changed meanwhile")
     metrics.run_finished("failed")
-    return decision
+    return replace(decision, admitted=admitted)
 
 
 # --- the skill call ----------------------------------------------------------------------------------
@@ -231,21 +231,31 @@ def _run_skill(c: Claim, skill: Skill, raw_args: Any, ctx: SkillContext, role: s
 # --- settle ------------------------------------------------------------------------------------------
 
 
+def _write(rp: RunPlan, settlement: step_store.Settlement) -> tuple[bool, tuple[int, ...]]:
+    """Write a settlement: one durable statement; when it ends a run that a concurrency limit applies to,
+    the slot it frees goes to the next waiting runs in the same transaction (their enqueues returned)."""
+    with direct.durable() as conn:
+        if not (settlement.final and rp.limited):
+            return step_store.settle(conn, settlement), ()
+        with conn.transaction():
+            if not step_store.settle(conn, settlement):
+                return False, ()
+            return True, tuple(concurrency.admit(conn, rp.tenant_id).values())
+
+
 def _settle(c: Claim, plan: outcomes.Settled) -> StepDecision:
     try:
-        with direct.durable() as conn:
-            settled = step_store.settle(conn, plan.settlement)
+        settled, admitted = _write(c.rp, plan.settlement)
     except (psycopg.DataError, UnicodeEncodeError) as exc:
         # Postgres refused what the skill produced (a string jsonb cannot hold): the step fails, the run
         # goes on being handled like any failure — never a message redelivered forever.
         log.warning("run %s step %s: output not storable: %s", c.rp.run_id, c.step.id, exc)
         plan = outcomes.finished(c, _failed_attempt("DATA_NOT_STORABLE", f"{type(exc).__name__}: {exc}"[:500]))
-        with direct.durable() as conn:
-            settled = step_store.settle(conn, plan.settlement)
+        settled, admitted = _write(c.rp, plan.settlement)
     if not settled:
         # Our lease expired and another delivery took the step over (or the run was cancelled): nothing
         # was written; the partial unique index would refuse a second success anyway.
         return StepDecision.stop("lost the step's lease before finishing")
     plan.count()
-    return plan.decision
+    return replace(plan.decision, admitted=admitted) if admitted else plan.decision
 

@@ -65,6 +65,8 @@ class StepDecision:
     action: str  # "continue" | "stop" | "retry"
     reason: str
     countdown: float = 0.0
+    # run.enqueue outbox rows of runs that this run's end gave a concurrency slot to: publish them
+    admitted: tuple[int, ...] = ()
 
     @classmethod
     def go_on(cls, reason: str) -> StepDecision:

@@ -33,6 +33,8 @@ class TenantContext:
     tenant_name: str
     key_id: uuid.UUID | None
     scopes: frozenset[str]
+    # the tenant's own cap on runs holding a slot (None: the deployment's default; aos.services.concurrency)
+    max_running_runs: int | None = None
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes and "admin" not in self.scopes:
@@ -89,7 +91,7 @@ def _key_prefix(key: str) -> str:
 
 
 _KEY = Statement("""
-SELECT k.id, k.tenant_id, k.key_hash, k.scopes, k.revoked_at, t.name
+SELECT k.id, k.tenant_id, k.key_hash, k.scopes, k.revoked_at, t.name, t.max_running_runs
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.prefix = %(prefix)s
 """)
 
@@ -111,7 +113,7 @@ def _context(key: str, row: dict | None) -> TenantContext:
     if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], _hash(key)):
         raise AosError("AUTH_INVALID", "unknown or revoked API key")
     return TenantContext(tenant_id=row["tenant_id"], tenant_name=row["name"], key_id=row["id"],
-                         scopes=frozenset(row["scopes"]))
+                         scopes=frozenset(row["scopes"]), max_running_runs=row["max_running_runs"])
 
 
 def revoke_api_key(session: Session, tenant_id: uuid.UUID, prefix: str) -> None:
@@ -120,3 +122,12 @@ def revoke_api_key(session: Session, tenant_id: uuid.UUID, prefix: str) -> None:
                           .values(revoked_at=datetime.now(UTC)))
     if res.rowcount == 0:  # type: ignore[attr-defined]
         raise AosError("NOT_FOUND", f"no live key with prefix {prefix!r} for this tenant")
+
+
+def set_max_running_runs(session: Session, tenant: Tenant, cap: int | None) -> None:
+    """Set the tenant's cap on runs holding a slot (None: the deployment's default). Waiting runs that a
+    raised cap lets start are admitted by the caller (``aos.services.concurrency.admit``)."""
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise AosError("VALIDATION_ERROR", "max_running_runs must be an integer >= 1 (or unset)")
+    tenant.max_running_runs = cap
+    session.flush()

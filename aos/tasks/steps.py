@@ -11,6 +11,7 @@ from aos.runtime.backoff import retry_countdown
 from aos.services.enqueue import publish_segment
 from aos.services.execution import execute_step
 from aos.services.publisher import CONTINUE_TASK, STEP_TASK
+from aos.services.runs import deliver_admitted
 from aos.tasks.app import app, delivery_id
 from aos.tasks.publisher import CeleryPublisher
 from aos.values import RetryPolicy
@@ -39,6 +40,8 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
         countdown = retry_countdown(run_id, f"task:{step_index}", attempt, INFRA_RETRY, cap_s=60)
         raise self.retry(kwargs={"abandoned": [*abandoned[-(ABANDONED_KEPT - 1):], delivery]},
                          countdown=countdown, max_retries=None, exc=exc) from exc
+    if decision.admitted:  # runs this run's end gave its concurrency slot to
+        deliver_admitted(list(decision.admitted), CeleryPublisher())
     if decision.action == "retry":
         # Celery's retry keeps the rest of the chain on the new message.
         raise self.retry(countdown=decision.countdown, max_retries=None)
