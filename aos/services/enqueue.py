@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from aos.db import direct, step_store
 from aos.db.models import ENQUEUE_TOPIC, FINAL_RUN_STATUSES, OutboxMessage, Run
+from aos.db.scope import OPERATOR
 from aos.errors import AosError
 from aos.plan import Plan
 from aos.plan.refs import iter_references, leading_fields
@@ -70,7 +71,7 @@ def referenced_steps(args: Any) -> frozenset[str]:
 def publish_segment(run_id: str, from_step: int, generation: int, publisher: Publisher) -> None:
     """Publish the next segment of a long run's chain (called by the chain itself)."""
     rid = uuid.UUID(run_id)
-    with direct.relaxed() as conn:
+    with direct.relaxed(OPERATOR) as conn:  # the engine's own lookup by run id: its tenant is not known yet
         status = step_store.run_status(conn, rid)
     rp = run_plan(rid) if status is not None and status not in FINAL_RUN_STATUSES else None
     if rp is not None:
@@ -139,7 +140,7 @@ def run_plan(run_id: uuid.UUID) -> RunPlan | None:
         if hit is not None:
             _cache.move_to_end(run_id)
             return hit
-    with direct.relaxed() as conn:
+    with direct.relaxed(OPERATOR) as conn:  # a worker learns the run's tenant from this row
         row = step_store.run_plan(conn, run_id)
     if row is None:
         return None

@@ -33,6 +33,7 @@ from aos import metrics
 from aos.config import get_settings
 from aos.db import direct, step_store
 from aos.db.models import FINAL_RUN_STATUSES
+from aos.db.scope import as_tenant
 from aos.errors import AosError
 from aos.golden.replay import ReplayedSkill
 from aos.limits import MAX_STEP_DATA_DEPTH, text_too_deep, too_deep
@@ -64,6 +65,14 @@ def execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence[
         return StepDecision.stop("run does not exist")
     if step_index >= rp.step_count:
         return StepDecision.stop("no such step")
+    # every statement of the step from here on sees only the run's tenant's rows (row-level security);
+    # the setting travels with each statement (aos.db.statements): no round trip of its own
+    with as_tenant(rp.tenant_id):
+        return _execute(rp, step_index, worker, abandoned)
+
+
+def _execute(rp: RunPlan, step_index: int, worker: str, abandoned: Sequence[str]) -> StepDecision:
+    run_id = str(rp.run_id)
     claimed = _claim(rp, step_index, worker, abandoned)
     if isinstance(claimed, StepDecision):
         return claimed

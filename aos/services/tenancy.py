@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from aos.db import direct, step_store
 from aos.db.models import ApiKey, Tenant
+from aos.db.scope import OPERATOR
 from aos.db.statements import Statement
 from aos.errors import AosError
 
@@ -104,7 +105,8 @@ def authenticate(session: Session, key: str) -> TenantContext:
 def authenticate_key(key: str) -> TenantContext:
     """``authenticate`` in one prepared read on this thread's engine connection (every API request)."""
     prefix = _key_prefix(key)
-    with direct.relaxed() as conn:
+    # which tenant a key belongs to is not known before this read: it looks across tenants (operator)
+    with direct.relaxed(OPERATOR) as conn:
         row = _KEY.one(conn, prefix=prefix)
     return _context(key, row)
 

@@ -7,6 +7,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from aos.db.direct import TRANSIENT_ERRORS
+from aos.db.scope import as_operator
 from aos.runtime.backoff import retry_countdown
 from aos.services.enqueue import publish_segment
 from aos.services.execution import execute_step
@@ -41,7 +42,8 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
         raise self.retry(kwargs={"abandoned": [*abandoned[-(ABANDONED_KEPT - 1):], delivery]},
                          countdown=countdown, max_retries=None, exc=exc) from exc
     if decision.admitted:  # runs this run's end gave its concurrency slot to
-        deliver_admitted(list(decision.admitted), CeleryPublisher())
+        with as_operator():  # the engine publishing runs of the same tenant
+            deliver_admitted(list(decision.admitted), CeleryPublisher())
     if decision.action == "retry":
         # Celery's retry keeps the rest of the chain on the new message.
         raise self.retry(countdown=decision.countdown, max_retries=None)

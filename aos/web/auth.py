@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import Flask, g, request
 
+from aos.db import scope
 from aos.errors import AosError
 from aos.services.tenancy import TenantContext, authenticate_key
 from aos.web.blueprint import ApiBlueprint
@@ -21,6 +22,22 @@ def _authenticate_request() -> None:
     if scheme.lower() != "bearer" or not key.strip():
         raise AosError("AUTH_INVALID", "the Authorization header must be `Bearer <api key>`")
     g.tenant = authenticate_key(key.strip())
+    scope.enter(scope.tenant(g.tenant.tenant_id))  # every query of this request: this tenant's rows only
+
+
+def register(app: Flask) -> None:
+    """Row-level security per request (aos/db/scope.py): a request sees no tenant's rows until its key is
+    authenticated, then only its tenant's; the scope ends with the request."""
+
+    @app.before_request
+    def _fail_closed() -> None:
+        g.db_scope = scope.enter(scope.NOBODY)
+
+    @app.teardown_request
+    def _end_scope(_exc: BaseException | None) -> None:
+        token = g.pop("db_scope", None)
+        if token is not None:
+            scope.leave(token)
 
 
 class ProtectedBlueprint(ApiBlueprint):
