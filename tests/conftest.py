@@ -17,16 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from aos.db import scope
 from tests.support.servers import TestServers, start_test_servers
 from tests.support.worker import WorkerProcess
 
 os.environ.setdefault("AOS_ENV", "test")
 SESSION = uuid.uuid4().hex[:8]
-
-# The tests look into the database as an operator does (every tenant's rows): the API requests they make
-# and the workers they start are scoped like in production (aos/db/scope.py, tests/db/test_rls.py).
-scope.set_process_default(scope.OPERATOR)
 
 
 @pytest.fixture(scope="session")
