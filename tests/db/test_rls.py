@@ -14,47 +14,23 @@ from sqlalchemy import text
 
 from aos.config import get_settings
 from aos.db import direct, scope
+from aos.db.rls import role_problems, tenant_tables, unguarded_tables
 from aos.db.session import session_scope
 from aos.db.statements import Statement
 from tests.support.worker import wait_for_run
 
-# a table is tenant-owned when it has a tenant_id column; `tenants` is owned by the tenant it is
-TENANT_COLUMN_SQL = """
-SELECT c.relname AS table, CASE WHEN c.relname = 'tenants' THEN 'id' ELSE 'tenant_id' END AS column,
-       c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced, pg_get_userbyid(c.relowner) AS owner
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
-  AND (c.relname = 'tenants' OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
-                                        AND a.attname = 'tenant_id' AND NOT a.attisdropped))
-ORDER BY 1
-"""
-
 
 def _tenant_tables(conn: Any = None) -> list[dict[str, Any]]:
     if conn is not None:
-        return [dict(r._mapping) for r in conn.execute(text(TENANT_COLUMN_SQL))]
+        return tenant_tables(conn)
     with session_scope() as s:
-        return [dict(r._mapping) for r in s.execute(text(TENANT_COLUMN_SQL))]
-
-
-def _unguarded(conn: Any) -> list[str]:
-    """Tenant tables (found in the catalog) without a forced ``tenant_rows`` policy on ``aos.tenant_id``."""
-    policies = {(r.tablename, r.policyname): r for r in conn.execute(text(
-        "SELECT tablename, policyname, qual, with_check FROM pg_policies WHERE schemaname = current_schema()"))}
-    missing = []
-    for t in _tenant_tables(conn):
-        policy = policies.get((t["table"], "tenant_rows"))
-        if not (t["enabled"] and t["forced"] and policy is not None
-                and "aos.tenant_id" in (policy.qual or "") and "aos.tenant_id" in (policy.with_check or "")
-                and t["column"] in policy.qual):
-            missing.append(t["table"])
-    return missing
+        return tenant_tables(s)
 
 
 def test_every_tenant_table_has_a_forced_tenant_policy(aos_env):
     with session_scope() as s:
         assert len(_tenant_tables(s)) >= 15
-        assert _unguarded(s) == [], "tenant tables without a forced tenant_rows policy on aos.tenant_id"
+        assert unguarded_tables(s) == [], "tenant tables without a forced tenant_rows policy on aos.tenant_id"
 
 
 def test_the_guard_finds_a_new_tenant_table_without_a_policy(aos_env):
@@ -64,14 +40,14 @@ def test_the_guard_finds_a_new_tenant_table_without_a_policy(aos_env):
     try:
         with engine.connect() as conn:
             conn.execute(text("CREATE TABLE rls_probe (id int, tenant_id uuid)"))
-            assert _unguarded(conn) == ["rls_probe"]
+            assert unguarded_tables(conn) == ["rls_probe"]
             conn.execute(text("ALTER TABLE rls_probe ENABLE ROW LEVEL SECURITY"))
             conn.execute(text("CREATE POLICY tenant_rows ON rls_probe USING "
                               "(tenant_id = nullif(current_setting('aos.tenant_id', true), '')::uuid) WITH CHECK "
                               "(tenant_id = nullif(current_setting('aos.tenant_id', true), '')::uuid)"))
-            assert _unguarded(conn) == ["rls_probe"]  # enabled but not forced: its owner would skip it
+            assert unguarded_tables(conn) == ["rls_probe"]  # enabled but not forced: its owner would skip it
             conn.execute(text("ALTER TABLE rls_probe FORCE ROW LEVEL SECURITY"))
-            assert _unguarded(conn) == []
+            assert unguarded_tables(conn) == []
             conn.rollback()
     finally:
         engine.dispose()
@@ -80,13 +56,8 @@ def test_the_guard_finds_a_new_tenant_table_without_a_policy(aos_env):
 def test_the_application_role_cannot_bypass_the_policies(aos_env):
     settings = get_settings()
     with session_scope() as s:
-        role = s.execute(text("SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = :r"),
-                         {"r": settings.db_app_role}).one()
-        owners = {r[0] for r in s.execute(text(
-            "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
-            " AND relkind = 'r'"))}
-    assert (role.rolsuper, role.rolbypassrls) == (False, False)
-    assert settings.db_app_role not in owners
+        assert role_problems(s, settings.db_app_role) == []
+        assert role_problems(s, "postgres")  # a superuser: the check can say no
     # and the application's connections do act as it
     with scope.as_tenant(uuid.uuid4()):
         with session_scope() as s:
