@@ -27,6 +27,7 @@ CONCURRENCY_KEYS = {"limit", "key"}
 # at most this many runs of one plan (or per key) at once: the largest `concurrency.limit`
 CONCURRENCY_MAX = 100_000
 CONCURRENCY_KEY_LENGTH = 500
+CONCURRENCY_KEY_PATTERN = r"^inputs(?![^.\[])"  # what the JSON Schema can say of a key; parse_concurrency says the rest
 STEP_KEYS = {"id", "skill", "args", "retry", "timeout_s", "on_error", "description"}
 BUDGET_KEYS = {"max_cost_usd", "max_tokens", "max_steps", "max_wall_s"}
 RETRY_KEYS = {"max_attempts", "backoff_s", "backoff_max_s"}

@@ -16,6 +16,7 @@ from aos.limits import MAX_STEPS
 from aos.plan.model import (
     BUDGET_MAX,
     CONCURRENCY_KEY_LENGTH,
+    CONCURRENCY_KEY_PATTERN,
     CONCURRENCY_MAX,
     NAME_LENGTH,
     ON_ERROR_MODES,
@@ -39,7 +40,7 @@ def concurrency_json_schema() -> dict[str, Any]:
                            "e.g. `inputs.customer`) at most `limit` per value. Runs over it wait in `queued`.",
             "properties": {"limit": _bounded("integer", 1, CONCURRENCY_MAX),
                            "key": {"type": "string", "minLength": 1, "maxLength": CONCURRENCY_KEY_LENGTH,
-                                   "pattern": "^inputs"}}}
+                                   "pattern": CONCURRENCY_KEY_PATTERN}}}
 
 
 def plan_json_schema(registry: SkillRegistry) -> dict[str, Any]:

@@ -271,3 +271,18 @@ def test_a_malformed_concurrency_is_a_problem_over_http(client, tenant):
     assert resp.status_code == 422, resp.get_json()
     assert resp.headers["Content-Type"].startswith("application/problem+json")
     assert resp.get_json()["code"] == "PLAN_INVALID"
+
+
+@pytest.mark.parametrize("concurrency, path", [
+    ({"limit": 0}, "$.capabilities.concurrency.limit"),
+    ({"limit": 1, "key": "inputsX"}, "$.capabilities.concurrency.key"),
+    ({"limit": 1, "key": "inputs.["}, "$.capabilities.concurrency.key"),
+])
+def test_an_agents_malformed_concurrency_is_refused_over_http(client, tenant, concurrency, path):
+    _, key = tenant
+    resp = client.post("/api/v1/agents", headers={"Authorization": f"Bearer {key}"},
+                       json={"name": f"a-{uuid.uuid4().hex[:6]}", "capabilities": {"concurrency": concurrency}})
+    assert resp.status_code == 422, resp.get_json()
+    body = resp.get_json()
+    assert body["code"] == "VALIDATION_ERROR"
+    assert any(p["path"] == path for p in body.get("problems", [])) or path in body.get("detail", ""), body

@@ -5,7 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 
 from aos.db.models import RUN_STATUSES
-from aos.plan.model import CONCURRENCY_KEY_LENGTH, CONCURRENCY_MAX
+from aos.plan.model import CONCURRENCY_KEY_LENGTH, CONCURRENCY_KEY_PATTERN, CONCURRENCY_MAX
 from aos.services.agents import NAME, NAME_LENGTH, NAME_RULE
 from aos.web.pagination import PageArgsSchema, page_of
 from aos.web.schemas import BodySchema, FullMatch, timestamp
@@ -21,7 +21,9 @@ class ConcurrencySchema(ma.Schema):
 
     limit = ma.fields.Integer(required=True, strict=True, validate=ma.validate.Range(min=1, max=CONCURRENCY_MAX))
     key = ma.fields.String(validate=[ma.validate.Length(min=1, max=CONCURRENCY_KEY_LENGTH),
-                                     ma.validate.Regexp("^inputs")])
+                                     ma.validate.Regexp(CONCURRENCY_KEY_PATTERN,
+                                                        error="an expression over the run's inputs, e.g. "
+                                                              "inputs.customer")])
 
 
 class CapabilitiesSchema(ma.Schema):
