@@ -36,6 +36,7 @@ from typing import Any
 import psycopg
 
 from aos.config import get_settings
+from aos.db.models import ENQUEUE_TOPIC
 from aos.db.statements import Statement
 from aos.plan import Plan
 from aos.plan.model import Concurrency
@@ -74,7 +75,7 @@ WITH a AS (
     RETURNING id, tenant_id, next_step
 )
 INSERT INTO outbox (tenant_id, topic, payload)
-SELECT a.tenant_id, 'run.enqueue', jsonb_build_object('run_id', a.id::text, 'from_step', a.next_step) FROM a
+SELECT a.tenant_id, %(topic)s, jsonb_build_object('run_id', a.id::text, 'from_step', a.next_step) FROM a
 RETURNING (payload->>'run_id')::uuid AS run_id, id
 """)
 
@@ -144,7 +145,7 @@ def admit(conn: psycopg.Connection[Any], tenant_id: uuid.UUID) -> dict[uuid.UUID
             held.update(g["group"] for g in groups)
     if not chosen:
         return {}
-    return dict(_ADMIT.rows(conn, ids=chosen))
+    return dict(_ADMIT.rows(conn, ids=chosen, topic=ENQUEUE_TOPIC))
 
 
 def tenants_waiting(conn: psycopg.Connection[Any]) -> list[uuid.UUID]:
