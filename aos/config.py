@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -22,6 +23,13 @@ class ConfigError(ValueError):
 
 
 def _str(v: str) -> str:
+    return v
+
+
+def _role(v: str) -> str:
+    """A Postgres role name AOS writes into SQL and connection options: a plain lower-case identifier."""
+    if v and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", v):
+        raise ValueError("a role name of lower-case letters, digits and _, not starting with a digit")
     return v
 
 
@@ -154,6 +162,15 @@ class Settings:
 
     # --- database ---------------------------------------------------------------
     db_pool_size: int = setting("AOS_DB_POOL_SIZE", 5, _int, "SQLAlchemy pool size per process.")
+    db_app_role: str = setting(
+        "AOS_DB_APP_ROLE", "aos_app", _role,
+        "The role the API, workers and beat act as (every connection `SET ROLE`s to it; empty: the login role "
+        "itself, which must then be that role). Not the tables' owner, not a superuser, no BYPASSRLS: row-level "
+        "security keeps each transaction to one tenant's rows (docs/security.md).")
+    db_operator_role: str = setting(
+        "AOS_DB_OPERATOR_ROLE", "aos_operator", _role,
+        "The role a transaction switches to (`SET LOCAL ROLE`) for work across tenants: API key lookup, beat's "
+        "jobs, the CLI. The login role must be a member of both (the migration grants it when it can).")
     db_statement_timeout_ms: int = setting(
         "AOS_DB_STATEMENT_TIMEOUT_MS", 30000, _int,
         "Postgres statement_timeout for AOS's own connections (ms).")
@@ -185,6 +202,10 @@ class Settings:
     reaper_grace_s: float = setting(
         "AOS_REAPER_GRACE_S", 60.0, _float,
         "How long past its deadline a run may be silent before the reaper resumes it.")
+    tenant_max_running_runs: int = setting(
+        "AOS_TENANT_MAX_RUNNING_RUNS", 0, _int,
+        "Default cap on a tenant's runs holding a slot (dispatched or running; 0 = no cap); a tenant's own "
+        "`max_running_runs` overrides it. Runs over the cap wait in `queued` and start in order as slots free.")
     outbox_interval_s: float = setting(
         "AOS_OUTBOX_INTERVAL_S", 2.0, _float, "How often beat drains the outbox (s).")
     reaper_interval_s: float = setting(

@@ -280,6 +280,7 @@ def read_database_gauges() -> dict[str, dict[str, float]]:
     from sqlalchemy import func, select, text
 
     from aos.db.models import DeadLetter, DistributedLock, OutboxMessage, Run
+    from aos.db.scope import as_operator
     from aos.db.session import session_scope
     from aos.metrics import ACTIVE_RUN_STATUSES, DEAD_LETTER_KINDS, OUTBOX_TOPICS, SINGLETON_JOBS, closed
 
@@ -299,7 +300,7 @@ def read_database_gauges() -> dict[str, dict[str, float]]:
     def keep_max(name: str, label: str, value: float) -> None:
         out[name][label] = max(out[name].get(label, value), value)
 
-    with session_scope() as s:
+    with as_operator(), session_scope() as s:  # deployment-wide figures: every tenant's rows
         s.execute(text("SET LOCAL statement_timeout = 5000"))  # a scrape must not hang on a busy database
         now = s.scalar(select(func.now()))
         for topic, count, oldest in s.execute(

@@ -53,6 +53,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from aos.db import scope
 from bench.steps import (
     ROOT,
     TAG,
@@ -309,6 +310,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the harness sets up tenants and reads results as an operator does; the processes it measures (API,
+    # workers) scope themselves as in production (aos/db/scope.py)
+    scope.set_process_default(scope.OPERATOR)
     args = parse_args(argv)
     cleanups: list[tuple[str, Callable[[], None]]] = []
     tmp = Path(tempfile.mkdtemp(prefix="aos-bench-api-"))

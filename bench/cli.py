@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from aos.db import scope
 from bench.api import Api
 from bench.steps import TAG, admin_execute, aos_env, say, setup_aos, start_servers, with_database
 
@@ -48,6 +49,9 @@ def cpu_seconds(args: list[str], env: dict[str, str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the harness sets up tenants and reads results as an operator does; the processes it measures (API,
+    # workers) scope themselves as in production (aos/db/scope.py)
+    scope.set_process_default(scope.OPERATOR)
     p = argparse.ArgumentParser(prog="python -m bench.cli", description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=4, help="runs of each command; the best is reported (default 4)")
     p.add_argument("--database", default=os.environ.get("AOS_BENCH_DATABASE_URL"))

@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 
+from aos.db import scope
 from bench.steps import (
     TAG,
     Worker,
@@ -301,6 +302,9 @@ def _raise_interrupt(signum, frame):  # noqa: ANN001, ARG001
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the harness sets up tenants and reads results as an operator does; the processes it measures (API,
+    # workers) scope themselves as in production (aos/db/scope.py)
+    scope.set_process_default(scope.OPERATOR)
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     cleanups: list[tuple[str, Callable[[], None]]] = []

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from aos.db import scope
 from bench.steps import (
     TAG,
     Worker,
@@ -89,6 +90,9 @@ def wait_final(run_id, timeout: float) -> str:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the harness sets up tenants and reads results as an operator does; the processes it measures (API,
+    # workers) scope themselves as in production (aos/db/scope.py)
+    scope.set_process_default(scope.OPERATOR)
     p = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=1000, help="steps of the recorded run (default 1000)")
     p.add_argument("--repeat", type=int, default=3, help="replays; the best is reported (default 3)")

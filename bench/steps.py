@@ -42,6 +42,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
+from aos.db import scope
+
 ROOT = Path(__file__).resolve().parent.parent
 TAG = uuid.uuid4().hex[:8]
 
@@ -621,6 +623,9 @@ def _raise_interrupt(signum, frame):  # noqa: ANN001, ARG001
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the harness sets up tenants and reads results as an operator does; the processes it measures (API,
+    # workers) scope themselves as in production (aos/db/scope.py)
+    scope.set_process_default(scope.OPERATOR)
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     cleanups: list[tuple[str, Callable[[], None]]] = []

@@ -7,6 +7,7 @@ import click
 from aos import __version__
 from aos.cli.base import AosGroup
 from aos.cli.config_file import load_config_option
+from aos.db import scope
 from aos.redaction import install_log_redaction
 
 
@@ -23,6 +24,9 @@ def cli() -> None:
     stack to submit plans to. Configuration comes from AOS_* variables
     (docs/configuration.md), or the config file `aos init` writes."""
     install_log_redaction()
+    # the CLI is the operator's tool: it works across tenants (row-level security: aos/db/scope.py);
+    # `aos api` and `aos worker` exec servers whose processes start with no tenant's rows in sight
+    scope.set_process_default(scope.OPERATOR)
 
 
 # Each command's module is imported when that command runs, not before: `aos skills list` must not load

@@ -32,6 +32,8 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from aos.config import get_settings
+from aos.db.scope import Scope
+from aos.db.scope import current as current_scope
 from aos.db.session import libpq_url, on_engine_reset
 
 
@@ -142,16 +144,21 @@ class _Pool:
 
 
 class _Borrowed:
-    """``with``: one connection of a pool, given back at the end (a class, not a generator: it runs twice per step)."""
+    """``with``: one connection of a pool, given back at the end (a class, not a generator: it runs twice per step).
 
-    __slots__ = ("pool", "conn")
+    The connection carries the scope its statements run in (``conn._aos_scope``, read by
+    ``aos.db.statements``): the one given, else the caller's (``aos.db.scope.current()``)."""
 
-    def __init__(self, pool: _Pool) -> None:
+    __slots__ = ("pool", "conn", "scope")
+
+    def __init__(self, pool: _Pool, scope: Scope | None) -> None:
         self.pool = pool
+        self.scope = scope
 
     def __enter__(self) -> psycopg.Connection[Any]:
-        self.conn = self.pool.get()
-        return self.conn
+        conn = self.conn = self.pool.get()
+        conn._aos_scope = self.scope if self.scope is not None else current_scope()  # type: ignore[attr-defined]
+        return conn
 
     def __exit__(self, *exc: object) -> None:
         self.pool.put(self.conn)
@@ -174,7 +181,9 @@ def _connect(synchronous_commit: bool) -> psycopg.Connection[Any]:
         # generic plans from the first execution: every statement here finds its rows by key
         options=(f"-c statement_timeout={int(settings.db_statement_timeout_ms)} -c TimeZone=UTC "
                  "-c plan_cache_mode=force_generic_plan "
-                 f"-c synchronous_commit={'on' if synchronous_commit else 'off'}"))
+                 f"-c synchronous_commit={'on' if synchronous_commit else 'off'}"
+                 # the application role, set at connection start (no round trip): row-level security applies
+                 + (f" -c role={settings.db_app_role}" if settings.db_app_role else "")))
 
 
 def _pool(synchronous_commit: bool) -> _Pool:
@@ -189,16 +198,17 @@ def _pool(synchronous_commit: bool) -> _Pool:
     return pool
 
 
-def relaxed() -> AbstractContextManager[psycopg.Connection[Any]]:
+def relaxed(scope: Scope | None = None) -> AbstractContextManager[psycopg.Connection[Any]]:
     """``with relaxed() as conn``: an autocommit connection for redoable writes (``synchronous_commit =
-    off``) and reads, borrowed from this process's pool."""
-    return _Borrowed(_pool(False))
+    off``) and reads, borrowed from this process's pool; its statements run in ``scope`` (default: the
+    caller's, ``aos.db.scope``)."""
+    return _Borrowed(_pool(False), scope)
 
 
-def durable() -> AbstractContextManager[psycopg.Connection[Any]]:
+def durable(scope: Scope | None = None) -> AbstractContextManager[psycopg.Connection[Any]]:
     """``with durable() as conn``: an autocommit connection for durable writes (``synchronous_commit =
-    on``), borrowed from this process's pool."""
-    return _Borrowed(_pool(True))
+    on``), borrowed from this process's pool; its statements run in ``scope`` (default: the caller's)."""
+    return _Borrowed(_pool(True), scope)
 
 
 def reset() -> None:

@@ -107,6 +107,9 @@ class Tenant(Base):
     daily_budget_usd: Mapped[Decimal | None] = mapped_column(Money)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_secret: Mapped[str | None] = mapped_column(Text)
+    # the cap on the tenant's runs holding a slot (queued and dispatched, or running); NULL: the deployment's
+    # default (AOS_TENANT_MAX_RUNNING_RUNS). aos/services/concurrency.py
+    max_running_runs: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now_col()
 
 
@@ -204,6 +207,11 @@ class Run(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     # a golden replay: the recorded run it re-executes (skills see that run's identity); NULL otherwise
     replay_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # concurrency limits (aos/services/concurrency.py): the groups the run counts in ([{"group", "limit"}];
+    # NULL: no limit applied when it was queued), and since when a queued run waits for a slot (NULL: it
+    # holds one, or never needed one). A run holds a slot while queued or running and not waiting.
+    concurrency: Mapped[list[Any] | None] = mapped_column(JSONB)
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now_col()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -219,6 +227,8 @@ class Run(Base):
         # what a child row's (run_id, tenant_id) references: its tenant is its run's tenant
         UniqueConstraint("id", "tenant_id"),
         # retention: old finished runs, without a scan
+        # runs waiting for a concurrency slot, in the order they started waiting
+        Index("ix_runs_waiting", "tenant_id", "waiting_since", "id", postgresql_where=text("waiting_since IS NOT NULL")),
         Index("ix_runs_finished", "finished_at",
               postgresql_where=text("status IN ('succeeded', 'failed', 'cancelled', 'dead_lettered')")),
         {"postgresql_with": {"fillfactor": 80}},

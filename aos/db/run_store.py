@@ -44,6 +44,24 @@ SELECT o.id, o.attempts, o.next_attempt_at, o.created_at, r.created_at AS run_cr
 """)
 
 
+# A run that a concurrency limit applies to: stored waiting for a slot, with no enqueue; the caller's
+# transaction then gives slots out (aos.services.concurrency.admit), this run's perhaps among them.
+_INSERT_WAITING_RUN = Statement("""
+WITH r AS (
+    INSERT INTO runs (id, tenant_id, agent_id, workflow_id, name, plan, plan_hash, skill_versions, inputs,
+                      step_count, max_cost_usd, max_tokens, max_steps, max_wall_s, concurrency, waiting_since)
+    VALUES (%(id)s, %(tenant)s, %(agent)s, %(workflow)s, %(name)s, %(plan)s::jsonb, %(plan_hash)s,
+            %(skill_versions)s::jsonb, %(inputs)s::jsonb, %(step_count)s, %(max_cost_usd)s, %(max_tokens)s,
+            %(max_steps)s, %(max_wall_s)s, %(concurrency)s::jsonb, clock_timestamp())
+    RETURNING id, tenant_id, created_at
+), e AS (
+    INSERT INTO run_events (tenant_id, run_id, type, data)
+    SELECT r.tenant_id, r.id, 'run.queued', %(queued)s::jsonb FROM r
+)
+SELECT r.created_at AS run_created_at FROM r
+""")
+
+
 @dataclass(frozen=True)
 class NewRun:
     """What a submission stores, already validated and serialised (JSON fields are text)."""
@@ -62,6 +80,8 @@ class NewRun:
     max_tokens: int | None = None
     max_steps: int | None = None
     max_wall_s: int | None = None
+    concurrency: str | None = None  # the groups it counts in (JSON text); None: no limit applies
+
 
 
 @dataclass(frozen=True)
@@ -85,3 +105,15 @@ def insert_run(conn: psycopg.Connection[Any], run: NewRun, *, topic: str, payloa
         "topic": topic, "payload": payload, "queued": queued, "lease_s": float(lease_s)})
     assert row is not None
     return EnqueueRow(row["id"], row["attempts"], row["next_attempt_at"], row["created_at"], row["run_created_at"])
+
+
+def insert_waiting_run(conn: psycopg.Connection[Any], run: NewRun, *, queued: str) -> datetime:
+    """Store a run that waits for a concurrency slot (no enqueue yet); its created_at."""
+    row = _INSERT_WAITING_RUN.one(conn, **{
+        "id": run.id, "tenant": run.tenant_id, "agent": run.agent_id, "workflow": run.workflow_id,
+        "name": run.name, "plan": run.plan, "plan_hash": run.plan_hash, "skill_versions": run.skill_versions,
+        "inputs": run.inputs, "step_count": run.step_count, "max_cost_usd": run.max_cost_usd,
+        "max_tokens": run.max_tokens, "max_steps": run.max_steps, "max_wall_s": run.max_wall_s,
+        "concurrency": run.concurrency, "queued": queued})
+    assert row is not None
+    return row["run_created_at"]

@@ -11,12 +11,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from aos.config import get_settings
+from aos.db.scope import current as current_scope
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -38,8 +39,12 @@ def libpq_url(url: str) -> str:
     return make_url(sqlalchemy_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def build_engine(url: str | None = None, *, pool_size: int | None = None, null_pool: bool = False) -> Engine:
+def build_engine(url: str | None = None, *, pool_size: int | None = None, null_pool: bool = False,
+                 app_role: bool = False) -> Engine:
+    """An engine on ``url`` (default: the configured database). ``app_role``: every connection acts as
+    ``AOS_DB_APP_ROLE`` (the application's engine; migrations and probes connect as the login role)."""
     settings = get_settings()
+    role = settings.db_app_role if app_role else ""
     pooling: dict = (
         {"poolclass": NullPool} if null_pool else
         {"pool_size": pool_size or settings.db_pool_size, "max_overflow": 5, "pool_pre_ping": True,
@@ -58,6 +63,8 @@ def build_engine(url: str | None = None, *, pool_size: int | None = None, null_p
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET statement_timeout = {int(timeout_ms)}")
             cur.execute("SET TIME ZONE 'UTC'")
+            if role:  # a validated identifier (aos.config): row-level security applies to this connection
+                cur.execute(f"SET ROLE {role}")
         dbapi_conn.commit()
 
     return engine
@@ -68,8 +75,9 @@ def get_engine() -> Engine:
     if _engine is None:
         with _lock:
             if _engine is None:
-                _engine = build_engine()
+                _engine = build_engine(app_role=True)
                 _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+                event.listen(_sessionmaker, "after_begin", _apply_scope)
     return _engine
 
 
@@ -88,6 +96,16 @@ def reset_engine() -> None:
         _sessionmaker = None
     for hook in _reset_hooks:
         hook()
+
+
+def _apply_scope(_session: Session, _transaction: object, connection: Connection) -> None:
+    """Put the transaction that just began in the caller's scope (``aos.db.scope``): the tenant's
+    ``aos.tenant_id``, or the operator role, both local to the transaction."""
+    scope = current_scope()
+    if scope.tenant is not None:
+        connection.exec_driver_sql("SELECT set_config('aos.tenant_id', %(t)s, true)", {"t": str(scope.tenant)})
+    elif scope.operator and get_settings().db_operator_role:
+        connection.exec_driver_sql("SELECT set_config('role', %(r)s, true)", {"r": get_settings().db_operator_role})
 
 
 @contextmanager

@@ -12,7 +12,13 @@ A parameter's type is the one Postgres infers from the statement (a column it is
 stored in, or an explicit cast), so a statement casts any parameter whose use leaves it ambiguous.
 This path is for the engine's own autocommit connections (``aos.db.direct``), where nothing else
 prepares or deallocates statements; on a session's connection (a larger transaction) a statement
-runs through psycopg's cursor, inside that transaction.
+runs through psycopg's cursor, inside that transaction (whose scope the session set when it began).
+
+Row-level security: a direct connection carries the scope its borrower runs in (``aos.db.scope``).
+A statement in a tenant's or the operator's scope is sent in one pipeline with the prepared
+``set_config`` that scopes it — the tenant (``aos.tenant_id``) or the operator role, both local to the
+transaction — and one Sync: the two run in one implicit transaction, the setting is in force before
+the statement touches a row and gone after it, and it costs no round trip of its own.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ from typing import Any
 import psycopg
 from psycopg import errors, pq
 from psycopg.adapt import PyFormat, Transformer
+from psycopg.generators import fetch_many
 
+from aos.config import get_settings
 from aos.db.direct import DatabaseOperationalError
+from aos.db.scope import Scope
 
 _NAMED = re.compile(r"%\((\w+)\)s")
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
@@ -60,6 +69,31 @@ def _raise_for(conn: psycopg.Connection[Any], res: pq.abc.PGresult) -> None:
     if isinstance(exc, psycopg.OperationalError):
         raise DatabaseOperationalError(exc) from exc
     raise exc
+
+
+_SCOPE_TENANT = (b"aos_scope_tenant", b"SELECT set_config('aos.tenant_id', $1, true)")
+_SCOPE_ROLE = (b"aos_scope_role", b"SELECT set_config('role', $1, true)")
+
+
+def _scope_call(scope: Scope | None) -> tuple[tuple[bytes, bytes], bytes] | None:
+    """The prepared ``set_config`` (and its one parameter) that puts a transaction in ``scope``; None for
+    none (the connection's own role, no tenant: no tenant-owned row)."""
+    if scope is None:
+        return None
+    if scope.tenant is not None:
+        return _SCOPE_TENANT, str(scope.tenant).encode()
+    if scope.operator:
+        role = get_settings().db_operator_role
+        return (_SCOPE_ROLE, role.encode()) if role else None
+    return None
+
+
+def _prepare(conn: psycopg.Connection[Any], state: _Prepared, name: bytes, sql: bytes) -> None:
+    if name not in state.names:
+        res = conn.pgconn.prepare(name, sql, None)
+        if res.status not in _OK:
+            _raise_for(conn, res)
+        state.names.add(name)
 
 
 class Statement:
@@ -108,13 +142,15 @@ class Statement:
         pgconn = conn.pgconn
         state = _state(conn)
         tx = state.tx
-        if self._name not in state.names:
-            res = pgconn.prepare(self._name, self.sql.encode(), None)
-            if res.status not in _OK:
-                _raise_for(conn, res)
-            state.names.add(self._name)
+        _prepare(conn, state, self._name, self.sql.encode())
         params = tx.dump_sequence([values[n] for n in self.names], self._formats)  # extra values: other variants
-        res = pgconn.exec_prepared(self._name, params)  # type: ignore[arg-type]  # None is NULL
+        scoped = _scope_call(getattr(conn, "_aos_scope", None))
+        if scoped is None:
+            res = pgconn.exec_prepared(self._name, params)  # type: ignore[arg-type]  # None is NULL
+        else:
+            (name, sql), value = scoped
+            _prepare(conn, state, name, sql)
+            res = _pipelined(conn, name, value, self._name, params)
         if res.status not in _OK:
             _raise_for(conn, res)
         if self._columns is None:
@@ -138,3 +174,29 @@ class Statement:
         """Execute; the number of rows it touched."""
         res, _ = self._execute(conn, values)
         return res.command_tuples or 0
+
+
+def _pipelined(conn: psycopg.Connection[Any], scope_name: bytes, scope_value: bytes, name: bytes,
+               params: Any) -> pq.abc.PGresult:
+    """The scoping ``set_config`` and the statement in one pipeline (one round trip, one implicit
+    transaction); the statement's result (the ``set_config``'s error, if that one failed)."""
+    pgconn = conn.pgconn
+    try:
+        pgconn.enter_pipeline_mode()
+        pgconn.send_query_prepared(scope_name, [scope_value])
+        pgconn.send_query_prepared(name, params)
+        pgconn.pipeline_sync()
+        scoped = conn.wait(fetch_many(pgconn))
+        result = conn.wait(fetch_many(pgconn))
+        sync = conn.wait(fetch_many(pgconn))
+        if not sync or sync[-1].status != pq.ExecStatus.PIPELINE_SYNC:  # pragma: no cover — protocol
+            raise psycopg.OperationalError("pipeline out of step")
+        pgconn.exit_pipeline_mode()
+    except psycopg.Error as exc:
+        conn.close()  # a pipeline cut short leaves the connection in no known state: the pool drops it
+        if isinstance(exc, psycopg.OperationalError):
+            raise DatabaseOperationalError(exc) from exc
+        raise
+    if scoped and scoped[0].status not in _OK:
+        return scoped[0]
+    return result[0]

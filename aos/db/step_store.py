@@ -236,7 +236,7 @@ FROM runs r WHERE r.id = %(run)s
 
 _RUN_PLAN = Statement("""
 SELECT tenant_id, agent_id, replay_of, plan, inputs, skill_versions, step_count,
-       max_cost_usd, max_tokens, max_steps, max_wall_s
+       max_cost_usd, max_tokens, max_steps, max_wall_s, concurrency IS NOT NULL AS limited
 FROM runs WHERE id = %(run)s
 """)
 

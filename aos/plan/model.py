@@ -25,7 +25,12 @@ STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 ON_ERROR_MODES = ("ABORT", "SKIP", "FALLBACK", "ESCALATE", "RETRY")
 # what an ESCALATE may say about the wait it opens: the signal's name, how long a person has, the payload's schema
 ESCALATE_KEYS = ("signal", "timeout_s", "schema")
-PLAN_KEYS = {"name", "description", "inputs", "budget", "steps"}
+PLAN_KEYS = {"name", "description", "inputs", "budget", "concurrency", "steps"}
+CONCURRENCY_KEYS = {"limit", "key"}
+# at most this many runs of one plan (or per key) at once: the largest `concurrency.limit`
+CONCURRENCY_MAX = 100_000
+CONCURRENCY_KEY_LENGTH = 500
+CONCURRENCY_KEY_PATTERN = r"^inputs(?![^.\[])"  # what the JSON Schema can say of a key; parse_concurrency says the rest
 STEP_KEYS = {"id", "skill", "args", "retry", "timeout_s", "on_error", "description"}
 BUDGET_KEYS = {"max_cost_usd", "max_tokens", "max_steps", "max_wall_s"}
 RETRY_KEYS = {"max_attempts", "backoff_s", "backoff_max_s"}
@@ -41,6 +46,15 @@ class Budget:
     max_tokens: int | None = None
     max_steps: int | None = None
     max_wall_s: int | None = None
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """At most ``limit`` runs at once (of a workflow or plan, or of an agent); with ``key`` (an expression
+    over ``inputs``, e.g. ``inputs.customer``) at most ``limit`` per value of the key."""
+
+    limit: int
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,7 @@ class Plan:
     budget: Budget
     steps: tuple[Step, ...]
     raw: dict[str, Any]
+    concurrency: Concurrency | None = None
 
     @property
     def hash(self) -> str:
@@ -140,9 +155,45 @@ def parse_plan(data: Any, registry: SkillRegistry, *, inputs: dict[str, Any] | N
     for key, value in merged_inputs.items():
         _fits(p, child_path("$.inputs", key), value)
     budget = _parse_budget(p, data.get("budget", {}))
+    concurrency = parse_concurrency(p, "$.concurrency", data.get("concurrency"))
     steps = _parse_steps(p, data.get("steps"), registry, merged_inputs)
     p.raise_if_any()
-    return Plan(name=name, inputs=merged_inputs, budget=budget, steps=tuple(steps), raw=data)
+    return Plan(name=name, inputs=merged_inputs, budget=budget, steps=tuple(steps), raw=data,
+                concurrency=concurrency)
+
+
+def concurrency_problems(path: str, c: Any) -> list[dict[str, str]]:
+    """Every problem of a ``concurrency`` object (a plan's, an agent's), each with its JSON path."""
+    p = _Problems()
+    parse_concurrency(p, path, c)
+    return p.items
+
+
+def parse_concurrency(p: _Problems, path: str, c: Any) -> Concurrency | None:
+    if c is None:
+        return None
+    if not isinstance(c, dict):
+        p.add(path, "PLAN_INVALID", "must be an object: {\"limit\": N, \"key\": \"inputs.<field>\"}")
+        return None
+    _unknown_keys(p, path, c, CONCURRENCY_KEYS)
+    limit = c.get("limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= CONCURRENCY_MAX:
+        p.add(f"{path}.limit", "PLAN_INVALID", f"must be an integer from 1 to {CONCURRENCY_MAX}")
+        return None
+    key = c.get("key")
+    if key is not None:
+        if not isinstance(key, str) or not 0 < len(key) <= CONCURRENCY_KEY_LENGTH:
+            p.add(f"{path}.key", "PLAN_INVALID", f"must be an expression of 1 to {CONCURRENCY_KEY_LENGTH} characters")
+            return None
+        try:
+            fields = leading_fields(key)
+        except AosError as exc:  # EXPR_INVALID, EXPR_TOO_COMPLEX
+            p.add(f"{path}.key", exc.code, exc.message)
+            return None
+        if not fields or fields[0] != "inputs":
+            p.add(f"{path}.key", "PLAN_INVALID", "must select from the run's inputs, e.g. \"inputs.customer\"")
+            return None
+    return Concurrency(limit=limit, key=key)
 
 
 # the largest values the runs table can hold: a bigger one is a plan error, not a 500 when it is stored

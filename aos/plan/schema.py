@@ -15,6 +15,9 @@ from typing import Any
 from aos.limits import MAX_STEPS
 from aos.plan.model import (
     BUDGET_MAX,
+    CONCURRENCY_KEY_LENGTH,
+    CONCURRENCY_KEY_PATTERN,
+    CONCURRENCY_MAX,
     ESCALATE_KEYS,
     NAME_LENGTH,
     ON_ERROR_MODES,
@@ -30,6 +33,16 @@ ANY: dict[str, Any] = {}  # any JSON value
 
 def _bounded(kind: str, minimum: float, maximum: float) -> dict[str, Any]:
     return {"type": kind, "minimum": minimum, "maximum": maximum}
+
+
+def concurrency_json_schema() -> dict[str, Any]:
+    """A plan's or an agent's ``concurrency`` (docs/concurrency.md)."""
+    return {"type": "object", "nullable": True, "required": ["limit"], "additionalProperties": False,
+            "description": "At most `limit` runs at once; with `key` (an expression over the run's inputs, "
+                           "e.g. `inputs.customer`) at most `limit` per value. Runs over it wait in `queued`.",
+            "properties": {"limit": _bounded("integer", 1, CONCURRENCY_MAX),
+                           "key": {"type": "string", "minLength": 1, "maxLength": CONCURRENCY_KEY_LENGTH,
+                                   "pattern": CONCURRENCY_KEY_PATTERN}}}
 
 
 def plan_json_schema(registry: SkillRegistry) -> dict[str, Any]:
@@ -85,6 +98,7 @@ def plan_json_schema(registry: SkillRegistry) -> dict[str, Any]:
             "description": ANY,
             "inputs": {"type": "object", "description": "Named inputs, any JSON values."},
             "budget": budget,
+            "concurrency": concurrency_json_schema(),
             "steps": {"type": "array", "minItems": 1, "maxItems": MAX_STEPS, "items": step},
         },
     }

@@ -14,11 +14,13 @@ from sqlalchemy.exc import IntegrityError
 from aos.db.models import Agent, Run, Workflow
 from aos.db.session import session_scope
 from aos.errors import AosError
+from aos.plan.model import concurrency_problems
 from aos.services.capabilities import load_agent
 from aos.services.pagination import DEFAULT_LIMIT, paginate
 from aos.services.tenancy import TenantContext
 
-CAPABILITY_KEYS = ("allowed_skills", "http_hosts", "db_connections", "max_cost_usd")
+# ``concurrency``: at most N of its runs at once, optionally per a key of the inputs (docs/concurrency.md)
+CAPABILITY_KEYS = ("allowed_skills", "http_hosts", "db_connections", "max_cost_usd", "concurrency")
 # 1 to 100 characters (the column), none a control character, not all blank. "Blank" is spelled out (Python's
 # whitespace) rather than `\S`, whose meaning differs between regex engines: the API documents this very
 # pattern, and a client's validator must agree with ours on every string.
@@ -47,6 +49,8 @@ def capability_problems(caps: Any) -> list[dict[str, str]]:
         if k not in CAPABILITY_KEYS:
             problems.append({"path": path, "code": "VALIDATION_ERROR",
                              "message": f"unknown capability; known: {', '.join(CAPABILITY_KEYS)}"})
+        elif k == "concurrency":
+            problems.extend({**p, "code": "VALIDATION_ERROR"} for p in concurrency_problems(path, v))
         elif k == "max_cost_usd":
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
                 problems.append({"path": path, "code": "VALIDATION_ERROR", "message": "must be a number >= 0"})

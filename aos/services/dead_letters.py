@@ -160,7 +160,7 @@ def replay(dl_id: int | str, *, tenant_id: uuid.UUID | None = None, publisher: P
     ``result``: ``requeued`` (by hand) or ``redriven`` (by reconciliation) when the work was re-driven;
     ``superseded`` when there was nothing left to do (the run already moved on, the row was delivered):
     the dead letter is then ``resolved``."""
-    enqueue_id = None
+    enqueue_ids: list[int] = []
     with session_scope() as s:
         if fence is not None:
             fence(s)
@@ -175,7 +175,7 @@ def replay(dl_id: int | str, *, tenant_id: uuid.UUID | None = None, publisher: P
         dl = _get(s, tenant_id, dl.id, lock=True)
         if dl.status != "open":
             raise AosError("DEAD_LETTER_NOT_REPLAYABLE", f"dead letter {dl.id} is {dl.status}; only open ones replay")
-        result, enqueue_id = _redrive(s, dl)
+        result, enqueue_ids = _redrive(s, dl)
         if result == "requeued" and automatic:
             result = "redriven"
         dl.status = "resolved" if result == "superseded" else "replayed"
@@ -184,16 +184,17 @@ def replay(dl_id: int | str, *, tenant_id: uuid.UUID | None = None, publisher: P
         s.flush()
         out = {"dead_letter": view(dl, _replay_of(s, dl.id)), "result": result, "replayed_now": True}
     log.info("dead letter %s (%s) replayed: %s", dl.id, dl.kind, result)
-    if enqueue_id is not None and publisher is not None:
-        outbox.deliver_one(enqueue_id, publisher)  # publish now; the drain would do it within seconds otherwise
+    if publisher is not None:
+        for enqueue_id in enqueue_ids:  # publish now; the drain would do it within seconds otherwise
+            outbox.deliver_one(enqueue_id, publisher)
     return out
 
 
-def _redrive(s: Session, dl: DeadLetter) -> tuple[str, int | None]:
-    """Do the work again. Returns (result, id of a run.enqueue outbox row to publish, if any)."""
+def _redrive(s: Session, dl: DeadLetter) -> tuple[str, list[int]]:
+    """Do the work again. Returns (result, ids of run.enqueue outbox rows to publish)."""
 
     if dl.kind == "outbox":
-        return outbox.reopen(s, int(dl.payload["outbox_id"])), None
+        return outbox.reopen(s, int(dl.payload["outbox_id"])), []
     if dl.kind == "task":
         task = str(dl.payload.get("task"))
         if task not in RUN_TASKS or dl.run_id is None:
@@ -206,10 +207,10 @@ def _redrive(s: Session, dl: DeadLetter) -> tuple[str, int | None]:
     if dl.kind == "step":
         # the failed step must still be where the run stopped: otherwise it was resumed meanwhile
         if run.status not in ("failed", "dead_lettered") or run.next_step != dl.payload.get("step_index"):
-            return "superseded", None
+            return "superseded", []
     elif run.status in FINAL_RUN_STATUSES or (run.lease_expires_at is not None
                                               and run.lease_expires_at > datetime.now(UTC)):
-        return "superseded", None  # a crashed task's run that finished, or that a live worker is advancing
+        return "superseded", []  # a crashed task's run that finished, or that a live worker is advancing
     return "requeued", requeue(s, run, reason="replay", fresh_retries=True)
 
 

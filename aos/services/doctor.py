@@ -87,6 +87,7 @@ def check_database(settings: Settings) -> list[Finding]:
         findings.append(_check_migrations(settings.database_url))
         with engine.connect() as conn:
             findings.append(_check_pgvector(conn))
+            findings.append(_check_row_security(conn, settings))
             findings.append(_check_beat_leader(conn))
     finally:
         engine.dispose()
@@ -107,6 +108,22 @@ def _check_migrations(url: str) -> Finding:
         return _fail("migrations", f"database is at revision {current or '(none)'}, this code expects {head}",
                      "run `aos db upgrade` (and deploy the matching code)")
     return _ok("migrations", f"database at head revision {head} (`aos db check` also compares models and schema)")
+
+
+def _check_row_security(conn: Any, settings: Settings) -> Finding:
+    from aos.db.rls import role_problems, tenant_tables, unguarded_tables
+
+    if not tenant_tables(conn):
+        return _info("row security", "no tables yet (the migrations finding says why)")
+    problems = [*role_problems(conn, settings.db_app_role)] if settings.db_app_role else []
+    unguarded = unguarded_tables(conn)
+    if unguarded:
+        problems.append(f"tenant tables without a forced tenant_rows policy: {', '.join(unguarded)}")
+    if problems:
+        return _fail("row security", "; ".join(problems),
+                     "run `aos db upgrade`; see docs/operations.md (Database roles) for what a DBA grants")
+    return _ok("row security", f"every tenant table has forced row-level security; AOS acts as "
+               f"{settings.db_app_role or 'its login'} (docs/security.md)")
 
 
 def _check_pgvector(conn: Any) -> Finding:

@@ -7,7 +7,8 @@
   run's plan, inputs and pinned skills never change after submission. Per step, the worker then
   needs nothing of the plan from Postgres, whatever the plan's size.
 
-Services that queue a run import this module; of the other services it imports only the timeline.
+Services that queue a run import this module; of the other services it imports only the timeline and
+the concurrency limits.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from sqlalchemy.orm import Session
 
 from aos.db import direct, step_store
 from aos.db.models import ENQUEUE_TOPIC, FINAL_RUN_STATUSES, OutboxMessage, Run, RunWait
+from aos.db.scope import OPERATOR
 from aos.errors import AosError
 from aos.plan import Plan
 from aos.plan.refs import iter_references, leading_fields
 from aos.plan.stored import stored_plan
 from aos.runtime.budget import Limits
-from aos.services import timeline
+from aos.services import concurrency, timeline
 from aos.services.publisher import Publisher
 from aos.skills.base import Skill, declared_pure
 from aos.skills.registry import default_registry
@@ -69,30 +71,38 @@ def referenced_steps(args: Any) -> frozenset[str]:
 def publish_segment(run_id: str, from_step: int, generation: int, publisher: Publisher) -> None:
     """Publish the next segment of a long run's chain (called by the chain itself)."""
     rid = uuid.UUID(run_id)
-    with direct.relaxed() as conn:
+    with direct.relaxed(OPERATOR) as conn:  # the engine's own lookup by run id: its tenant is not known yet
         status = step_store.run_status(conn, rid)
     rp = run_plan(rid) if status is not None and status not in FINAL_RUN_STATUSES else None
     if rp is not None:
         publisher.enqueue_run(run_id, from_step, list(rp.timeouts), generation=generation)
 
 
-def requeue(s: Session, run: Run, *, reason: str, fresh_retries: bool = False) -> int:
-    """Put a run back in the queue from its first unfinished step (resume and the reaper). With
-    ``fresh_retries`` (a person stepped in: resume, dead-letter replay) the step's retry budget starts over;
-    its attempts keep their numbers (idempotency keys, recordings)."""
+def requeue(s: Session, run: Run, *, reason: str, fresh_retries: bool = False) -> list[int]:
+    """Put a run back in the queue from its first unfinished step (resume, a dead letter's replay, the
+    reaper); the ids of the ``run.enqueue`` outbox rows to deliver after the commit.
+
+    With ``fresh_retries`` (a person stepped in: resume, dead-letter replay) the step's retry budget starts
+    over; its attempts keep their numbers (idempotency keys, recordings). A finished run that a concurrency
+    limit applies to gave its slot back when it finished: it waits for one again, behind the runs already
+    waiting (none of the ids may be its own). A run the reaper re-publishes still holds its slot."""
+    wait = run.concurrency is not None and run.status in FINAL_RUN_STATUSES
+    now = datetime.now(UTC)
     res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version)
                     .values(status="queued", cancel_requested=False, version=Run.version + 1,
                             error_code=None, error_message=None, finished_at=None, lease_owner=None,
-                            lease_expires_at=None, wake_at=None, updated_at=datetime.now(UTC),
+                            lease_expires_at=None, wake_at=None, updated_at=now,
+                            waiting_since=now if wait else None,
                             **({"retry_base": Run.attempt} if fresh_retries else {})))
     if res.rowcount == 0:  # type: ignore[attr-defined]
         raise AosError("CONFLICT", "the run changed meanwhile; try again")
     # a waiting run that is resumed leaves its wait: its step runs again (a waiting skill waits anew)
     s.execute(update(RunWait).where(RunWait.run_id == run.id, RunWait.status == "waiting")
-              .values(status="cancelled", resolved_at=datetime.now(UTC)))
-    outbox_id = add_enqueue(s, run.tenant_id, run.id, run.next_step)
+              .values(status="cancelled", resolved_at=now))
     timeline.record(s, run.tenant_id, run.id, "run.resumed", from_step=run.next_step, reason=reason)
-    return outbox_id
+    if wait:
+        return list(concurrency.admit(step_store.session_connection(s), run.tenant_id).values())
+    return [add_enqueue(s, run.tenant_id, run.id, run.next_step)]
 
 
 # --- the run's plan, as workers see it -------------------------------------------------------------
@@ -112,8 +122,10 @@ class RunPlan:
     limits: Limits
     missing: dict[int, str]           # why a step's pinned skill could not be loaded here (a deploy removed it)
     refs: tuple[frozenset[str], ...]  # the earlier steps whose outputs each step's args reference
+    limited: bool = False             # a concurrency limit applies: finishing it gives its slot to a waiting run
     # which steps may run without a claim (``aos.services.execution``): a pure skill, free, no fallback, in a
-    # run with no limits and no agent, neither its first step (the run's start) nor its last (the totals)
+    # run with no limits, no concurrency limit and no agent, neither its first step (the run's start) nor its
+    # last (the totals)
     claimless: tuple[bool, ...] = ()
 
     @property
@@ -137,7 +149,7 @@ def run_plan(run_id: uuid.UUID) -> RunPlan | None:
         if hit is not None:
             _cache.move_to_end(run_id)
             return hit
-    with direct.relaxed() as conn:
+    with direct.relaxed(OPERATOR) as conn:  # a worker learns the run's tenant from this row
         row = step_store.run_plan(conn, run_id)
     if row is None:
         return None
@@ -169,7 +181,8 @@ def _build(run_id: uuid.UUID, row: dict[str, Any]) -> RunPlan:
     max_cost = row["max_cost_usd"]
     limits = Limits(max_cost_usd=Decimal(max_cost) if max_cost is not None else None,
                     max_tokens=row["max_tokens"], max_steps=row["max_steps"], max_wall_s=row["max_wall_s"])
-    unlimited = not limits.counted and limits.max_wall_s is None and row["agent_id"] is None
+    unlimited = not limits.counted and limits.max_wall_s is None and row["agent_id"] is None \
+        and not row.get("limited")
     claimless = tuple(unlimited and 0 < st.index < len(plan.steps) - 1 and k is not None and declared_pure(k)
                       and st.on_error.mode not in ("FALLBACK", "ESCALATE") and not k.cost_model.estimate(st.args).cost_usd
                       and not k.cost_model.estimate(st.args).tokens
@@ -179,4 +192,4 @@ def _build(run_id: uuid.UUID, row: dict[str, Any]) -> RunPlan:
         plan=plan, skills=tuple(skills), missing=missing, refs=tuple(referenced_steps(st.args) for st in plan.steps),
         timeouts=tuple(st.timeout_s or (k.default_timeout_s if k else Skill.default_timeout_s)
                        for st, k in zip(plan.steps, skills, strict=True)),
-        limits=limits, claimless=claimless)
+        limits=limits, claimless=claimless, limited=bool(row.get("limited")))

@@ -24,6 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from aos import metrics
 from aos.config import get_settings
 from aos.db import direct, step_store
 from aos.db.models import FINAL_RUN_STATUSES
+from aos.db.scope import as_operator, as_tenant
 from aos.errors import AosError
 from aos.golden.replay import ReplayedSkill
 from aos.limits import MAX_STEP_DATA_DEPTH, text_too_deep, too_deep
@@ -43,7 +45,7 @@ from aos.runtime import budget
 from aos.runtime.catalog import CATALOG
 from aos.runtime.invoke import invoke_skill, outcome_error
 from aos.runtime.outcome import StructuredOutcome
-from aos.services import circuit, outcomes, quotas, signals
+from aos.services import circuit, concurrency, outcomes, quotas, signals
 from aos.services.enqueue import RunPlan, referenced_steps, run_plan
 from aos.services.outcomes import Claim, StepDecision
 from aos.skills.base import Skill, SkillContext
@@ -78,7 +80,8 @@ def _inline(run_id: str, index: int, worker: str, decision: StepDecision, limit:
     t0, done = time.perf_counter(), 0
     while done < limit and index + 1 + done < rp.step_count and rp.claimless[index + 1 + done] \
             and time.perf_counter() - t0 < budget_s:
-        d = _execute_claimless(rp, index + 1 + done, worker)
+        with as_tenant(rp.tenant_id):
+            d = _execute_claimless(rp, index + 1 + done, worker)
         if d is None:  # the run is not where this delivery left it: the step's own message decides
             break
         if d.action == "retry":
@@ -102,6 +105,15 @@ def _execute_step(run_id: str, step_index: int, worker: str, abandoned: Sequence
         return StepDecision.stop("run does not exist")
     if step_index >= rp.step_count:
         return StepDecision.stop("no such step")
+    # every statement of the step from here on sees only the run's tenant's rows (row-level security);
+    # the setting travels with each statement (aos.db.statements): no round trip of its own
+    with as_tenant(rp.tenant_id):
+        return _execute(rp, step_index, worker, abandoned, first_delivery)
+
+
+def _execute(rp: RunPlan, step_index: int, worker: str, abandoned: Sequence[str],
+             first_delivery: bool) -> StepDecision:
+    rid = rp.run_id
     if first_delivery and not abandoned and rp.claimless[step_index]:
         decided = _execute_claimless(rp, step_index, worker)
         if decided is not None:
@@ -154,11 +166,11 @@ def _execute_claimless(rp: RunPlan, index: int, worker: str) -> StepDecision | N
     c = Claim(rp=rp, step=step, skill=skill, worker=worker, version=0,
               opened=step_store.OpenAttempt(index=index, step_id=step.id, skill=skill.ref, attempt=1),
               reserved=budget.NOTHING, spend=budget.Spend(), budget_warned=True, capabilities={})
-    settled, plan = _write(c, outcomes.finished(c, _run_skill(c, skill, step.args, _context(c))), started)
+    settled, plan, admitted = _write(c, outcomes.finished(c, _run_skill(c, skill, step.args, _context(c))), started)
     if not settled:
         return None
     plan.count()
-    return plan.decision
+    return replace(plan.decision, admitted=admitted) if admitted else plan.decision
 
 
 # --- claim -----------------------------------------------------------------------------------------
@@ -233,7 +245,7 @@ def _why_not(rp: RunPlan, step: Step, estimate: budget.Estimate, worker: str,
         # Every delivery of this attempt died (killed, timed out, or raised outside the skill): another one
         # would die too. Quarantine the step instead of feeding the loop.
         skill = rp.skills[step.index]
-        return _quarantine(rp.run_id, step.index, step.id, skill.ref if skill is not None else step.skill, fence,
+        return _quarantine(rp, rp.run_id, step.index, step.id, skill.ref if skill is not None else step.skill, fence,
                            st["attempt"], estimate,
                            f"the step's deliveries died {st['attempt_deliveries']} times in a row "
                            f"(AOS_POISON_DELIVERIES={poison}): the worker was killed or timed out running it")
@@ -259,26 +271,29 @@ def _refuse(rp: RunPlan, step: Step, code: str, message: str, worker: str, aband
             return StepDecision.stop("run changed meanwhile")
         fence = (st["version"], st["lease_owner"])
     settlement, decision = outcomes.refused(rp, step, code, message, fence)
-    with direct.durable() as conn:
-        settled = step_store.settle(conn, settlement)
+    settled, admitted = _write_settlement(rp, settlement)
     if not settled:
         return StepDecision.stop("run changed meanwhile")
     metrics.run_finished("failed")
-    return decision
+    return replace(decision, admitted=admitted)
 
 
-def _quarantine(run_id: uuid.UUID, index: int, step_id: str, skill_ref: str, fence: tuple[int, str | None],
-                open_attempt: int | None, estimate: budget.Estimate, message: str) -> StepDecision:
+def _quarantine(rp: RunPlan | None, run_id: uuid.UUID, index: int, step_id: str, skill_ref: str,
+                fence: tuple[int, str | None], open_attempt: int | None, estimate: budget.Estimate,
+                message: str) -> StepDecision:
     settlement, decision = outcomes.poisoned(run_id, index, step_id, skill_ref, fence, open_attempt=open_attempt,
                                              reserved=budget.reservation_for(estimate), message=message)
-    with direct.durable() as conn:
-        settled = step_store.settle(conn, settlement)
+    if rp is not None:
+        settled, admitted = _write_settlement(rp, settlement)
+    else:  # a plan this code cannot load: no concurrency slot to hand on that it could know of
+        with direct.durable() as conn:
+            settled, admitted = step_store.settle(conn, settlement), ()
     if not settled:
         return StepDecision.stop("run changed meanwhile")
     log.error("run %s step %s quarantined (STEP_POISONED): %s", run_id, step_id, message)
     metrics.run_finished("failed")
     metrics.dead_letter_created("step")
-    return decision
+    return replace(decision, admitted=admitted) if admitted else decision
 
 
 def step_crashed(run_id: str, step_index: int, worker: str, abandoned: Sequence[str], crashes: int,
@@ -289,6 +304,12 @@ def step_crashed(run_id: str, step_index: int, worker: str, abandoned: Sequence[
     poison = get_settings().poison_deliveries
     if crashes < poison:
         return None
+    with as_operator():  # the plan may not even load: no tenant to scope to, so the operator's role decides
+        return _quarantine_crashed(run_id, step_index, worker, abandoned, crashes, error, poison)
+
+
+def _quarantine_crashed(run_id: str, step_index: int, worker: str, abandoned: Sequence[str], crashes: int,
+                        error: str, poison: int) -> StepDecision | None:
     rid = uuid.UUID(run_id)
     try:
         rp = run_plan(rid)
@@ -306,7 +327,7 @@ def step_crashed(run_id: str, step_index: int, worker: str, abandoned: Sequence[
             owner != worker and owner not in abandoned:
         return None  # a live delivery elsewhere owns the step: not ours to quarantine
     estimate = skill.cost_model.estimate(step.args) if skill is not None and step is not None else budget.Estimate()
-    return _quarantine(rid, step_index, step.id if step is not None else f"#{step_index}",
+    return _quarantine(rp, rid, step_index, step.id if step is not None else f"#{step_index}",
                        skill.ref if skill is not None else (step.skill if step is not None else "unknown"),
                        (st["version"], owner), st["attempt"] if st["attempt_open"] else None, estimate,
                        f"{crashes} deliveries in a row raised outside the skill (AOS_POISON_DELIVERIES={poison}); "
@@ -405,13 +426,26 @@ def _park(c: Claim, att: outcomes.Attempt) -> StepDecision:
 # --- settle ------------------------------------------------------------------------------------------
 
 
-def _write(c: Claim, plan: outcomes.Settled, claimless_since: datetime | None = None) -> tuple[bool, outcomes.Settled]:
-    """Write the settlement: (whether its fence held, the settlement written or refused)."""
+def _write_settlement(rp: RunPlan, settlement: step_store.Settlement) -> tuple[bool, tuple[int, ...]]:
+    """Write a settlement: one durable statement; when it ends a run that a concurrency limit applies to,
+    the slot it frees goes to the next waiting runs in the same transaction (their enqueues returned)."""
+    with direct.durable() as conn:
+        if not (settlement.final and rp.limited):
+            return step_store.settle(conn, settlement), ()
+        with conn.transaction():
+            if not step_store.settle(conn, settlement):
+                return False, ()
+            return True, tuple(concurrency.admit(conn, rp.tenant_id).values())
+
+
+def _write(c: Claim, plan: outcomes.Settled,
+           claimless_since: datetime | None = None) -> tuple[bool, outcomes.Settled, tuple[int, ...]]:
+    """Write the settlement: whether its fence held, the settlement written (or refused), the runs it admitted."""
     if claimless_since is not None:
         plan.settlement.claimless, plan.settlement.started_at = True, claimless_since
     try:
-        with direct.durable() as conn:
-            return step_store.settle(conn, plan.settlement), plan
+        settled, admitted = _write_settlement(c.rp, plan.settlement)
+        return settled, plan, admitted
     except (psycopg.DataError, UnicodeEncodeError) as exc:
         # Postgres refused what the skill produced (a string jsonb cannot hold): the step fails, the run
         # goes on being handled like any failure — never a message redelivered forever.
@@ -419,12 +453,12 @@ def _write(c: Claim, plan: outcomes.Settled, claimless_since: datetime | None = 
         plan = outcomes.finished(c, _failed_attempt("DATA_NOT_STORABLE", f"{type(exc).__name__}: {exc}"[:500]))
         if claimless_since is not None:
             plan.settlement.claimless, plan.settlement.started_at = True, claimless_since
-        with direct.durable() as conn:
-            return step_store.settle(conn, plan.settlement), plan
+        settled, admitted = _write_settlement(c.rp, plan.settlement)
+        return settled, plan, admitted
 
 
 def _settle(c: Claim, plan: outcomes.Settled) -> StepDecision:
-    settled, plan = _write(c, plan)
+    settled, plan, admitted = _write(c, plan)
     if not settled:
         # Our lease expired and another delivery took the step over (or the run was cancelled): nothing
         # was written; the partial unique index would refuse a second success anyway.
@@ -432,5 +466,5 @@ def _settle(c: Claim, plan: outcomes.Settled) -> StepDecision:
     if plan.settlement.cost_usd:  # a step that cost something may take the tenant's day past 80 % of its budget
         quotas.warn_daily_budget(c.rp.tenant_id, c.rp.run_id, plan.settlement.day)
     plan.count()
-    return plan.decision
+    return replace(plan.decision, admitted=admitted) if admitted else plan.decision
 

@@ -165,7 +165,7 @@ def start_replay(ctx: TenantContext, document: Any, publisher: Publisher | None,
         raise AosError("GOLDEN_FORMAT_INVALID", "$.body.source.run_id is not a run id") from None
     recorded_versions = body["skill_versions"]
     with session_scope() as s:
-        run_id, outbox_id = persist_run(s, ctx, parsed, replay_of=str(identity), golden_hash=document["hash"])
+        run_id, outbox_ids = persist_run(s, ctx, parsed, replay_of=str(identity), golden_hash=document["hash"])
         run = s.get(Run, run_id)
         assert run is not None
         run.replay_of = identity
@@ -181,7 +181,8 @@ def start_replay(ctx: TenantContext, document: Any, publisher: Publisher | None,
                                    tenant_id=ctx.tenant_id, call=call)
                   for step_id, attempt, role, call in _recorded_calls(body))
     if publisher is not None:
-        outbox.deliver_one(outbox_id, publisher)
+        for outbox_id in outbox_ids:
+            outbox.deliver_one(outbox_id, publisher)
     return run_id
 
 

@@ -74,6 +74,8 @@ class StepDecision:
     reason: str
     countdown: float = 0.0
     inlined: int = 0  # the run's next steps this delivery ran itself (their chain messages are not needed)
+    # run.enqueue outbox rows of runs that this run's end gave a concurrency slot to: publish them
+    admitted: tuple[int, ...] = ()
 
     @classmethod
     def go_on(cls, reason: str) -> StepDecision:

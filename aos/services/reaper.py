@@ -27,8 +27,10 @@ from sqlalchemy import String, cast, or_, select
 from sqlalchemy.orm import Session
 
 from aos.config import get_settings
+from aos.db import direct
 from aos.db.models import ENQUEUE_TOPIC, OutboxMessage, Run
 from aos.db.session import session_scope
+from aos.services import concurrency
 from aos.services.enqueue import requeue
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ def _silent(now: datetime, silent_for: timedelta) -> list[Any]:
         OutboxMessage.topic == ENQUEUE_TOPIC, OutboxMessage.status == "pending",
         OutboxMessage.payload["run_id"].astext == cast(Run.id, String)).exists()
     return [Run.status.in_(("queued", "running")),
+            Run.waiting_since.is_(None),  # a run waiting for a concurrency slot has no message to lose
             Run.updated_at < now - silent_for,
             or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
             or_(Run.wake_at.is_(None), Run.wake_at < now - silent_for),
@@ -59,7 +62,12 @@ def _silent(now: datetime, silent_for: timedelta) -> list[Any]:
 
 def reap_silent_runs(limit: int = 100, step_queue: StepQueue | None = None) -> int:
     """Re-publish up to ``limit`` silent runs whose step message is not waiting in the queue.
-    Without ``step_queue`` every silent run is taken as lost."""
+    Without ``step_queue`` every silent run is taken as lost. Also gives free concurrency slots to
+    waiting runs (a raised cap; a run that ended by a path that had no limit when it was queued): their
+    enqueues are then due for the outbox drain."""
+    admitted = concurrency.admit_all_waiting(direct.durable)
+    if admitted:
+        log.info("reaper: %d waiting runs given a free concurrency slot", len(admitted))
     grace = timedelta(seconds=get_settings().reaper_grace_s)
     now = datetime.now(UTC)
     with session_scope() as s:

@@ -16,12 +16,12 @@ from aos import metrics
 from aos.config import get_settings
 from aos.db import direct, run_store, step_store
 from aos.db.jsontext import NotStorable, to_json
-from aos.db.models import FINAL_RUN_STATUSES, RUN_STATUSES, Checkpoint, OutboxMessage, Run, Workflow
+from aos.db.models import FINAL_RUN_STATUSES, RUN_STATUSES, Checkpoint, OutboxMessage, Run, Tenant, Workflow
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, parse_plan
 from aos.runtime import budget
-from aos.services import enqueue, outbox, quotas, signals, timeline
+from aos.services import concurrency, enqueue, outbox, quotas, signals, timeline
 from aos.services.capabilities import capability_problems, load_agent, raise_if_denied
 from aos.services.failures import error_view, final_error_view
 from aos.services.pagination import DEFAULT_LIMIT, paginate
@@ -34,14 +34,17 @@ log = logging.getLogger(__name__)
 
 def submit_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *,
                inputs: dict[str, Any] | None = None, agent_id: uuid.UUID | None = None,
-               workflow_id: uuid.UUID | None = None) -> uuid.UUID:
+               workflow_id: uuid.UUID | None = None, scope: str | None = None) -> uuid.UUID:
     """Validate, store the run with its enqueue and ``run.queued`` event (one durable statement), then
     publish and settle the enqueue.
 
     A run that was committed is never lost: if publishing fails (broker down) the enqueue row stays
-    pending and the beat-driven drain publishes it later.
+    pending and the beat-driven drain publishes it later. A run that a concurrency limit applies to is
+    stored waiting and starts when a slot is free (``aos.services.concurrency``); ``scope`` names the
+    group of its workflow (``workflow:<name>``) for a ``concurrency`` in its plan.
     """
-    return _submit(ctx, plan_data, publisher, inputs=inputs, agent_id=agent_id, workflow_id=workflow_id)[0].id
+    return _submit(ctx, plan_data, publisher, inputs=inputs, agent_id=agent_id, workflow_id=workflow_id,
+                   scope=scope)[0].id
 
 
 def accept_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *,
@@ -55,33 +58,58 @@ def accept_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
 
 
 def _submit(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *, inputs: dict[str, Any] | None,
-            agent_id: uuid.UUID | None, workflow_id: uuid.UUID | None) -> tuple[Run, Plan]:
+            agent_id: uuid.UUID | None, workflow_id: uuid.UUID | None,
+            scope: str | None = None) -> tuple[Run, Plan]:
     if inputs is not None and not isinstance(inputs, dict):
         raise AosError("VALIDATION_ERROR", "inputs must be a JSON object")
     plan = parse_plan(plan_data, default_registry(), inputs=inputs)
     quotas.check_submission(ctx)  # nothing to read unless the tenant has daily run or token quotas
+    agent_caps = None
     if agent_id is not None:
         with session_scope() as s:
-            check_capabilities(s, ctx, agent_id, plan)
+            agent_caps = check_capabilities(s, ctx, agent_id, plan)
     check_step_budget(plan)
-    run = new_run(ctx, plan, agent_id=agent_id, workflow_id=workflow_id)
-    with direct.durable() as conn:
-        row = run_store.insert_run(conn, run, **_enqueue_args(run, plan,
-                                                              lease_s=outbox.lease_seconds() if publisher else 0))
+    limits = concurrency.run_concurrency(
+        concurrency.groups_for(plan, scope=scope, agent_id=agent_id, agent_capabilities=agent_caps),
+        concurrency.tenant_cap(ctx.max_running_runs))
+    run = new_run(ctx, plan, agent_id=agent_id, workflow_id=workflow_id, concurrency=limits)
+    if limits is None:
+        with direct.durable() as conn:
+            row = run_store.insert_run(conn, run, **_enqueue_args(run, plan,
+                                                                  lease_s=outbox.lease_seconds() if publisher else 0))
+        created_at = row.run_created_at
+    else:
+        with direct.durable() as conn, conn.transaction():
+            created_at = run_store.insert_waiting_run(conn, run, queued=_enqueue_args(run, plan, lease_s=0)["queued"])
+            admitted = list(concurrency.admit(conn, ctx.tenant_id).values())
     metrics.run_submitted()  # after the commit (schedules count their firings the same way)
     if publisher is not None:
-        outbox.publish_leased(ctx.tenant_id, run.id, row, publisher, enqueue.step_timeouts(plan))
+        if limits is None:
+            outbox.publish_leased(ctx.tenant_id, run.id, row, publisher, enqueue.step_timeouts(plan))
+        else:
+            deliver_admitted(admitted, publisher)
     b = plan.budget
     accepted = Run(id=run.id, tenant_id=ctx.tenant_id, agent_id=agent_id, workflow_id=workflow_id, name=plan.name,
                    plan=plan.raw, plan_hash=run.plan_hash, inputs=plan.inputs, step_count=run.step_count,
                    status="queued", next_step=0, max_cost_usd=run.max_cost_usd, max_tokens=b.max_tokens,
                    max_steps=b.max_steps, max_wall_s=b.max_wall_s, spent_cost_usd=Decimal(0), spent_tokens=0,
-                   steps_started=0, created_at=row.run_created_at)
+                   steps_started=0, created_at=created_at)
     return accepted, plan
 
 
+def deliver_admitted(outbox_ids: list[int], publisher: Publisher | None) -> None:
+    """Publish the enqueues of runs that were just given a slot (the drain does it if this fails)."""
+    if publisher is None:
+        return
+    for oid in outbox_ids:
+        try:
+            outbox.deliver_one(oid, publisher)
+        except Exception:  # noqa: BLE001 — the row stays pending: the drain publishes it
+            log.warning("could not publish admitted run (outbox %s); the drain will", oid, exc_info=True)
+
+
 def new_run(ctx: TenantContext, plan: Plan, *, agent_id: uuid.UUID | None = None,
-            workflow_id: uuid.UUID | None = None) -> run_store.NewRun:
+            workflow_id: uuid.UUID | None = None, concurrency: str | None = None) -> run_store.NewRun:
     """The row of a validated plan's run: plan, inputs and skill versions pinned."""
     try:
         plan_json = to_json(plan.raw, canonical=True)
@@ -96,7 +124,7 @@ def new_run(ctx: TenantContext, plan: Plan, *, agent_id: uuid.UUID | None = None
         skill_versions=to_json({st.id: st.skill for st in plan.steps}), inputs=inputs_json,
         step_count=len(plan.steps), agent_id=agent_id, workflow_id=workflow_id,
         max_cost_usd=budget.money(b.max_cost_usd) if b.max_cost_usd is not None else None,
-        max_tokens=b.max_tokens, max_steps=b.max_steps, max_wall_s=b.max_wall_s)
+        max_tokens=b.max_tokens, max_steps=b.max_steps, max_wall_s=b.max_wall_s, concurrency=concurrency)
 
 
 def _enqueue_args(run: run_store.NewRun, plan: Plan, *, lease_s: float, **queued_data: Any) -> dict[str, Any]:
@@ -117,22 +145,33 @@ def check_step_budget(plan: Plan) -> None:
 
 
 def persist_run(s: Session, ctx: TenantContext, plan: Plan, *, agent_id: uuid.UUID | None = None,
-                workflow_id: uuid.UUID | None = None, **queued_data: Any) -> tuple[uuid.UUID, int]:
+                workflow_id: uuid.UUID | None = None, scope: str | None = None,
+                **queued_data: Any) -> tuple[uuid.UUID, list[int]]:
     """Insert a validated run, its enqueue outbox row (due at once) and its ``run.queued`` event in the
     caller's transaction (a user schedule advances its next fire time in the same one); return (run id,
-    outbox id) for ``outbox.deliver_one`` after the commit."""
-    if agent_id is not None:
-        check_capabilities(s, ctx, agent_id, plan)
+    the enqueue outbox ids for ``outbox.deliver_one`` after the commit). A run that a concurrency limit
+    applies to is stored waiting: the ids are then those of the runs given a slot (perhaps none)."""
+    agent_caps = check_capabilities(s, ctx, agent_id, plan) if agent_id is not None else None
     check_step_budget(plan)
-    run = new_run(ctx, plan, agent_id=agent_id, workflow_id=workflow_id)
-    row = run_store.insert_run(step_store.session_connection(s), run,
-                               **_enqueue_args(run, plan, lease_s=0, **queued_data))
-    return run.id, row.id
+    own_cap = s.scalar(select(Tenant.max_running_runs).where(Tenant.id == ctx.tenant_id))
+    limits = concurrency.run_concurrency(
+        concurrency.groups_for(plan, scope=scope, agent_id=agent_id, agent_capabilities=agent_caps),
+        concurrency.tenant_cap(own_cap))
+    run = new_run(ctx, plan, agent_id=agent_id, workflow_id=workflow_id, concurrency=limits)
+    conn = step_store.session_connection(s)
+    if limits is not None:
+        run_store.insert_waiting_run(conn, run, queued=_enqueue_args(run, plan, lease_s=0, **queued_data)["queued"])
+        return run.id, list(concurrency.admit(conn, ctx.tenant_id).values())
+    row = run_store.insert_run(conn, run, **_enqueue_args(run, plan, lease_s=0, **queued_data))
+    return run.id, [row.id]
 
 
-def check_capabilities(s: Session, ctx: TenantContext, agent_id: uuid.UUID, plan: Plan) -> None:
-    """Submission-time capability check (execution re-checks hosts and connections in the skills)."""
-    raise_if_denied(capability_problems(load_agent(s, ctx, agent_id), plan))
+def check_capabilities(s: Session, ctx: TenantContext, agent_id: uuid.UUID, plan: Plan) -> dict[str, Any]:
+    """Submission-time capability check (execution re-checks hosts and connections in the skills); the
+    agent's capabilities."""
+    agent = load_agent(s, ctx, agent_id)
+    raise_if_denied(capability_problems(agent, plan))
+    return dict(agent.capabilities or {})
 
 
 def _get_run(s: Session, tenant_id: uuid.UUID, run_id: uuid.UUID | str) -> Run:
@@ -361,16 +400,20 @@ def cancel_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher
             raise AosError("CONFLICT", f"run is already {run.status}; only queued or running runs can be cancelled")
         res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version)
                         .values(status="cancelled", cancel_requested=True, version=Run.version + 1,
-                                finished_at=datetime.now(UTC), updated_at=datetime.now(UTC),
+                                finished_at=datetime.now(UTC), updated_at=datetime.now(UTC), waiting_since=None,
                                 error_code="RUN_CANCELLED", error_message="cancelled by request"))
         if res.rowcount == 0:  # type: ignore[attr-defined]
             raise AosError("CONFLICT", "the run changed while cancelling; try again")
         signals.close_waits(s, run.id)
         timeline.record(s, ctx.tenant_id, run.id, "run.cancelled")
+        # its slot is free with this commit: the next waiting runs get it in the same transaction
+        admitted = list(concurrency.admit(step_store.session_connection(s), ctx.tenant_id).values()) \
+            if run.concurrency is not None else []
         metrics.run_finished("cancelled")
         generations = s.scalars(select(OutboxMessage.id).where(
             OutboxMessage.topic == enqueue.ENQUEUE, OutboxMessage.payload["run_id"].astext == str(run.id))).all()
         pending_steps = range(run.next_step, run.step_count)
+    deliver_admitted(admitted, publisher)
     if publisher is not None:
         try:
             publisher.revoke_steps(str(run.id), pending_steps, list(generations))
@@ -387,7 +430,6 @@ def resume_run(ctx: TenantContext, run_id: uuid.UUID | str, publisher: Publisher
         if run.status not in ("failed", "dead_lettered", "cancelled", "waiting"):
             raise AosError("CONFLICT", f"run is {run.status}; only failed, cancelled, dead-lettered or waiting "
                            "runs resume")
-        outbox_id = enqueue.requeue(s, run, reason="resume", fresh_retries=True)
-    if publisher is not None:
-        outbox.deliver_one(outbox_id, publisher)
+        outbox_ids = enqueue.requeue(s, run, reason="resume", fresh_retries=True)
+    deliver_admitted(outbox_ids, publisher)
     return get_run(ctx, run_id)

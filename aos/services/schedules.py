@@ -180,7 +180,7 @@ def set_enabled(ctx: TenantContext, schedule_id: str | uuid.UUID, enabled: bool)
         return schedule_view(sc, _names(s, {sc.workflow_id}).get(sc.workflow_id))
 
 
-def _fire_one(s: Session, sc: Schedule, now: datetime) -> tuple[uuid.UUID, int] | None:
+def _fire_one(s: Session, sc: Schedule, now: datetime) -> tuple[uuid.UUID, list[int]] | None:
     """Insert this tick's run (in a savepoint: a schedule that cannot start one does not stop the others)."""
     source = s.get(Workflow, sc.workflow_id)
     try:
@@ -190,7 +190,7 @@ def _fire_one(s: Session, sc: Schedule, now: datetime) -> tuple[uuid.UUID, int] 
                 raise AosError("NOT_FOUND", "the scheduled workflow no longer exists")
             plan = parse_plan(wf.plan, default_registry(), inputs=sc.inputs)
             ctx = TenantContext(tenant_id=sc.tenant_id, tenant_name="", key_id=None, scopes=frozenset())
-            started = persist_run(s, ctx, plan, workflow_id=wf.id, schedule_id=str(sc.id),
+            started = persist_run(s, ctx, plan, workflow_id=wf.id, scope=f"workflow:{wf.name}", schedule_id=str(sc.id),
                                   scheduled_for=sc.next_fire_at.isoformat())
     except AosError as exc:
         sc.last_error = f"{exc.code}: {exc.message}"[:2000]
@@ -207,7 +207,7 @@ def fire_due(publisher: Publisher | None, *, lease: Lease | None = None, limit: 
     the transaction is fenced too. Runs are published after the commit (or by the outbox drain when the
     broker is down or ``publisher`` is None).
     """
-    started: list[tuple[uuid.UUID, int]] = []
+    started: list[tuple[uuid.UUID, list[int]]] = []
     with session_scope() as s:
         if lease is not None:
             lease.fence(s)
@@ -225,8 +225,9 @@ def fire_due(publisher: Publisher | None, *, lease: Lease | None = None, limit: 
                 started.append(run)
             # Past now, not past the missed tick: an outage fires once, not once per missed tick.
             sc.next_fire_at = upcoming
-    for _run_id, outbox_id in started:
+    for _run_id, outbox_ids in started:
         metrics.run_submitted()
         if publisher is not None:
-            outbox.deliver_one(outbox_id, publisher)
+            for outbox_id in outbox_ids:
+                outbox.deliver_one(outbox_id, publisher)
     return [run_id for run_id, _ in started]

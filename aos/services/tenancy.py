@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from aos.db import direct, step_store
 from aos.db.models import ApiKey, Tenant
+from aos.db.scope import OPERATOR
 from aos.db.statements import Statement
 from aos.errors import AosError
 
@@ -53,6 +54,8 @@ class TenantContext:
     # who, for per-caller rate limits: ``key:<key id>`` or ``jwt:<sub>`` (None: an internal caller)
     caller: str | None = None
     quotas: Quotas = NO_QUOTAS
+    # the tenant's own cap on runs holding a slot (None: the deployment's default; aos.services.concurrency)
+    max_running_runs: int | None = None
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes or (scope in TENANT_SCOPES and "admin" in self.scopes)
@@ -114,12 +117,12 @@ def _key_prefix(key: str) -> str:
 _QUOTA_COLUMNS = """q.key_requests_per_minute, q.tenant_requests_per_minute, q.daily_requests, q.daily_runs,
        q.daily_tokens"""
 _KEY = Statement(f"""
-SELECT k.id, k.tenant_id, k.key_hash, k.scopes, k.revoked_at, t.name, {_QUOTA_COLUMNS}
+SELECT k.id, k.tenant_id, k.key_hash, k.scopes, k.revoked_at, t.name, t.max_running_runs, {_QUOTA_COLUMNS}
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id LEFT JOIN tenant_quotas q ON q.tenant_id = t.id
 WHERE k.prefix = %(prefix)s
 """)
 _TENANT = Statement(f"""
-SELECT t.id, t.name, {_QUOTA_COLUMNS}
+SELECT t.id, t.name, t.max_running_runs, {_QUOTA_COLUMNS}
 FROM tenants t LEFT JOIN tenant_quotas q ON q.tenant_id = t.id WHERE t.name = %(name)s
 """)
 
@@ -132,7 +135,8 @@ def authenticate(session: Session, key: str) -> TenantContext:
 def authenticate_key(key: str) -> TenantContext:
     """``authenticate`` in one prepared read on this thread's engine connection (every API request)."""
     prefix = _key_prefix(key)
-    with direct.relaxed() as conn:
+    # which tenant a key belongs to is not known before this read: it looks across tenants (operator)
+    with direct.relaxed(OPERATOR) as conn:
         row = _KEY.one(conn, prefix=prefix)
     return _context(key, row)
 
@@ -141,7 +145,8 @@ def _context(key: str, row: dict | None) -> TenantContext:
     if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], _hash(key)):
         raise AosError("AUTH_INVALID", "unknown or revoked API key")
     return TenantContext(tenant_id=row["tenant_id"], tenant_name=row["name"], key_id=row["id"],
-                         scopes=frozenset(row["scopes"]), caller=f"key:{row['id']}", quotas=_quotas(row))
+                         scopes=frozenset(row["scopes"]), caller=f"key:{row['id']}", quotas=_quotas(row),
+                         max_running_runs=row["max_running_runs"])
 
 
 def _quotas(row: dict) -> Quotas:
@@ -154,16 +159,18 @@ def tenant_context(tenant_name: object, *, scopes: frozenset[str], caller: str) 
     AUTH_INVALID when no tenant has that name (no hint whether the token or the tenant was wrong)."""
     if not isinstance(tenant_name, str) or not 0 < len(tenant_name) <= 100 or "\x00" in tenant_name:
         raise AosError("AUTH_INVALID", "the bearer token is not valid")
-    with direct.relaxed() as conn:
+    # which tenant a token names is not known before this read: it looks across tenants (operator)
+    with direct.relaxed(OPERATOR) as conn:
         row = _TENANT.one(conn, name=tenant_name)
     if row is None:
         raise AosError("AUTH_INVALID", "the bearer token is not valid")
     return TenantContext(tenant_id=row["id"], tenant_name=row["name"], key_id=None,
-                         scopes=frozenset(s for s in scopes if s in ALL_SCOPES), caller=caller, quotas=_quotas(row))
+                         scopes=frozenset(s for s in scopes if s in ALL_SCOPES), caller=caller, quotas=_quotas(row),
+                         max_running_runs=row["max_running_runs"])
 
 
 _KEY_BY_ID = Statement("""
-SELECT k.id, k.tenant_id, k.scopes, k.revoked_at, t.name
+SELECT k.id, k.tenant_id, k.scopes, k.revoked_at, t.name, t.max_running_runs
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = %(key_id)s
 """)
 
@@ -175,12 +182,13 @@ def key_context(key_id: uuid.UUID | str) -> TenantContext:
         kid = uuid.UUID(str(key_id))
     except ValueError:
         raise AosError("AUTH_INVALID", "the session names no API key; sign in again") from None
-    with direct.relaxed() as conn:
+    with direct.relaxed(OPERATOR) as conn:  # the key's tenant is what this read finds out
         row = _KEY_BY_ID.one(conn, key_id=kid)
     if row is None or row["revoked_at"] is not None:
         raise AosError("AUTH_INVALID", "the API key of this session was revoked; sign in with a live key")
     return TenantContext(tenant_id=row["tenant_id"], tenant_name=row["name"], key_id=row["id"],
-                         scopes=frozenset(row["scopes"]))
+                         scopes=frozenset(row["scopes"]), caller=f"key:{row['id']}",
+                         max_running_runs=row["max_running_runs"])
 
 
 def revoke_api_key(session: Session, tenant_id: uuid.UUID, prefix: str) -> None:
@@ -189,3 +197,12 @@ def revoke_api_key(session: Session, tenant_id: uuid.UUID, prefix: str) -> None:
                           .values(revoked_at=datetime.now(UTC)))
     if res.rowcount == 0:  # type: ignore[attr-defined]
         raise AosError("NOT_FOUND", f"no live key with prefix {prefix!r} for this tenant")
+
+
+def set_max_running_runs(session: Session, tenant: Tenant, cap: int | None) -> None:
+    """Set the tenant's cap on runs holding a slot (None: the deployment's default). Waiting runs that a
+    raised cap lets start are admitted by the caller (``aos.services.concurrency.admit``)."""
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise AosError("VALIDATION_ERROR", "max_running_runs must be an integer >= 1 (or unset)")
+    tenant.max_running_runs = cap
+    session.flush()

@@ -94,4 +94,4 @@ def run_workflow(ctx: TenantContext, name: str, publisher: Publisher | None, *, 
 
     w = get_workflow(ctx, name, version)
     return submit_run(ctx, w["plan"], publisher, inputs=inputs, agent_id=agent_id,
-                      workflow_id=uuid.UUID(w["id"]))
+                      workflow_id=uuid.UUID(w["id"]), scope=f"workflow:{name}")

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 
 from aos.config import Settings, get_settings
 from aos.redaction import install_log_redaction
@@ -117,6 +117,30 @@ def _fresh_engine_per_child(**_: Any) -> None:
 
     reset_engine()
     gc.freeze()
+
+
+# Row-level security (aos/db/scope.py): a step task scopes itself to its run's tenant; every other task
+# (beat's jobs, continuing a chain) works across tenants by nature and runs as the operator.
+_TENANT_TASKS = frozenset({STEP_TASK})
+_task_scopes: dict[str, object] = {}
+
+
+@task_prerun.connect
+def _enter_task_scope(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    from aos.db import scope
+
+    if task_id is not None:
+        _task_scopes[task_id] = scope.enter(scope.NOBODY if getattr(task, "name", None) in _TENANT_TASKS
+                                            else scope.OPERATOR)
+
+
+@task_postrun.connect
+def _leave_task_scope(task_id: str | None = None, **_: Any) -> None:
+    from aos.db import scope
+
+    token = _task_scopes.pop(task_id, None) if task_id is not None else None
+    if token is not None:
+        scope.leave(token)
 
 
 def worker_id() -> str:

@@ -36,13 +36,15 @@ def file_crashed_task(sender: Any = None, task_id: str | None = None, exception:
 
     A step that is redelivered (worker lost, ``reject_on_worker_lost``) never gets here: Celery sends
     ``task_failure`` only for work it will not run again by itself."""
+    from aos.db.scope import as_operator
     from aos.services.dead_letters import record_task_failure
 
     if exception is not None and isinstance(exception, tuple(getattr(sender, "throws", ()))):
         return  # an expected failure (a step whose run failed): its run already holds the outcome
     name = getattr(sender, "name", None) or str(sender)
     try:
-        dl_id = record_task_failure(name, task_id, args, kwargs, exception or RuntimeError("unknown failure"))
+        with as_operator():  # a dead letter of any tenant's work (or of none)
+            dl_id = record_task_failure(name, task_id, args, kwargs, exception or RuntimeError("unknown failure"))
         log.error("task %s[%s] crashed (%s); filed as dead letter %s", name, task_id, exception, dl_id)
     except Exception:  # noqa: BLE001 — often the database is why the task failed; the worker must go on
         log.exception("task %s[%s] crashed and could not be filed as a dead letter", name, task_id)

@@ -24,6 +24,7 @@ from celery.beat import PersistentScheduler
 
 from aos import metrics
 from aos.config import get_settings
+from aos.db import scope
 from aos.services.locks import BEAT_LEASE, Lease, acquire, new_holder, release
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class LeaderScheduler(PersistentScheduler):
     """PersistentScheduler that sends due entries only while it holds the beat lease."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        scope.set_process_default(scope.OPERATOR)  # beat's lease is deployment-wide (aos/db/scope.py)
         self._holder = new_holder("beat:")
         self._lease: Lease | None = None
         super().__init__(*args, **kwargs)

@@ -8,10 +8,12 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from aos.db.direct import TRANSIENT_ERRORS
+from aos.db.scope import as_operator
 from aos.runtime.backoff import retry_countdown
 from aos.services.enqueue import publish_segment
 from aos.services.execution import execute_step, step_crashed
 from aos.services.publisher import CONTINUE_TASK, STEP_TASK
+from aos.services.runs import deliver_admitted
 from aos.tasks.app import app, delivery_id
 from aos.tasks.publisher import CeleryPublisher
 from aos.values import RetryPolicy
@@ -70,6 +72,9 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
             raise self.retry(kwargs={"abandoned": [*abandoned[-(ABANDONED_KEPT - 1):], delivery],
                                      "crashes": crashes}, countdown=countdown, max_retries=None, exc=exc) from exc
         decision = decided
+    if decision.admitted:  # runs this run's end gave its concurrency slot to
+        with as_operator():  # the engine publishing runs of the same tenant
+            deliver_admitted(list(decision.admitted), CeleryPublisher())
     for _ in range(decision.inlined):  # steps this delivery ran itself: their messages are not needed
         self.request.chain.pop()
     if decision.action == "retry":

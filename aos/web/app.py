@@ -10,7 +10,7 @@ from flask import Flask
 from aos import __version__
 from aos.config import get_settings
 from aos.redaction import install_log_redaction
-from aos.web import console, docs_ui, ratelimit, traffic
+from aos.web import auth, console, docs_ui, ratelimit, traffic
 from aos.web.errors import register_error_handlers
 from aos.web.extensions import api
 from aos.web.json_body import BodyJSONProvider
@@ -22,6 +22,7 @@ def create_app(publisher: Any = None, **overrides: Any) -> Flask:
     app = Flask("aos")
     app.json = BodyJSONProvider(app)
     configure(app, overrides)
+    auth.register(app)  # first: every request starts seeing no tenant's rows (row-level security)
     register_extensions(app, publisher)
     register_blueprints(app)
     register_error_handlers(app)

@@ -7,8 +7,9 @@ which runs before the blueprint's) or the blueprint's own hook.
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import Flask, g, request
 
+from aos.db import scope
 from aos.errors import AosError
 from aos.services.identity import authenticate_bearer
 from aos.services.tenancy import TenantContext
@@ -31,11 +32,27 @@ def resolve_caller() -> TenantContext:
         if scheme.lower() != "bearer" or not credential.strip():
             raise AosError("AUTH_INVALID", "the Authorization header must be `Bearer <api key or token>`")
         ctx = g.tenant = authenticate_bearer(credential.strip())
+        scope.enter(scope.tenant(ctx.tenant_id))  # every query of this request: this tenant's rows only
     return ctx
 
 
 def _authenticate_request() -> None:
     resolve_caller()
+
+
+def register(app: Flask) -> None:
+    """Row-level security per request (aos/db/scope.py): a request sees no tenant's rows until its key is
+    authenticated, then only its tenant's; the scope ends with the request."""
+
+    @app.before_request
+    def _fail_closed() -> None:
+        g.db_scope = scope.enter(scope.NOBODY)
+
+    @app.teardown_request
+    def _end_scope(_exc: BaseException | None) -> None:
+        token = g.pop("db_scope", None)
+        if token is not None:
+            scope.leave(token)
 
 
 class ProtectedBlueprint(ApiBlueprint):

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from aos.config import get_settings
+from aos.db.scope import as_tenant
 from aos.errors import AosError
 from aos.services import runs as run_service
 from aos.services.tenancy import TenantContext
@@ -44,7 +45,9 @@ def run_event_stream(ctx: TenantContext, run_id: str, after_id: int) -> Iterator
     yield f"retry: {RECONNECT_MS}\n\n"
     while True:
         try:
-            final, summary, events = run_service.poll_events(ctx, run_id, after_id)
+            # a streamed response runs after its request's hooks: each poll scopes itself to the tenant
+            with as_tenant(ctx.tenant_id):
+                final, summary, events = run_service.poll_events(ctx, run_id, after_id)
         except AosError:  # the run was deleted (retention) while streamed: nothing more will come
             return
         except OperationalError:

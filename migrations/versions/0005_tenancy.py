@@ -1,6 +1,6 @@
 """tenancy: tenant quotas, the tenant's daily budget warning
 
-Revision ID: 0004_tenancy
+Revision ID: 0005_tenancy
 Revises: 0004
 Create Date: 2026-12-06
 
@@ -17,7 +17,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-revision: str = '0004_tenancy'
+revision: str = '0005_tenancy'
 down_revision: Union[str, Sequence[str], None] = '0004'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None

@@ -1,6 +1,6 @@
 """signals: waiting runs and their waits
 
-Revision ID: 0004_signals
+Revision ID: 0006_signals
 Revises: 0005_tenancy
 Create Date: 2026-12-06
 
@@ -15,7 +15,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-revision: str = '0004_signals'
+revision: str = '0006_signals'
 down_revision: Union[str, Sequence[str], None] = '0005_tenancy'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None

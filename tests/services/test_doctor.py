@@ -87,8 +87,8 @@ def test_a_redis_configured_as_a_broker_and_a_migrated_database_pass(aos_env, br
     findings = run_checks(_env(aos_env, AOS_BROKER_URL=broker_redis.url))
     got = _by_check(findings)
     assert healthy(findings), [f for f in findings if not f.ok]
-    for check in ("config", "database", "migrations", "broker", "broker.maxmemory-policy", "broker.persistence",
-                  "broker.visibility-timeout"):
+    for check in ("config", "database", "migrations", "row security", "broker", "broker.maxmemory-policy",
+                  "broker.persistence", "broker.visibility-timeout"):
         assert got[check].ok, got[check]
     assert "noeviction" in got["broker.maxmemory-policy"].detail and "append-only" in got["broker.persistence"].detail
     # facts that are not failures
@@ -170,3 +170,22 @@ def test_each_postgres_connection_is_judged_by_its_role(aos_env, pg_url):
         "pg connection reader scope"].detail
     gone = findings["pg connection down"]
     assert not gone.ok and "hunter2" not in gone.detail + (gone.fix or "") and "127.0.0.1" not in gone.detail
+
+
+def test_a_tenant_table_without_its_forced_policy_is_a_row_security_failure(aos_env, pg_url):
+    """A database whose tenant table lost FORCE (its owner would read every tenant's rows) fails the check."""
+    import psycopg
+
+    from aos.db.migrate import upgrade
+    from aos.db.session import libpq_url
+
+    upgrade(pg_url)
+    try:
+        with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+            conn.execute("ALTER TABLE agents NO FORCE ROW LEVEL SECURITY")
+        got = _by_check(run_checks(_env(aos_env, AOS_DATABASE_URL=pg_url)))
+        assert not got["row security"].ok and "agents" in got["row security"].detail, got["row security"]
+        assert got["row security"].fix
+    finally:
+        with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")

@@ -59,7 +59,8 @@ SEMANTIC: dict[str, list[tuple[str, str]]] = {
     "POST /api/v1/workflows": PLAN + BODY,
     "POST /api/v1/workflows/{name}/runs": BODY,
     "PUT /api/v1/agents/{agent_id}/state": BODY,
-    "POST /api/v1/agents": BODY,
+    # a concurrency key matches `^inputs` but must also parse as an expression over the inputs
+    "POST /api/v1/agents": BODY + [("VALIDATION_ERROR", r"\$\.capabilities\.concurrency\.key")],
     "POST /api/v1/golden/verify": GOLDEN + BODY,
     "POST /api/v1/golden/replay": GOLDEN + PLAN + BODY,
     "POST /api/v1/golden/replay/{run_id}/report": GOLDEN + BODY,

@@ -16,6 +16,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from aos.db import scope
 from aos.errors import AosError
 from aos.runtime.catalog import CATALOG
 from aos.web.console import session as console_session
@@ -67,6 +68,7 @@ def _guard() -> ResponseReturnValue | None:
             return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
         raise AosError("AUTH_MISSING", "your console session ended; sign in again")
     g.console_ctx = g.tenant = ctx  # g.tenant: the access log names the tenant, as for the API
+    scope.enter(scope.tenant(ctx.tenant_id))  # row-level security: this request sees its tenant's rows only
     return None
 
 

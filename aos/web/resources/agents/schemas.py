@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 
 from aos.db.models import RUN_STATUSES
+from aos.plan.model import CONCURRENCY_KEY_LENGTH, CONCURRENCY_KEY_PATTERN, CONCURRENCY_MAX
 from aos.services.agents import NAME, NAME_LENGTH, NAME_RULE
 from aos.web.pagination import PageArgsSchema, page_of
 from aos.web.schemas import BodySchema, FullMatch, timestamp
@@ -12,6 +13,17 @@ from aos.web.schemas import BodySchema, FullMatch, timestamp
 
 def _names(description: str) -> ma.fields.List:
     return ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=1)), metadata={"description": description})
+
+
+class ConcurrencySchema(ma.Schema):
+    """At most ``limit`` of the agent's runs at once; with ``key`` (an expression over the run's inputs,
+    e.g. ``inputs.customer``) at most ``limit`` per value. Runs over it wait in ``queued``."""
+
+    limit = ma.fields.Integer(required=True, strict=True, validate=ma.validate.Range(min=1, max=CONCURRENCY_MAX))
+    key = ma.fields.String(validate=[ma.validate.Length(min=1, max=CONCURRENCY_KEY_LENGTH),
+                                     ma.validate.Regexp(CONCURRENCY_KEY_PATTERN,
+                                                        error="an expression over the run's inputs, e.g. "
+                                                              "inputs.customer")])
 
 
 class CapabilitiesSchema(ma.Schema):
@@ -22,6 +34,8 @@ class CapabilitiesSchema(ma.Schema):
     db_connections = _names("Named postgres.query connections it may use.")
     max_cost_usd = ma.fields.Float(validate=ma.validate.Range(min=0), metadata={
         "description": "The largest budget.max_cost_usd of its runs."})
+    concurrency = ma.fields.Nested(ConcurrencySchema, metadata={
+        "description": "At most `limit` of its runs at once (per value of `key`, when given)."})
 
 
 class AgentCreateSchema(BodySchema):
