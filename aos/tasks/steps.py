@@ -13,6 +13,7 @@ from aos.services.execution import execute_step
 from aos.services.publisher import CONTINUE_TASK, STEP_TASK
 from aos.tasks.app import app, delivery_id
 from aos.tasks.publisher import CeleryPublisher
+from aos.tasks.recovery import after_step_stopped
 from aos.values import RetryPolicy
 
 INFRA_RETRY = RetryPolicy(max_attempts=1_000_000, backoff_s=0.5, backoff_max_s=30)
@@ -44,6 +45,7 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
         raise self.retry(countdown=decision.countdown, max_retries=None)
     if decision.action == "stop":
         self.request.chain = None  # the run is final (or owned by another chain): end this one here
+        after_step_stopped(run_id, decision.reason)  # a failed run's recovery lookup, off the step's path
 
 
 @app.task(name=CONTINUE_TASK, bind=True, acks_late=True, ignore_result=True)
