@@ -1,15 +1,17 @@
 """The exact layer: a suggestion by (tenant, signature) in Redis, with a deployment-wide fallback.
 
-Keys: ``aos:recovery:exact:<tenant>:<signature>`` (the tenant's own), ``aos:recovery:exact:*:<signature>``
+Keys: ``aos:recovery:<db>:exact:<tenant>:<signature>`` (the tenant's own), ``…:exact:*:<signature>``
 (deployment-wide: written only for suggestions that depend on nothing of a tenant — the offline provider's,
 made from the catalog, the skill and the normalised message), with AOS_RECOVERY_CACHE_TTL_S. Each pattern
 keeps the set of keys that point at it (``aos:recovery:alias:<pattern>``), so a pattern that falls under
-the success floor is dropped from the cache at once. Redis is optional: without it (RabbitMQ, an outage)
+the success floor is dropped from the cache at once. ``<db>`` names the database (a hash of its URL without
+credentials), so deployments sharing a Redis never answer from each other's patterns. Redis is optional: without it (RabbitMQ, an outage)
 every lookup is a miss and Postgres' signature index answers instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
@@ -47,13 +49,22 @@ def redis_client(settings: Settings) -> Any | None:
         return client
 
 
-class ExactCache:
-    def __init__(self, client: Any | None, ttl_s: int) -> None:
-        self.client, self.ttl_s = client, ttl_s
+def namespace(settings: Settings) -> str:
+    """The database's name in cache keys: a hash of host, port and database of AOS_DATABASE_URL."""
+    url = settings.database_url or ""
+    where = url.rsplit("@", 1)[-1]  # no credentials in the hash's input
+    return hashlib.sha256(where.encode()).hexdigest()[:12]
 
-    @staticmethod
-    def key(tenant: uuid.UUID | str, signature: str) -> str:
-        return f"aos:recovery:exact:{tenant}:{signature}"
+
+class ExactCache:
+    def __init__(self, client: Any | None, ttl_s: int, ns: str = "") -> None:
+        self.client, self.ttl_s, self.ns = client, ttl_s, ns
+
+    def key(self, tenant: uuid.UUID | str, signature: str) -> str:
+        return f"aos:recovery:{self.ns}:exact:{tenant}:{signature}"
+
+    def _alias(self, pattern_id: int) -> str:
+        return f"aos:recovery:{self.ns}:alias:{pattern_id}"
 
     def get(self, tenant_id: uuid.UUID, signature: str) -> dict[str, Any] | None:
         if self.client is None:
@@ -70,7 +81,7 @@ class ExactCache:
         if self.client is None:
             return
         keys = [self.key(tenant_id, signature)] + ([self.key(GLOBAL, signature)] if deployment_wide else [])
-        alias = f"aos:recovery:alias:{entry['pattern_id']}"
+        alias = self._alias(entry["pattern_id"])
         try:
             pipe = self.client.pipeline(transaction=False)
             for k in keys:
@@ -85,7 +96,7 @@ class ExactCache:
         """Forget every key that serves the pattern (it fell under the success floor)."""
         if self.client is None:
             return
-        alias = f"aos:recovery:alias:{pattern_id}"
+        alias = self._alias(pattern_id)
         try:
             keys = self.client.smembers(alias)
             self.client.delete(alias, *keys)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from aos import metrics
 from aos.config import Settings
 from aos.services.recovery import patterns, quota
-from aos.services.recovery.cache import ExactCache, redis_client
+from aos.services.recovery.cache import ExactCache, namespace, redis_client
 from aos.services.recovery.embedding import Embedded, EmbeddingCache, HashingEmbedder, OpenAIEmbedder
 from aos.services.recovery.sanitize import recovery_logger
 from aos.services.recovery.signature import FailureSignature
@@ -41,7 +41,7 @@ class Answer:
 
 
 def exact_cache(settings: Settings) -> ExactCache:
-    return ExactCache(redis_client(settings), settings.recovery_cache_ttl_s)
+    return ExactCache(redis_client(settings), settings.recovery_cache_ttl_s, namespace(settings))
 
 
 def embed(s: Session, settings: Settings, tenant_id: uuid.UUID, sig: FailureSignature,

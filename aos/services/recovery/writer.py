@@ -122,8 +122,10 @@ def offline_suggestion(ctx: FailureContext) -> dict[str, Any]:
     if entry.category in (Category.TRANSIENT, Category.RATE_LIMIT, Category.RESOURCE) and entry.retryable:
         mode = str(RecoveryMode.RETRY_AFTER if entry.category == Category.RATE_LIMIT else RecoveryMode.RETRY)
         params["delay_s"] = 30 if entry.category == Category.RATE_LIMIT else 5
+        note = (f"{ctx.skill} failed with {ctx.code} ({entry.category}) after {ctx.attempts} attempt(s); the cause "
+                f"is usually passing: resume the run from this step after {params['delay_s']} s.")
         if "TIMEOUT" in ctx.code and ctx.timeout_s:
-            note += f" If it keeps timing out, raise the step's timeout_s (now {ctx.timeout_s:g}s)."
+            note += f" If it keeps timing out, raise the step's timeout_s (now {ctx.timeout_s:g} s)."
     return {"mode": mode, "parameters": params, "explanation": note,
             "confidence": 0.6 if mode in SAFE_MODES else 0.4}
 
