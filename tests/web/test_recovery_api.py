@@ -53,7 +53,7 @@ def test_bad_input_gets_a_code(client, tenant):
     r = client.post(f"{base}/{sug['id']}/feedback", json={"helpful": True, "stars": 5}, headers=_auth(key))
     assert (r.status_code, r.json["code"]) == (422, "VALIDATION_ERROR")
     r = client.get(f"/api/v1/runs/{uuid.uuid4()}/recovery", headers=_auth(key))
-    assert (r.status_code, r.json["code"]) == (404, "RUN_NOT_FOUND")
+    assert (r.status_code, r.json["code"]) == (404, "NOT_FOUND")
     abort_run, abort = _failed_with_suggestion(ctx, "HTTP_NOT_FOUND", f"GET {word()} returned 404")
     r = client.post(f"/api/v1/runs/{abort_run}/recovery/{abort['id']}/apply", headers=_auth(key))
     assert (r.status_code, r.json["code"]) == (409, "SUGGESTION_NOT_APPLICABLE")
@@ -66,7 +66,7 @@ def test_another_tenants_suggestion_is_not_found(client, tenant):
         other = create_tenant(s, f"other-{word()}")
         other_key, _ = create_api_key(s, other, "k", ("runs:read", "runs:write"))
     r = client.post(f"/api/v1/runs/{run_id}/recovery/{sug['id']}/apply", headers=_auth(other_key))
-    assert (r.status_code, r.json["code"]) == (404, "RUN_NOT_FOUND")
+    assert (r.status_code, r.json["code"]) == (404, "NOT_FOUND")
     r = client.get(f"/api/v1/runs/{run_id}/recovery", headers=_auth(other_key))
     assert r.status_code == 404
 

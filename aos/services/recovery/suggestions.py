@@ -160,10 +160,10 @@ def _run(s: Session, ctx: TenantContext, run_id: str | uuid.UUID) -> Run:
     try:
         rid = uuid.UUID(str(run_id))
     except ValueError:
-        raise AosError("RUN_NOT_FOUND", f"no run {run_id!r}") from None
+        raise AosError("NOT_FOUND", f"no run {run_id!r}") from None
     run = s.query(Run).filter_by(id=rid, tenant_id=ctx.tenant_id).one_or_none()
     if run is None:  # another tenant's run is a 404 too
-        raise AosError("RUN_NOT_FOUND", f"no run {run_id!r}")
+        raise AosError("NOT_FOUND", f"no run {run_id!r}")
     return run
 
 

@@ -79,10 +79,10 @@ def test_another_tenants_suggestion_is_not_found(tenant):
     octx = TenantContext(tenant_id=other, tenant_name="o", key_id=None, scopes=frozenset({"admin"}))
     with pytest.raises(AosError) as err:
         recovery.apply_suggestion(octx, run_id, sug["id"], None)
-    assert err.value.code == "RUN_NOT_FOUND"
+    assert err.value.code == "NOT_FOUND"
     with pytest.raises(AosError) as err:
         recovery.list_for_run(octx, run_id)
-    assert err.value.code == "RUN_NOT_FOUND"
+    assert err.value.code == "NOT_FOUND"
 
 
 def test_applying_twice_applies_once(tenant):

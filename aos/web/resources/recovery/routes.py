@@ -30,7 +30,7 @@ require_scopes(tenant_blp, write="admin")
 @blp.route("/<run_id>/recovery")
 class RunRecovery(MethodView):
     @blp.response(200, SuggestionListSchema)
-    @blp.alt_response(404, response="NOT_FOUND", description="RUN_NOT_FOUND: no such run for this tenant")
+    @blp.alt_response(404, response="NOT_FOUND", description="NOT_FOUND: no such run for this tenant")
     def get(self, run_id):  # noqa: ANN001, ANN201
         """The run's recovery suggestions, newest first: mode, parameters, explanation, the layer that answered
         (cache, vector, llm, catalog), pattern, confidence and success rate.
@@ -45,7 +45,7 @@ class SuggestionFeedback(MethodView):
     @blp.arguments(FeedbackSchema)
     @blp.response(200, SuggestionSchema)
     @blp.alt_response(404, response="NOT_FOUND",
-                      description="RUN_NOT_FOUND or SUGGESTION_NOT_FOUND (another tenant's is not found either)")
+                      description="NOT_FOUND (no such run) or SUGGESTION_NOT_FOUND (another tenant's is not found either)")
     def post(self, body, run_id, suggestion_id):  # noqa: ANN001, ANN201
         """Say whether a suggestion helped (`helpful`, an optional `note`)."""
         return service.feedback(current_tenant(), run_id, suggestion_id, helpful=body["helpful"], note=body["note"])
@@ -55,7 +55,7 @@ class SuggestionFeedback(MethodView):
 class SuggestionApply(MethodView):
     @blp.response(200, SuggestionSchema)
     @blp.alt_response(404, response="NOT_FOUND",
-                      description="RUN_NOT_FOUND or SUGGESTION_NOT_FOUND (another tenant's is not found either)")
+                      description="NOT_FOUND (no such run) or SUGGESTION_NOT_FOUND (another tenant's is not found either)")
     @blp.alt_response(409, response="CONFLICT", description="SUGGESTION_NOT_APPLICABLE: not a retry, it changes the "
                                                             "plan, or the run is no longer failed at that step")
     def post(self, run_id, suggestion_id):  # noqa: ANN001, ANN201
