@@ -469,7 +469,8 @@ class RecoveryUsage(Base):
     calls: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     refused: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    # an embedding costs millionths of a dollar: more places than Money
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 10), nullable=False, server_default="0")
 
 
 class RecoverySettings(Base):

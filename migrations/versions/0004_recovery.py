@@ -64,7 +64,7 @@ def upgrade() -> None:
     sa.Column('calls', sa.Integer(), server_default='0', nullable=False),
     sa.Column('refused', sa.Integer(), server_default='0', nullable=False),
     sa.Column('tokens', sa.BigInteger(), server_default='0', nullable=False),
-    sa.Column('cost_usd', sa.Numeric(precision=14, scale=6), server_default='0', nullable=False),
+    sa.Column('cost_usd', sa.Numeric(precision=18, scale=10), server_default='0', nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_recovery_usage_tenant_id_tenants'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('tenant_id', 'day', 'kind', name=op.f('pk_recovery_usage'))
     )
