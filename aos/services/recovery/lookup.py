@@ -107,7 +107,8 @@ def _lookup(s: Session, settings: Settings, tenant_id: uuid.UUID, sig: FailureSi
     vector = embed(s, settings, tenant_id, sig, meta)
     if vector is not None and known is None:
         near = [(p, sim) for p, sim in patterns.nearest(s, tenant_id, sig.code, vector, floor=floor,
-                                                         min_uses=min_uses, scan=settings.recovery_fallback_scan)
+                                                         min_uses=min_uses, scan=settings.recovery_fallback_scan,
+                                                         min_similarity=settings.recovery_threshold)
                 if sim >= settings.recovery_threshold]
         if near:
             # among the similar enough, the best success rate first (untried ones count as 1.0), then nearest

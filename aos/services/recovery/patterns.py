@@ -21,8 +21,11 @@ from aos.services.recovery.embedding import cosine
 _COLUMNS = ("id, error_code, skill, signature, message, recovery, source, success_count, failure_count, "
             "created_at, updated_at")
 # a pattern is served while it has too few uses to judge, or succeeds at least as often as the floor
+# how many nearest patterns (of all tenants) one HNSW probe reads before filtering by tenant and code
+PROBE = 100
 _USABLE = "(success_count + failure_count < :min_uses OR success_count >= :floor * (success_count + failure_count))"
 _backend: dict[str, str] = {}
+_iterative: dict[str, bool] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,9 @@ def vector_backend(s: Session) -> str:
         kind = s.execute(text("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
                               "WHERE attrelid = 'failure_patterns'::regclass AND attname = 'embedding'")).scalar()
         _backend[url] = "pgvector" if str(kind).startswith("vector") else "python"
+        version = s.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar() or "0"
+        # hnsw.iterative_scan exists from pgvector 0.8; an older one refuses the unknown setting
+        _iterative[url] = tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) >= (0, 8)
     return _backend[url]
 
 
@@ -79,20 +85,31 @@ def get(s: Session, tenant_id: uuid.UUID, pattern_id: int) -> Pattern | None:
 
 
 def nearest(s: Session, tenant_id: uuid.UUID, code: str, vector: list[float], *, floor: float, min_uses: int,
-            k: int = 10, scan: int = 2000) -> list[tuple[Pattern, float]]:
-    """Up to ``k`` usable patterns of the tenant and code, nearest first, with their cosine similarity."""
+            k: int = 10, scan: int = 2000, min_similarity: float = 0.0) -> list[tuple[Pattern, float]]:
+    """Up to ``k`` usable patterns of the tenant and code, nearest first, with their cosine similarity.
+
+    On pgvector, an HNSW probe first (the ``PROBE`` nearest patterns of any tenant, then filtered): what the index
+    answers in a few milliseconds. Only when the probe finds none at ``min_similarity`` does an exact search of
+    the tenant's patterns of the code follow (the planner's choice of index): a miss is about to cost an LLM call,
+    and must not be a miss only because other tenants' patterns filled the probe."""
     params = {"t": tenant_id, "c": code, "floor": floor, "min_uses": min_uses, "k": k}
     if vector_backend(s) == "pgvector":
-        # more candidates per HNSW probe, and keep probing until the filters let k rows through (pgvector >= 0.8;
-        # an older one ignores the unknown setting)
-        s.execute(text("SELECT set_config('hnsw.ef_search', '100', true), "
-                       "set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
         q = "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
-        rows = s.execute(text(
-            f"SELECT {_COLUMNS}, 1 - (embedding <=> CAST(:q AS vector)) AS similarity FROM failure_patterns "
+        s.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(max(PROBE, 40))})
+        probed = _ranked(s.execute(text(
+            f"SELECT * FROM (SELECT {_COLUMNS}, embedding <=> CAST(:q AS vector) AS distance, tenant_id AS owner, "
+            "embedding IS NOT NULL AS has_embedding FROM failure_patterns "
+            "ORDER BY embedding <=> CAST(:q AS vector) LIMIT :probe) near "
+            f"WHERE owner = :t AND error_code = :c AND has_embedding AND {_USABLE} ORDER BY distance LIMIT :k"),
+            {**params, "q": q, "probe": PROBE}).all())
+        if probed and probed[0][1] >= min_similarity:
+            return probed
+        if _iterative[str(s.get_bind().engine.url)]:  # pgvector >= 0.8: keep probing until the filters let k through
+            s.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
+        return _ranked(s.execute(text(
+            f"SELECT {_COLUMNS}, embedding <=> CAST(:q AS vector) AS distance FROM failure_patterns "
             f"WHERE tenant_id = :t AND error_code = :c AND embedding IS NOT NULL AND {_USABLE} "
-            "ORDER BY embedding <=> CAST(:q AS vector) LIMIT :k"), {**params, "q": q}).all()
-        return [(_pattern(r), float(r._mapping["similarity"])) for r in rows]
+            "ORDER BY embedding <=> CAST(:q AS vector) LIMIT :k"), {**params, "q": q}).all())
     rows = s.execute(text(
         f"SELECT {_COLUMNS}, embedding FROM failure_patterns "
         f"WHERE tenant_id = :t AND error_code = :c AND embedding IS NOT NULL AND {_USABLE} "
@@ -100,6 +117,10 @@ def nearest(s: Session, tenant_id: uuid.UUID, code: str, vector: list[float], *,
     scored = [(_pattern(r), cosine(vector, list(r._mapping["embedding"]))) for r in rows]
     scored.sort(key=lambda ps: ps[1], reverse=True)
     return scored[:k]
+
+
+def _ranked(rows: list[Any]) -> list[tuple[Pattern, float]]:
+    return [(_pattern(r), 1.0 - float(r._mapping["distance"])) for r in rows]
 
 
 def store(s: Session, tenant_id: uuid.UUID, *, code: str, skill: str, signature: str, message: str,
