@@ -7,17 +7,15 @@ judges applied suggestions by what their step did next.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from celery.signals import worker_init
 
 from aos.config import get_settings
 from aos.services import recovery
+from aos.services.recovery.sanitize import recovery_logger
 from aos.tasks.app import app
 from aos.tasks.publisher import CeleryPublisher
 
-log = logging.getLogger(__name__)
+log = recovery_logger(__name__)  # failure text in these logs is sanitised
 SUGGEST_TASK = "aos.recovery.suggest"
 SETTLE_TASK = "aos.recovery.settle"
 
@@ -47,13 +45,7 @@ def after_step_stopped(run_id: str, reason: str) -> None:
     try:
         settings = get_settings()
         if settings.recovery_enabled:
-            suggest.apply_async((run_id,), queue=settings.step_queue)
+            # retry=False: a broker that cannot take the message now must not hold the step task up
+            suggest.apply_async((run_id,), queue=settings.step_queue, retry=False)
     except Exception as exc:  # noqa: BLE001
         log.warning("could not enqueue recovery of run %s: %s", run_id, exc)
-
-
-@worker_init.connect
-def _sanitize_recovery_logs(**_: Any) -> None:
-    # recovery logs failure text: its loggers sanitise what they write (sanitize_for_embedding)
-    for name in ("aos.services.recovery", __name__):
-        logging.getLogger(name).addFilter(recovery.SanitizingFilter())
