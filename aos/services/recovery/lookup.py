@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from aos import metrics
 from aos.config import Settings
+from aos.db.session import session_scope
 from aos.services.recovery import patterns, quota
 from aos.services.recovery.cache import ExactCache, namespace, redis_client
 from aos.services.recovery.embedding import Embedded, EmbeddingCache, HashingEmbedder, OpenAIEmbedder
@@ -54,7 +55,7 @@ def embed(s: Session, settings: Settings, tenant_id: uuid.UUID, sig: FailureSign
     hit = shared.get(key)
     if hit is not None:
         return hit
-    if not quota.take(s, settings, tenant_id, "embedding"):
+    if not _take(settings, tenant_id, "embedding"):
         metrics.recovery_quota_refused("embedding")
         meta.setdefault("quota_exceeded", []).append("embedding")
         meta["code"] = "QUOTA_EXCEEDED"
@@ -69,10 +70,22 @@ def embed(s: Session, settings: Settings, tenant_id: uuid.UUID, sig: FailureSign
     else:  # the code and skill weigh as a block of their own: see aos/services/recovery/embedding.py
         vector = HashingEmbedder().vector(sig.normalised, f"{sig.code} {sig.skill}")
         done = Embedded(vector, tokens=0, cost_usd=0.0)
-    quota.spend(s, tenant_id, "embedding", tokens=done.tokens, cost_usd=done.cost_usd)
+    _spend(tenant_id, "embedding", done.tokens, done.cost_usd)
     metrics.recovery_provider_call("embedding", done.tokens, done.cost_usd)
     shared.put(key, vector)
     return vector
+
+
+def _take(settings: Settings, tenant_id: uuid.UUID, kind: str) -> bool:
+    # a transaction of its own: the usage row stays locked for a moment, not across the provider call that follows
+    with session_scope() as q:
+        return quota.take(q, settings, tenant_id, kind)
+
+
+def _spend(tenant_id: uuid.UUID, kind: str, tokens: int, cost_usd: float) -> None:
+    if tokens or cost_usd:
+        with session_scope() as q:
+            quota.spend(q, tenant_id, kind, tokens=tokens, cost_usd=cost_usd)
 
 
 def _trusting(settings: Settings, url: str) -> EgressPolicy:
@@ -116,7 +129,7 @@ def _lookup(s: Session, settings: Settings, tenant_id: uuid.UUID, sig: FailureSi
                                                    ps[1]))
             cache.put(tenant_id, sig.digest, _entry(tenant_id, best.id, best.recovery, round(sim, 3)))
             return Answer("vector", best.recovery, best.id, round(sim, 3), meta)
-    if not quota.take(s, settings, tenant_id, "llm"):
+    if not _take(settings, tenant_id, "llm"):
         metrics.recovery_quota_refused("llm")
         meta.setdefault("quota_exceeded", []).append("llm")
         meta["code"] = "QUOTA_EXCEEDED"
@@ -127,7 +140,7 @@ def _lookup(s: Session, settings: Settings, tenant_id: uuid.UUID, sig: FailureSi
         log.warning("recovery LLM (%s) failed: %s", settings.recovery_llm_provider, exc)
         meta["llm_error"] = str(getattr(exc, "code", type(exc).__name__))
         return Answer("catalog", catalog_suggestion(sig.code), None, None, meta)
-    quota.spend(s, tenant_id, "llm", tokens=written.tokens, cost_usd=written.cost_usd)
+    _spend(tenant_id, "llm", written.tokens, written.cost_usd)
     metrics.recovery_provider_call("llm", written.tokens, written.cost_usd)
     meta.update({"provider": written.provider, "model": written.model})
     if written.suggestion is None:
