@@ -54,10 +54,10 @@ DEAD_LETTER_KINDS = ("step", "outbox", "task")
 RUN_EVENT_TYPES = (
     "run.queued", "run.started", "run.succeeded", "run.failed", "run.cancelled", "run.resumed",
     "step.started", "step.succeeded", "step.retrying", "step.failed", "step.skipped", "step.fallback",
-    "step.redelivered", "budget.warning", "budget.exceeded",
+    "step.redelivered", "budget.warning", "budget.exceeded", "run.recovery",
 )
 # Events that also leave as webhooks through the outbox (in the order docs and the API list them).
-WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "budget.warning")
+WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "budget.warning", "run.recovery")
 # The outbox topic that publishes a run's step messages; every other topic is a webhook event.
 ENQUEUE_TOPIC = "run.enqueue"
 OUTBOX_TOPICS = (ENQUEUE_TOPIC, *WEBHOOK_EVENTS)
@@ -453,8 +453,8 @@ class RecoverySuggestion(Base):
         UniqueConstraint("run_id", "step_index", "attempt"),
         Index(None, "tenant_id", "created_at"),
         Index("ix_recovery_suggestions_applied", "run_id", postgresql_where=text("status = 'applied'")),
-        CheckConstraint("status IN ('offered', 'applied', 'succeeded', 'failed')", name="status"),
-        CheckConstraint("layer IN ('cache', 'vector', 'llm', 'catalog')", name="layer"),
+        CheckConstraint(_in("status", SUGGESTION_STATUSES), name="status"),
+        CheckConstraint(_in("layer", RECOVERY_LAYERS), name="layer"),
     )
 
 

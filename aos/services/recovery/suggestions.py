@@ -26,6 +26,7 @@ from aos.db.models import RecoverySuggestion, Run
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.services import runs as run_service
+from aos.services import timeline
 from aos.services.publisher import Publisher
 from aos.services.recovery import patterns, quota
 from aos.services.recovery.lookup import Answer, exact_cache, lookup
@@ -104,18 +105,26 @@ def _args_schema(skill: str) -> dict[str, Any]:
 
 
 def _insert(s: Session, run: Run, step: dict[str, Any], signature: str, answer: Answer) -> RecoverySuggestion:
+    """Store the failure's suggestion (once: a redelivered task finds the first) and announce it: a `run.recovery`
+    event on the run's timeline, which also leaves as a webhook."""
     sug = answer.suggestion
-    s.execute(text(
+    created = s.execute(text(
         "INSERT INTO recovery_suggestions (id, tenant_id, run_id, step_index, step_id, attempt, error_code, "
         "signature, pattern_id, layer, mode, parameters, explanation, confidence, similarity, meta) VALUES "
         "(:id, :t, :r, :i, :sid, :a, :c, :sig, :p, :layer, :mode, CAST(:params AS jsonb), :expl, :conf, :sim, "
-        "CAST(:meta AS jsonb)) ON CONFLICT (run_id, step_index, attempt) DO NOTHING"),
+        "CAST(:meta AS jsonb)) ON CONFLICT (run_id, step_index, attempt) DO NOTHING RETURNING id"),
         {"id": uuid.uuid4(), "t": run.tenant_id, "r": run.id, "i": run.next_step, "sid": str(step.get("id")),
          "a": run.attempt, "c": run.error_code, "sig": signature, "p": answer.pattern_id, "layer": answer.layer,
          "mode": sug["mode"], "params": patterns._json(sug.get("parameters") or {}), "expl": sug["explanation"],
-         "conf": round(float(sug["confidence"]), 3), "sim": answer.similarity, "meta": patterns._json(answer.meta)})
+         "conf": round(float(sug["confidence"]), 3), "sim": answer.similarity,
+         "meta": patterns._json(answer.meta)}).scalar()
     row = _for_failure(s, run)
     assert row is not None
+    if created is not None:
+        timeline.record(s, run.tenant_id, run.id, "run.recovery", step_id=row.step_id, suggestion_id=str(row.id),
+                        code=row.error_code, layer=row.layer, mode=row.mode, parameters=dict(row.parameters or {}),
+                        explanation=row.explanation, confidence=float(row.confidence), pattern_id=row.pattern_id,
+                        apply_command=f"aos runs recover {run.id} --apply --suggestion {row.id}")
     return row
 
 

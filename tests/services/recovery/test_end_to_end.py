@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from aos.services import recovery
-from aos.services.runs import get_run, submit_run
+from aos.services.runs import get_run, get_timeline, submit_run
 from aos.tasks.app import app
 from aos.tasks.publisher import CeleryPublisher
 from aos.tasks.recovery import SETTLE_TASK
@@ -43,6 +43,8 @@ def test_a_failure_is_learned_then_answered_by_cache_and_similarity_and_success_
         first = _suggestion(ctx, first_run)
         assert (first["layer"], first["error_code"], first["mode"]) == ("llm", "HTTP_SERVICE_UNAVAILABLE", "RETRY")
         assert first["metadata"]["provider"] == "offline" and first["pattern_id"]
+        announced = [e for e in get_timeline(ctx, first_run) if e["type"] == "run.recovery"]
+        assert [e["data"]["suggestion_id"] for e in announced] == [first["id"]]  # and it leaves as a webhook
 
         again = _suggestion(ctx, _failing_run(ctx, url + "?page=2"))
         assert again["layer"] == "cache" and again["pattern_id"] == first["pattern_id"]
