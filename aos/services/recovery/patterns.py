@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +120,7 @@ def nearest(s: Session, tenant_id: uuid.UUID, code: str, vector: list[float], *,
     return scored[:k]
 
 
-def _ranked(rows: list[Any]) -> list[tuple[Pattern, float]]:
+def _ranked(rows: Sequence[Any]) -> list[tuple[Pattern, float]]:
     return [(_pattern(r), 1.0 - float(r._mapping["distance"])) for r in rows]
 
 

@@ -88,7 +88,7 @@ def _plan_step(run: Run) -> dict[str, Any]:
 
 def _skill_ref(run: Run, step: dict[str, Any]) -> str:
     """The step's pinned skill (``name@version``)."""
-    return str((run.skill_versions or {}).get(step.get("id"), step.get("skill", "")))
+    return str((run.skill_versions or {}).get(str(step.get("id")), step.get("skill", "")))
 
 
 def _stored_args(s: Session, run: Run) -> Any:
