@@ -26,8 +26,12 @@ def suggest(self: Any, run_id: str) -> None:
     """Look up (or learn) a recovery suggestion for the failed run ``run_id`` (idempotent)."""
     try:
         recovery.suggest_for_run(run_id, CeleryPublisher())
-    except Exception as exc:  # noqa: BLE001 — recovery is advice: retry a little, never more
-        log.warning("recovery of run %s failed: %s", run_id, exc)
+    except Exception as exc:  # noqa: BLE001 — recovery is advice: retry a little, then give up quietly
+        if self.request.retries >= self.max_retries:
+            # not a dead letter: nothing of the run is lost, and the run shows the catalog's advice meanwhile
+            log.error("recovery of run %s gave up after %d attempts: %s", run_id, self.request.retries + 1, exc)
+            return
+        log.warning("recovery of run %s failed (will retry): %s", run_id, exc)
         raise self.retry(countdown=5 * (self.request.retries + 1), exc=exc) from exc
 
 
