@@ -104,8 +104,9 @@ class OpenAIEmbedder:
 
     name = "openai"
 
-    def __init__(self, *, api_key: str, base_url: str, model: str = OPENAI_EMBEDDING_MODEL,
-                 timeout_s: float = 10.0, http_client: Callable[[], Any] | None = None) -> None:
+    def __init__(self, *, api_key: str, base_url: str, http_client: Callable[[], Any],
+                 model: str = OPENAI_EMBEDDING_MODEL, timeout_s: float = 10.0) -> None:
+        # http_client: a new client of AOS's guarded transport (aos.skills.egress) per call
         self.api_key, self.base_url, self.model, self.timeout_s = api_key, base_url, model, timeout_s
         self._http_client = http_client
 
@@ -113,17 +114,10 @@ class OpenAIEmbedder:
         import openai  # the SDK takes a second to import: only the process that embeds pays it
 
         clean = sanitize_for_embedding(text)
-        kwargs: dict[str, Any] = {"api_key": self.api_key, "base_url": self.base_url, "max_retries": 0,
-                                  "timeout": self.timeout_s}
-        http = self._http_client() if self._http_client else None
-        if http is not None:
-            kwargs["http_client"] = http
-        try:
-            with openai.OpenAI(**kwargs) as client:
-                answer = client.embeddings.create(model=self.model, input=clean, dimensions=EMBEDDING_DIM)
-        finally:
-            if http is not None:
-                http.close()
+        with self._http_client() as http, openai.OpenAI(
+                api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s,
+                http_client=http) as client:
+            answer = client.embeddings.create(model=self.model, input=clean, dimensions=EMBEDDING_DIM)
         vector = [float(x) for x in answer.data[0].embedding]
         if len(vector) != EMBEDDING_DIM:
             raise ValueError(f"the embeddings API answered {len(vector)} dimensions, not {EMBEDDING_DIM}")

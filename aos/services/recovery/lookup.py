@@ -64,8 +64,8 @@ def embed(s: Session, settings: Settings, tenant_id: uuid.UUID, sig: FailureSign
         url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
         policy = _trusting(settings, url)
         done = OpenAIEmbedder(api_key=settings.openai_api_key or "", base_url=url,
-                              timeout_s=settings.recovery_timeout_s,
-                              http_client=lambda: guarded_client2(policy)).embed(sig.text)
+                              http_client=lambda: guarded_client2(policy),
+                              timeout_s=settings.recovery_timeout_s).embed(sig.text)
         vector = done.vector
     else:  # the code and skill weigh as a block of their own: see aos/services/recovery/embedding.py
         vector = HashingEmbedder().vector(sig.normalised, f"{sig.code} {sig.skill}")
