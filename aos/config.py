@@ -97,6 +97,14 @@ def _log_format(v: str) -> str:
     if v not in ("text", "json"):
         raise ValueError("expected text or json")
     return v
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        if v not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return v
+    return parse
+
+
 def _pg_connections(v: str) -> dict[str, dict[str, Any]]:
     """``{name: {"url": postgresql-URL, "tenants": [tenant ids] | "*"}}``: every connection names the tenants
     whose plans may use it ("*": all of them, a choice made in writing)."""
@@ -446,6 +454,48 @@ class Settings:
     retention_archive_days: float = setting(
         "AOS_RETENTION_ARCHIVE_DAYS", 180.0, _float,
         "dead_letter_archive rows archived longer ago than this are deleted (days; 0 = keep).")
+
+    # --- failure recovery (docs/recovery.md) -------------------------------------------
+    recovery_enabled: bool = setting(
+        "AOS_RECOVERY_ENABLED", True, _bool,
+        "After a run fails, a worker looks up a recovery suggestion (cache, similar patterns, LLM) off the step path.")
+    recovery_llm_provider: str = setting(
+        "AOS_RECOVERY_LLM_PROVIDER", "offline", _one_of("offline", "anthropic", "openai"),
+        "Who writes new suggestions: `offline` (from the catalog, no call), `anthropic` or `openai` (sanitised "
+        "failure context sent to AOS_ANTHROPIC_* / AOS_OPENAI_*).")
+    recovery_llm_model: str | None = setting(
+        "AOS_RECOVERY_LLM_MODEL", None, _str, "Model of the recovery LLM; unset = the provider's default.")
+    recovery_embedder: str = setting(
+        "AOS_RECOVERY_EMBEDDER", "offline", _one_of("offline", "openai"),
+        "`offline` (feature hashing: no download, no network) or `openai` (embeddings API at AOS_OPENAI_BASE_URL).")
+    recovery_threshold: float = setting(
+        "AOS_RECOVERY_THRESHOLD", 0.90, _float,
+        "Cosine similarity a stored pattern needs to answer a new failure; below it the LLM is asked.")
+    recovery_success_floor: float = setting(
+        "AOS_RECOVERY_SUCCESS_FLOOR", 0.90, _float,
+        "A pattern whose applied suggestions succeed less often than this (after AOS_RECOVERY_MIN_USES) is no "
+        "longer served from the cache or by similarity: the LLM is asked again.")
+    recovery_min_uses: int = setting(
+        "AOS_RECOVERY_MIN_USES", 5, _int, "Applied suggestions a pattern needs before its success rate counts.")
+    recovery_cache_url: str | None = setting(
+        "AOS_RECOVERY_CACHE_URL", None, _str,
+        "Redis of the exact-signature cache; unset = the broker's Redis (none with RabbitMQ: Postgres answers).")
+    recovery_cache_ttl_s: int = setting(
+        "AOS_RECOVERY_CACHE_TTL_S", 86400, _int, "Life of a cached suggestion (s).")
+    recovery_embedding_quota: int = setting(
+        "AOS_RECOVERY_EMBEDDING_QUOTA", 5000, _int,
+        "Embedding calls per tenant per UTC day (a tenant's own setting wins); spent: similarity is skipped.")
+    recovery_llm_quota: int = setting(
+        "AOS_RECOVERY_LLM_QUOTA", 200, _int,
+        "LLM suggestion calls per tenant per UTC day (a tenant's own setting wins); spent: the catalog's text.")
+    recovery_fallback_scan: int = setting(
+        "AOS_RECOVERY_FALLBACK_SCAN", 2000, _int,
+        "Without pgvector: the most recent patterns of the tenant and code compared in Python per lookup.")
+    recovery_timeout_s: float = setting(
+        "AOS_RECOVERY_TIMEOUT_S", 20.0, _float, "Timeout of one embedding or LLM call of recovery (s).")
+    recovery_verify_s: float = setting(
+        "AOS_RECOVERY_VERIFY_S", 5.0, _float,
+        "How often an applied suggestion's run is checked until its step succeeded or failed again (s).")
 
     def effective_database_url(self) -> str:
         """The database URL; fails with the variable's name when none is set."""

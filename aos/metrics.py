@@ -231,3 +231,47 @@ def step_running(skill: str) -> AbstractContextManager[object]:
 def retention_deleted(table: str, rows: int) -> None:
     if rows:
         RETENTION_DELETED.labels(closed(table, RETENTION_TABLES, "table")).inc(rows)
+
+
+# --- failure recovery (aos/services/recovery) -------------------------------------------------------------
+
+RECOVERY_LAYERS = frozenset(models.RECOVERY_LAYERS)
+RECOVERY_PROVIDER_KINDS = frozenset({"embedding", "llm"})
+RECOVERY_RESULTS = frozenset({"succeeded", "failed"})
+RECOVERY_LOOKUPS = Counter("aos_recovery_lookups_total",
+                           "Recovery suggestions answered, by the layer that answered (cache, vector, llm, catalog).",
+                           ["layer"])
+RECOVERY_SECONDS = Histogram("aos_recovery_lookup_seconds", "Time of one recovery lookup, by the layer that answered.",
+                             ["layer"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5, 30))
+RECOVERY_PROVIDER_CALLS = Counter("aos_recovery_provider_calls_total",
+                                  "Embedding and LLM calls made by recovery, by kind.", ["kind"])
+RECOVERY_TOKENS = Counter("aos_recovery_tokens_total", "Tokens spent by recovery's providers, by kind.", ["kind"])
+RECOVERY_COST_USD = Counter("aos_recovery_cost_usd_total", "Money spent by recovery's providers (USD), by kind.",
+                            ["kind"])
+RECOVERY_QUOTA_REFUSED = Counter("aos_recovery_quota_refused_total",
+                                 "Provider calls recovery skipped because the tenant's daily quota was spent.", ["kind"])
+RECOVERY_APPLIED = Counter("aos_recovery_applied_total", "Applied suggestions whose step then succeeded or failed.",
+                           ["result"])
+
+
+def recovery_lookup(layer: str, seconds: float) -> None:
+    label = closed(layer, RECOVERY_LAYERS, "layer")
+    _child(RECOVERY_LOOKUPS, label).inc()
+    _child(RECOVERY_SECONDS, label).observe(seconds)
+
+
+def recovery_provider_call(kind: str, tokens: int = 0, cost_usd: float = 0.0) -> None:
+    label = closed(kind, RECOVERY_PROVIDER_KINDS, "kind")
+    _child(RECOVERY_PROVIDER_CALLS, label).inc()
+    if tokens:
+        _child(RECOVERY_TOKENS, label).inc(tokens)
+    if cost_usd:
+        _child(RECOVERY_COST_USD, label).inc(cost_usd)
+
+
+def recovery_quota_refused(kind: str) -> None:
+    _child(RECOVERY_QUOTA_REFUSED, closed(kind, RECOVERY_PROVIDER_KINDS, "kind")).inc()
+
+
+def recovery_applied(result: str) -> None:
+    _child(RECOVERY_APPLIED, closed(result, RECOVERY_RESULTS, "result")).inc()

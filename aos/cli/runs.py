@@ -23,6 +23,7 @@ from aos.cli.base import (
     when,
 )
 from aos.cli.follow import follow_run, print_waiting
+from aos.cli.recover import runs_recover, show_learned
 from aos.sdk import Run
 
 STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "dead_lettered")
@@ -48,6 +49,8 @@ def finish(client: Any, run: Run, follow: bool, timeout: float | None, as_json: 
     final = follow_run(client, run.id, timeout=timeout, show=not as_json, after_id=after_id)
     if as_json:
         emit_json((final or client.runs.get(run.id)).raw)
+    elif final is not None and final.status in ("failed", "dead_lettered"):
+        show_learned(client, run.id, wait_s=3.0)  # a worker looks it up right after the failure
     sys.exit(0 if final is not None and final.status == "succeeded" else 1)
 
 
@@ -161,8 +164,14 @@ def _step_error(st: Any) -> str:
 @json_option
 def runs_show(run_id: str, url: str, api_key: str, as_json: bool) -> None:
     """Show a run: status, budget, error with its suggested recovery, and a table of its steps."""
-    run = api_client(url, api_key).runs.get(run_id)
-    emit_json(run.raw) if as_json else print_run(run)
+    client = api_client(url, api_key)
+    run = client.runs.get(run_id)
+    if as_json:
+        emit_json(run.raw)
+        return
+    print_run(run)
+    if run.status in ("failed", "dead_lettered"):
+        show_learned(client, run.id)
 
 
 @runs.command("step")
@@ -244,3 +253,4 @@ def runs_signal(run_id: str, name: str, data: str | None, data_file: str | None,
                           f"{result.step_id}{again}", markup=False)
         return
     finish(client, client.runs.get(run_id), follow, timeout, as_json, after_id=before[-1].id if before else None)
+runs.add_command(runs_recover)

@@ -61,10 +61,10 @@ RUN_EVENT_TYPES = (
     "step.started", "step.succeeded", "step.retrying", "step.failed", "step.skipped", "step.fallback",
     "step.redelivered", "budget.warning", "budget.exceeded",
     "run.waiting", "signal.received", "signal.expired", "step.deferred",
-    "circuit.opened", "circuit.half_open", "circuit.closed",
+    "circuit.opened", "circuit.half_open", "circuit.closed", "run.recovery",
 )
 # Events that also leave as webhooks through the outbox (in the order docs and the API list them).
-WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "budget.warning", "run.waiting")
+WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "budget.warning", "run.waiting", "run.recovery")
 # The outbox topic that publishes a run's step messages; every other topic is a webhook event.
 ENQUEUE_TOPIC = "run.enqueue"
 OUTBOX_TOPICS = (ENQUEUE_TOPIC, *WEBHOOK_EVENTS)
@@ -425,6 +425,7 @@ class FailurePattern(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     tenant_id: Mapped[uuid.UUID] = _tenant_col()
     error_code: Mapped[str] = mapped_column(String(64), nullable=False)
+    skill: Mapped[str] = mapped_column(String(200), nullable=False, server_default="")
     signature: Mapped[str] = mapped_column(String(64), nullable=False)
     message: Mapped[str] = mapped_column(Text, nullable=False)  # sanitized before storing
     recovery: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
@@ -482,4 +483,74 @@ class TenantQuota(Base):
     daily_requests: Mapped[int | None] = mapped_column(Integer)
     daily_runs: Mapped[int | None] = mapped_column(Integer)
     daily_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = _now_col()
+
+
+# --- failure recovery (aos/services/recovery) -----------------------------------------------------------------
+
+RECOVERY_LAYERS = ("cache", "vector", "llm", "catalog")
+SUGGESTION_STATUSES = ("offered", "applied", "succeeded", "failed")
+
+
+class RecoverySuggestion(Base):
+    """A suggestion for one failure of a run's step: what to do, which layer said so, and what came of it."""
+
+    __tablename__ = "recovery_suggestions"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("runs.id", ondelete="CASCADE"),
+                                              nullable=False)
+    step_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    step_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)  # the run's attempt count when it failed
+    error_code: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature: Mapped[str] = mapped_column(String(64), nullable=False)
+    pattern_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("failure_patterns.id", ondelete="SET NULL"))
+    layer: Mapped[str] = mapped_column(String(20), nullable=False)
+    mode: Mapped[str] = mapped_column(String(20), nullable=False)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    explanation: Mapped[str] = mapped_column(Text, nullable=False)
+    confidence: Mapped[float] = mapped_column(Numeric(4, 3), nullable=False)
+    similarity: Mapped[float | None] = mapped_column(Numeric(4, 3))
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="offered")
+    helpful: Mapped[bool | None] = mapped_column(Boolean)
+    feedback_note: Mapped[str | None] = mapped_column(Text)
+    applied_by: Mapped[str | None] = mapped_column(String(20))  # person | auto
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now_col()
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_index", "attempt"),
+        Index(None, "tenant_id", "created_at"),
+        Index("ix_recovery_suggestions_applied", "run_id", postgresql_where=text("status = 'applied'")),
+        CheckConstraint(_in("status", SUGGESTION_STATUSES), name="status"),
+        CheckConstraint(_in("layer", RECOVERY_LAYERS), name="layer"),
+    )
+
+
+class RecoveryUsage(Base):
+    """Calls to embedding and LLM providers per tenant per UTC day: the quota counts these."""
+
+    __tablename__ = "recovery_usage"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)  # embedding | llm
+    calls: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    refused: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    # an embedding costs millionths of a dollar: more places than Money
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 10), nullable=False, server_default="0")
+
+
+class RecoverySettings(Base):
+    """A tenant's recovery choices: auto-apply of safe suggestions, and its own daily quotas (None: default)."""
+
+    __tablename__ = "recovery_settings"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    auto_apply: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    embedding_quota: Mapped[int | None] = mapped_column(Integer)
+    llm_quota: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = _now_col()

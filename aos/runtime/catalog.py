@@ -290,6 +290,11 @@ ENTRIES: list[CatalogEntry] = [
     _e("DEAD_LETTER_NOT_REPLAYABLE", C.REQUEST, False, R.ABORT, 409,
        "This dead letter cannot be replayed (it was discarded or resolved, or its work is a periodic job or is "
        "gone); discard it, or fix the cause and start the work anew."),
+    _e("SUGGESTION_NOT_FOUND", C.REQUEST, False, R.ABORT, 404,
+       "No such recovery suggestion for this run and tenant; list them with `GET /api/v1/runs/{id}/recovery`."),
+    _e("SUGGESTION_NOT_APPLICABLE", C.REQUEST, False, R.ABORT, 409,
+       "This suggestion cannot be applied to the run as it is (the run is no longer failed at that step, or the "
+       "suggestion changes the plan: submit the amended plan); read the run and its latest suggestion again."),
     _e("RUN_NOT_RESUMABLE", C.REQUEST, False, R.ABORT, 409,
        "Only a failed or dead-lettered run can be resumed; check the run's status before resuming it."),
     _e("RUN_ALREADY_FINISHED", C.REQUEST, False, R.ABORT, 409,

@@ -25,6 +25,7 @@ from aos.sdk.models import (
     Model,
     Page,
     Provenance,
+    RecoverySuggestion,
     Run,
     RunSummary,
     SignalRecord,
@@ -142,6 +143,28 @@ def signal_run(run_id: Any, name: str, data: Any, idempotency_key: str | None) -
 
 def run_signals(run_id: Any) -> Call:
     return Call("GET", f"/runs/{seg(run_id)}/signals", parse=_items(SignalRecord))
+
+
+def run_recovery(run_id: Any) -> Call:
+    return Call("GET", f"/runs/{seg(run_id)}/recovery",
+                parse=lambda d, c: [RecoverySuggestion.from_dict(x) for x in d["items"]])
+
+
+def recovery_feedback(run_id: Any, suggestion_id: Any, helpful: bool, note: str | None) -> Call:
+    return Call("POST", f"/runs/{seg(run_id)}/recovery/{seg(suggestion_id)}/feedback",
+                json=_body(helpful=helpful, note=note), parse=_one(RecoverySuggestion))
+
+
+def apply_recovery(run_id: Any, suggestion_id: Any) -> Call:
+    return Call("POST", f"/runs/{seg(run_id)}/recovery/{seg(suggestion_id)}/apply", parse=_one(RecoverySuggestion))
+
+
+def recovery_patterns(limit: int | None, code: str | None) -> Call:
+    return Call("GET", "/recovery/patterns", params=_query(limit=limit, code=code), parse=lambda d, c: d["items"])
+
+
+def recovery_quota() -> Call:
+    return Call("GET", "/recovery/quota")
 
 
 def events_path(run_id: Any) -> str:

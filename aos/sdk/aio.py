@@ -30,6 +30,7 @@ from aos.sdk.models import (
     Inspection,
     Page,
     Provenance,
+    RecoverySuggestion,
     Run,
     RunSummary,
     SignalRecord,
@@ -236,6 +237,19 @@ class AsyncRuns(_Resource):
     async def signals(self, run_id: Any) -> list[SignalRecord]:
         """Every wait of the run, oldest first, with the signal that ended it."""
         return await self._c.call(calls.run_signals(run_id))
+
+
+    async def recovery(self, run_id: Any) -> list[RecoverySuggestion]:
+        """The run's learned recovery suggestions, newest first."""
+        return await self._c.call(calls.run_recovery(run_id))
+
+    async def apply_recovery(self, run_id: Any, suggestion_id: Any) -> RecoverySuggestion:
+        """Apply a suggestion (the run resumes from its failed step)."""
+        return await self._c.call(calls.apply_recovery(run_id, suggestion_id))
+
+    async def recovery_feedback(self, run_id: Any, suggestion_id: Any, *, helpful: bool,
+                          note: str | None = None) -> RecoverySuggestion:
+        return await self._c.call(calls.recovery_feedback(run_id, suggestion_id, helpful, note))
 
     async def wait(self, run_id: Any, *, timeout: float | None = None, poll_s: float = 0.25) -> Run:
         """Poll until the run is final and return it; ``RunWaitTimeout`` (with ``.last``) after ``timeout`` s."""

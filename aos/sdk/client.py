@@ -27,6 +27,7 @@ from aos.sdk.models import (
     Inspection,
     Page,
     Provenance,
+    RecoverySuggestion,
     Run,
     RunSummary,
     SignalRecord,
@@ -232,6 +233,19 @@ class Runs(_Resource):
     def signals(self, run_id: Any) -> list[SignalRecord]:
         """Every wait of the run, oldest first, with the signal that ended it."""
         return self._c.call(calls.run_signals(run_id))
+
+
+    def recovery(self, run_id: Any) -> list[RecoverySuggestion]:
+        """The run's learned recovery suggestions, newest first."""
+        return self._c.call(calls.run_recovery(run_id))
+
+    def apply_recovery(self, run_id: Any, suggestion_id: Any) -> RecoverySuggestion:
+        """Apply a suggestion (the run resumes from its failed step)."""
+        return self._c.call(calls.apply_recovery(run_id, suggestion_id))
+
+    def recovery_feedback(self, run_id: Any, suggestion_id: Any, *, helpful: bool,
+                          note: str | None = None) -> RecoverySuggestion:
+        return self._c.call(calls.recovery_feedback(run_id, suggestion_id, helpful, note))
 
     def wait(self, run_id: Any, *, timeout: float | None = None, poll_s: float = 0.25) -> Run:
         """Poll until the run is final and return it; ``RunWaitTimeout`` (with ``.last``) after ``timeout`` s."""

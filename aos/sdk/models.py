@@ -363,3 +363,26 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+@dataclass
+class RecoverySuggestion(Model):
+    """A learned recovery suggestion for one failure of a run's step (``GET /runs/{id}/recovery``)."""
+
+    id: str = ""
+    run_id: str = ""
+    step_id: str = ""
+    error_code: str = ""
+    layer: str = ""                  # cache, vector, llm or catalog
+    mode: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    explanation: str = ""
+    confidence: float = 0.0
+    similarity: float | None = None
+    pattern_id: int | None = None
+    success_rate: float | None = None
+    status: str = ""                 # offered, applied, succeeded, failed
+    helpful: bool | None = None
+    applied_by: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    apply_command: str = ""

@@ -129,18 +129,18 @@ def _check_row_security(conn: Any, settings: Settings) -> Finding:
 def _check_pgvector(conn: Any) -> Finding:
     installed = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
     if installed:
-        # Nothing searches the embeddings yet (failure-similarity suggestions are not built): say what the
-        # schema holds, not what it is for.
         return _info("pgvector", f"pgvector {installed} installed: failure_patterns.embedding is a vector column "
-                     "with an HNSW index")
+                     "with an HNSW index; recovery's similarity layer searches it in Postgres")
     available = conn.execute(text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")).scalar()
     if available:
         return _info("pgvector", "pgvector is available on the server but not installed: "
-                     "failure_patterns.embedding is a float8[] column (the fallback)",
+                     "failure_patterns.embedding is a float8[] column (the fallback: recovery's similarity layer "
+                     "compares the tenant's latest patterns of a code in Python, AOS_RECOVERY_FALLBACK_SCAN of them)",
                      "the migrations use pgvector only if it is present when `aos db upgrade` creates the "
                      "schema; this database was created without it and keeps the fallback")
     return _info("pgvector", "pgvector is not present: failure_patterns.embedding is a float8[] column "
-                 "(the fallback)",
+                 "(the fallback: recovery's similarity layer compares the tenant's latest patterns of a code in "
+                 "Python, AOS_RECOVERY_FALLBACK_SCAN of them)",
                  "for HNSW search use a Postgres with pgvector (e.g. the pgvector/pgvector:pg16 image)")
 
 

@@ -23,7 +23,8 @@ resilience.install()
 # Housekeeping ticks log at DEBUG, not INFO: an idle worker's log stays readable (see aos/tasks/logs.py).
 logs.quiet_housekeeping()
 
-app = Celery("aos", include=["aos.tasks.steps", "aos.tasks.beat", "aos.tasks.worker_metrics", "aos.tasks.dlq"])
+app = Celery("aos", include=["aos.tasks.steps", "aos.tasks.beat", "aos.tasks.worker_metrics", "aos.tasks.dlq",
+                            "aos.tasks.recovery"])
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -68,6 +69,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # expires: a reconciliation that waited a whole interval in the queue is superseded by the next one
             "aos.dlq.reconcile": {"task": "aos.dlq.reconcile", "schedule": settings.dlq_reconcile_interval_s,
                                   "options": {"expires": settings.dlq_reconcile_interval_s}},
+            # expires: a settle tick superseded by the next one is worth nothing
+            "aos.recovery.settle": {"task": "aos.recovery.settle", "schedule": settings.recovery_verify_s,
+                                    "options": {"expires": settings.recovery_verify_s}},
         },
         # only the beat holding the `aos.beat` lease sends ticks: two beats happen (celery#2856, #4808)
         "beat_scheduler": "aos.tasks.scheduler:LeaderScheduler",

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 HOUSEKEEPING_TASKS = frozenset({"aos.outbox.drain", "aos.runs.reap", "aos.schedules.fire", "aos.dlq.reconcile",
-                                "aos.retention.run", "aos.signals.expire"})
+                                "aos.retention.run", "aos.signals.expire", "aos.recovery.settle"})
 # Celery's loggers of a task's routine life: received (worker), succeeded (trace), sent (beat)
 ROUTINE_LOGGERS = ("celery.worker.strategy", "celery.app.trace", "celery.beat")
 

@@ -16,6 +16,7 @@ from aos.services.publisher import CONTINUE_TASK, STEP_TASK
 from aos.services.runs import deliver_admitted
 from aos.tasks.app import app, delivery_id
 from aos.tasks.publisher import CeleryPublisher
+from aos.tasks.recovery import after_step_stopped
 from aos.values import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
     if decision.action in ("stop", "fail"):
         self.request.chain = None  # the run is final (or owned by another chain): end this one here
     if decision.action == "fail":
+        after_step_stopped(run_id, decision.reason)  # a failed run's recovery lookup, off the step's path
         # The task fails too, so that Flower and the task events show a failed step as failed (an expected
         # error: logged in one line, no traceback; the message is acked like any finished delivery).
         raise StepFailed(decision.reason)

@@ -84,6 +84,8 @@ def register_blueprints(app: Flask) -> None:
     from aos.web.resources.health.routes import blp as health
     from aos.web.resources.inspect.routes import blp as inspect
     from aos.web.resources.quotas.routes import blp as quotas
+    from aos.web.resources.recovery.routes import blp as run_recovery
+    from aos.web.resources.recovery.routes import tenant_blp as recovery
     from aos.web.resources.runs.routes import blp as runs
     from aos.web.resources.simulate.routes import blp as simulate
     from aos.web.resources.skills.routes import blp as skills
@@ -100,6 +102,8 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(dead_letters)
     api.register_blueprint(webhook)
     api.register_blueprint(quotas)
+    api.register_blueprint(run_recovery)
+    api.register_blueprint(recovery)
     docs_ui.register(app)  # the docs pages' assets (public, like the pages) and their Content-Security-Policy
     app.register_blueprint(metrics)  # plain Flask: /metrics is for Prometheus, outside /api/v1 and its OpenAPI
     console.register(app)  # plain Flask too: server-rendered pages at /console, signed in by a session cookie

@@ -60,7 +60,7 @@ def test_webhook_set_prints_the_secret_once_and_show_never(runner, tenant_name):
     assert len(secret) == 1 and "webhooks to http://127.0.0.1:9/hook" in out
     shown = json.loads(_ok(runner.invoke(cli, ["tenants", "webhook", "show", name, "--json"])))
     assert shown == {"tenant": name, "url": "http://127.0.0.1:9/hook", "secret_set": True,
-                     "events": ["run.succeeded", "run.failed", "budget.warning", "run.waiting"]}
+                     "events": ["run.succeeded", "run.failed", "budget.warning", "run.waiting", "run.recovery"]}
     rotated = json.loads(_ok(runner.invoke(cli, ["tenants", "webhook", "rotate-secret", name, "--json"])))
     assert rotated["secret"].startswith("whsec_") and rotated["secret"] != secret[0]
     cleared = json.loads(_ok(runner.invoke(cli, ["tenants", "webhook", "clear", name, "--json"])))

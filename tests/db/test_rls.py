@@ -107,6 +107,11 @@ def _two_tenants_everywhere(worker) -> list[uuid.UUID]:
             s.execute(text("INSERT INTO golden_replay_calls (run_id, step_id, attempt, role, tenant_id, call) "
                            "VALUES (:r, 'a', 1, 'primary', :t, '{}')"), p)
             s.execute(text("INSERT INTO tenant_quotas (tenant_id, daily_runs) VALUES (:t, 1000)"), p)
+            s.execute(text("INSERT INTO recovery_usage (tenant_id, day, kind) VALUES (:t, current_date, 'llm')"), p)
+            s.execute(text("INSERT INTO recovery_settings (tenant_id) VALUES (:t)"), p)
+            s.execute(text("INSERT INTO recovery_suggestions (id, tenant_id, run_id, step_index, step_id, attempt, "
+                           "error_code, signature, layer, mode, explanation, confidence) VALUES "
+                           "(gen_random_uuid(), :t, :r, 0, 'a', 1, 'X', 's', 'catalog', 'RETRY', 'e', 0.5)"), p)
             s.execute(text("INSERT INTO run_waits (tenant_id, run_id, step_index, step_id, attempt, kind, signal, "
                            "status) VALUES (:t, :r, 0, 'a', 1, 'signal', 'go', 'cancelled')"), p)
         tenants.append(tid)

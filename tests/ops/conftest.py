@@ -204,6 +204,13 @@ def assert_closed_labels(text: str) -> None:
                               "status": m.HTTP_STATUS_CLASSES | other},
         "aos_http_request_duration_seconds": {"method": m.HTTP_METHODS | other, "route": routes | other,
                                               "status": m.HTTP_STATUS_CLASSES | other},
+        "aos_recovery_lookups": {"layer": m.RECOVERY_LAYERS | other},
+        "aos_recovery_lookup_seconds": {"layer": m.RECOVERY_LAYERS | other},
+        "aos_recovery_provider_calls": {"kind": m.RECOVERY_PROVIDER_KINDS | other},
+        "aos_recovery_tokens": {"kind": m.RECOVERY_PROVIDER_KINDS | other},
+        "aos_recovery_cost_usd": {"kind": m.RECOVERY_PROVIDER_KINDS | other},
+        "aos_recovery_quota_refused": {"kind": m.RECOVERY_PROVIDER_KINDS | other},
+        "aos_recovery_applied": {"result": m.RECOVERY_RESULTS | other},
     }
     for name, (_, label, allowed) in m.SCRAPE_GAUGES.items():
         closed_sets[name] = {label: allowed | other} if label else {}

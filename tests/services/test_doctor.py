@@ -115,8 +115,9 @@ def test_pgvector_is_reported_as_it_is_on_the_server(aos_env):
     finding = _by_check(run_checks(_env(aos_env)))["pgvector"]
     assert finding.ok and finding.level == "info"
     assert (f"pgvector {installed} installed" in finding.detail) if installed else ("fallback" in finding.detail)
-    # nothing searches failure similarity yet: the finding says what the schema holds, not what it is for
-    assert "similarity" not in finding.detail and "embedding" in finding.detail
+    # the finding says which similarity search recovery uses: Postgres (HNSW) or the Python fallback
+    assert "similarity" in finding.detail and "embedding" in finding.detail
+    assert ("searches it in Postgres" in finding.detail) if installed else ("in Python" in finding.detail)
 
 
 def test_a_visibility_timeout_below_the_longest_countdown_and_step_fails(aos_env, broker_redis):

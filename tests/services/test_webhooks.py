@@ -163,7 +163,7 @@ def test_setting_the_url_generates_a_secret_once_and_rotation_replaces_it(tenant
     assert first["secret"].startswith("whsec_") and first["secret_set"]
     assert "secret" not in again and again["url"] == "http://127.0.0.1:9/other"
     assert "secret" not in shown and shown["secret_set"] and shown["events"] == ["run.succeeded", "run.failed",
-                                                                                 "budget.warning", "run.waiting"]
+                                                                                 "budget.warning", "run.waiting", "run.recovery"]
     assert rotated["secret"].startswith("whsec_") and rotated["secret"] != first["secret"]
     with session_scope() as s:
         cleared = webhooks.set_webhook(s, ctx.tenant_id, None)

@@ -19,6 +19,7 @@ from typing import Any
 
 ANTHROPIC_PATH = "/v1/messages"
 OPENAI_PATH = "/v1/chat/completions"
+OPENAI_EMBEDDINGS_PATH = "/v1/embeddings"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,17 @@ def openai_completion(text: str | None = "Hello from the fake OpenAI.", *, model
     }, {"x-request-id": "req_fake_openai"})
 
 
+def openai_embedding(body: Any) -> ScriptedResponse:
+    """An embeddings answer for the request ``body``: a deterministic vector of the asked dimensions."""
+    dims = int((body or {}).get("dimensions") or 1536)
+    text = str((body or {}).get("input"))
+    seed = sum(text.encode()) or 1
+    vector = [((seed * (i + 1)) % 97 - 48) / 48 for i in range(dims)]
+    return ScriptedResponse(200, {"object": "list", "model": (body or {}).get("model", "text-embedding-3-small"),
+                                  "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+                                  "usage": {"prompt_tokens": len(text) // 4 + 1, "total_tokens": len(text) // 4 + 1}})
+
+
 def openai_error(status: int, message: str, error_type: str = "invalid_request_error", code: str | None = None,
                  headers: dict[str, str] | None = None) -> ScriptedResponse:
     return ScriptedResponse(status, {"error": {"message": message, "type": error_type, "param": None,
@@ -87,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw.decode("utf-8", "replace")
         owner = self.server.owner
         owner._record(RecordedRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        scripted = owner._next(self.path)
+        scripted = owner._next(self.path, body)
         if scripted.delay_s:
             time.sleep(scripted.delay_s)
         payload = scripted.body if isinstance(scripted.body, bytes) else json.dumps(scripted.body).encode()
@@ -135,7 +147,7 @@ class FakeLlmServer:
         with self._lock:
             self._queue.extend(responses)
 
-    def _next(self, path: str) -> ScriptedResponse:
+    def _next(self, path: str, body: Any = None) -> ScriptedResponse:
         with self._lock:
             if self._queue:
                 return self._queue.popleft()
@@ -143,6 +155,8 @@ class FakeLlmServer:
             return anthropic_message()
         if path == OPENAI_PATH:
             return openai_completion()
+        if path == OPENAI_EMBEDDINGS_PATH:
+            return openai_embedding(body)
         return ScriptedResponse(404, {"error": {"message": f"no route {path}", "type": "not_found"}})
 
     def _record(self, request: RecordedRequest) -> None:

@@ -158,7 +158,7 @@ def test_replay_resumes_a_failed_run_once_and_discard_closes_a_dead_letter(clien
 def test_webhook_put_shows_the_secret_once_get_never_and_rotation_replaces_it(client, aos_env):
     _, key = _tenant()
     empty = client.get("/api/v1/webhook", headers=_auth(key)).get_json()
-    assert empty == {"url": None, "secret_set": False, "events": ["run.succeeded", "run.failed", "budget.warning", "run.waiting"]}
+    assert empty == {"url": None, "secret_set": False, "events": ["run.succeeded", "run.failed", "budget.warning", "run.waiting", "run.recovery"]}
     put = client.put("/api/v1/webhook", json={"url": "http://127.0.0.1:9/hooks"}, headers=_auth(key))
     assert put.status_code == 200
     secret = put.get_json()["secret"]

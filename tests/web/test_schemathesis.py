@@ -36,6 +36,7 @@ from schemathesis.core.failures import Failure
 
 from aos.db.models import DeadLetter
 from aos.db.session import session_scope
+from aos.services import recovery
 from aos.services.agents import create_agent, put_state
 from aos.services.runs import submit_run
 from aos.services.workflows import run_workflow, save_workflow
@@ -69,6 +70,8 @@ SEMANTIC: dict[str, list[tuple[str, str]]] = {
     # quotas are the operator's (the seeded key is a tenant admin): another tenant's, or a change, is refused
     "GET /api/v1/quotas": [("FORBIDDEN_SCOPE", ANY)],
     "PUT /api/v1/quotas": [("FORBIDDEN_SCOPE", ANY)] + BODY,
+    # a suggestion applies only to a run failed at its step, as a retry of the pinned plan (docs/recovery.md)
+    "POST /api/v1/runs/{run_id}/recovery/{suggestion_id}/apply": [("SUGGESTION_NOT_APPLICABLE", ANY)],
     **{f"GET {p}": CURSOR for p in ("/api/v1/runs", "/api/v1/workflows", "/api/v1/agents", "/api/v1/dead-letters",
                                     "/api/v1/agents/{agent_id}/runs", "/api/v1/agents/{agent_id}/provenance")},
 }
@@ -128,8 +131,9 @@ def seeded(worker, settings_env):
         s.add(dl)
         s.flush()
         dead_letter_id = dl.id
+    suggestion = recovery.suggest_for_run(failed)  # the worker makes the same one (once per failure)
     common = {"name": "seeded", "version": 1, "agent_id": agent["id"], "dead_letter_id": dead_letter_id,
-              "code": "BUDGET_EXCEEDED"}
+              "code": "BUDGET_EXCEEDED", "suggestion_id": suggestion["id"]}
     return key, [{**common, "run_id": str(done), "step_id": "items"},
                  {**common, "run_id": str(failed), "step_id": "check"}]
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from aos.db.models import DeadLetter, Run
 from aos.db.session import session_scope
+from aos.services import recovery
 from aos.services.agents import create_agent, put_state
 from aos.services.runs import submit_run
 from aos.services.workflows import run_workflow, save_workflow
@@ -48,6 +49,9 @@ ENDPOINTS = [
     ("GET", "/api/v1/dead-letters/{dead_letter_id}", None),
     ("POST", "/api/v1/dead-letters/{dead_letter_id}/replay", None),
     ("POST", "/api/v1/dead-letters/{dead_letter_id}/discard", None),
+    ("GET", "/api/v1/runs/{run_id}/recovery", None),
+    ("POST", "/api/v1/runs/{failed_run_id}/recovery/{suggestion_id}/feedback", {"helpful": False}),
+    ("POST", "/api/v1/runs/{failed_run_id}/recovery/{suggestion_id}/apply", None),
 ]
 # public, not a tenant's object
 NOT_TENANT_OBJECTS = {("GET", "/api/v1/errors/{code}")}
@@ -75,9 +79,10 @@ def tenant_a(worker):
         s.add(dl)
         s.flush()
         dead_letter_id = dl.id
+    suggestion = recovery.suggest_for_run(failed)  # the worker makes it too: the same one (once per failure)
     ids = {"run_id": done, "queued_run_id": queued, "failed_run_id": failed, "step_id": "items",
            "name": "a-flow", "version": 1, "agent_id": agent["id"], "agent_run_id": done,
-           "dead_letter_id": dead_letter_id, "waiting_run_id": waiting}
+           "dead_letter_id": dead_letter_id, "waiting_run_id": waiting, "suggestion_id": suggestion["id"]}
     return ctx, key, ids, {"runs": [done, failed, from_flow, queued, waiting]}
 
 
@@ -93,6 +98,7 @@ def _a_view(client, key: str, ids: dict) -> dict:
         "agent": get(f"/api/v1/agents/{ids['agent_id']}"),
         "state": get(f"/api/v1/agents/{ids['agent_id']}/state"),
         "dead_letter": get(f"/api/v1/dead-letters/{ids['dead_letter_id']}"),
+        "recovery": get(f"/api/v1/runs/{ids['failed_run_id']}/recovery"),
         "run_count": _run_count(),
     }
 
