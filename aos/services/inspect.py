@@ -14,12 +14,14 @@ who it is (issue 13):
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
 
 from aos.db.models import DeadLetter, OutboxMessage, Run
+from aos.db.scope import as_operator
 from aos.db.session import session_scope
 from aos.services.tenancy import TenantContext
 
@@ -51,7 +53,8 @@ def inspect_system(ctx: TenantContext, broker: BrokerInspector) -> dict[str, Any
     def mine(column):  # noqa: ANN001, ANN202 — the operator's figures are the deployment's
         return True if operator else column == ctx.tenant_id
 
-    with session_scope() as s:
+    # the operator's figures cross tenants: read as the operator role (row-level security), a tenant's as itself
+    with (as_operator() if operator else nullcontext()), session_scope() as s:
         pending, oldest = s.execute(
             select(func.count(), func.min(OutboxMessage.created_at))
             .where(mine(OutboxMessage.tenant_id), OutboxMessage.status == "pending")).one()

@@ -33,7 +33,7 @@ def test_a_replay_answers_waiting_steps_from_the_recorded_signals(tenant, worker
     deliver_signal(ctx, run_id, "approval", {"approved": True, "by": "ann"}, None, PUB)
     assert wait_for_run(run_id).status == "succeeded"
     doc = record(ctx, str(run_id))
-    golden.verify(doc)
+    golden.verify(ctx, doc)
     steps = {s["id"]: s for s in doc["body"]["steps"]}
     assert steps["ask"]["outcome"]["output"] == {"size": "M"}
     assert steps["ask"]["attempts"][-1]["call"]["raw"] == {"signal": "size", "payload": {"size": "M"}}

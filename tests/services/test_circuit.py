@@ -3,7 +3,6 @@ spending attempts, the half-open probe reopens it while the upstream is down and
 
 from __future__ import annotations
 
-import functools
 import time
 import uuid
 
@@ -13,8 +12,7 @@ from sqlalchemy import func, select
 from aos.db.models import Checkpoint
 from aos.db.session import session_scope
 from aos.services.runs import get_run, get_timeline, submit_run
-from aos.tasks.app import app
-from aos.tasks.publisher import CeleryPublisher
+from tests.ops.conftest import QueuePublisher
 from tests.support.http_server import Reply, serve_http
 from tests.support.worker import WorkerProcess, wait_for_run
 
@@ -38,11 +36,10 @@ def breaker_workers(aos_env, tmp_path_factory):
 
 
 @pytest.fixture
-def publisher(monkeypatch):
-    """The test process publishes a run's first step to the breaker workers' queue (their own publishes
-    go there by their settings)."""
-    monkeypatch.setattr(app, "send_task", functools.partial(app.send_task, queue=QUEUE))
-    return CeleryPublisher()
+def publisher():
+    """The test process publishes a run's chain to the breaker workers' queue (their own publishes go there
+    by their settings)."""
+    return QueuePublisher(QUEUE)
 
 
 class Upstream:

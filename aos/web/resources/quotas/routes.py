@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from flask import current_app
 from flask.views import MethodView
 
 from aos.config import get_settings
+from aos.db.scope import as_operator
 from aos.db.session import session_scope
 from aos.services import quotas as service
 from aos.services.tenancy import TenantContext, get_tenant_by_name
@@ -27,6 +30,15 @@ def _target(ctx: TenantContext, name: str | None):  # noqa: ANN202
         return get_tenant_by_name(s, name).id
 
 
+def _crossing(ctx: TenantContext, name: str | None):  # noqa: ANN202 — a context manager
+    """Another tenant's quotas are the operator's to read and change: as the operator role (row-level
+    security), once the scope is checked; the caller's own, as itself."""
+    if name is None or name == ctx.tenant_name:
+        return nullcontext()
+    ctx.require("operator")
+    return as_operator()
+
+
 def _view(tenant_id) -> dict:  # noqa: ANN001
     settings = get_settings()
     return service.quotas_view(
@@ -45,7 +57,8 @@ class Quotas(MethodView):
         Needs `runs:read`; another tenant's (`?tenant=`) needs `operator`."""
         ctx = current_tenant()
         ctx.require("runs:read")
-        return _view(_target(ctx, query.get("tenant")))
+        with _crossing(ctx, query.get("tenant")):
+            return _view(_target(ctx, query.get("tenant")))
 
     @blp.arguments(QuotasUpdateSchema)
     @blp.response(200, QuotasSchema)
@@ -54,7 +67,9 @@ class Quotas(MethodView):
         sent change; `null` removes a limit (rates: back to the deployment's default)."""
         ctx = current_tenant()
         ctx.require("operator")
-        tenant_id = _target(ctx, body.pop("tenant", None))
-        with session_scope() as s:
-            service.set_quotas(s, tenant_id, body)
-        return _view(tenant_id)
+        name = body.pop("tenant", None)
+        with _crossing(ctx, name):
+            tenant_id = _target(ctx, name)
+            with session_scope() as s:
+                service.set_quotas(s, tenant_id, body)
+            return _view(tenant_id)
