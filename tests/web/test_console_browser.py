@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -101,6 +102,19 @@ def wait_until(drv, predicate, timeout: float = 60, what: str = "") -> None:
             raise AssertionError(f"timed out waiting for {what or predicate}; page: {drv.current_url}\n"
                                  f"{drv.find_element(By.TAG_NAME, 'body').text[:2000]}")
         time.sleep(0.2)
+
+
+def click(drv, by: str, value: str, timeout: float = 10) -> None:
+    """Find and click a control of the live part, which the page may swap between the find and the click."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            drv.find_element(by, value).click()
+            return
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def run_status(drv) -> str:
@@ -284,12 +298,12 @@ def test_approve_a_waiting_run_and_see_it_finish(browser, served, worker, aos_en
     # a payload that fails the wait's schema: refused with its code, the run still waits
     field = browser.find_element(By.ID, "signal-payload")
     field.send_keys('{"approved": "maybe"}')
-    browser.find_element(By.XPATH, "//button[normalize-space()='Send signal']").click()
+    click(browser, By.XPATH, "//button[normalize-space()='Send signal']")
     wait_until(browser, lambda: "SIGNAL_PAYLOAD_INVALID" in main_text(browser), what="the refusal")
     assert browser.find_element(By.ID, "signal-payload").get_attribute("value") == '{"approved": "maybe"}'
     browser.get_log("browser")  # chromium logs the refusal's 422 as a failed load: expected
     assert run_service.get_run(ctx, run_id)["status"] == "waiting"
-    browser.find_element(By.ID, "signal-approve").click()
+    click(browser, By.ID, "signal-approve")
     wait_until(browser, lambda: run_status(browser) == "succeeded", what="the approved run to finish")
     assert "signal.received" in main_text(browser)
     assert run_service.get_run(ctx, run_id)["steps"][1]["output"] is True

@@ -6,7 +6,7 @@
   function followRun(box) {
     var fragment = box.getAttribute("data-fragment");
     var types = (box.getAttribute("data-event-types") || "").split(" ").filter(Boolean);
-    var inFlight = false, again = false, done = false, source = null, pollTimer = null;
+    var inFlight = false, again = false, done = false, source = null, pollTimer = null, last = null;
 
     function refresh() {
       if (inFlight) { again = true; return; }
@@ -18,8 +18,19 @@
           return res.text();
         })
         .then(function (html) {
+          if (html === last) { return; }  // nothing changed: keep the page as the person left it
+          last = html;
           var focused = document.activeElement && document.activeElement.id;
+          // what a person typed into the live part (a signal's payload) survives the swap
+          var typed = {};
+          box.querySelectorAll("textarea[id], input[id]:not([type=hidden])").forEach(function (el) {
+            if (el.value) { typed[el.id] = el.value; }
+          });
           box.innerHTML = html;
+          Object.keys(typed).forEach(function (id) {
+            var el = document.getElementById(id);
+            if (el && !el.value) { el.value = typed[id]; }
+          });
           if (focused && document.getElementById(focused)) { document.getElementById(focused).focus(); }
         })
         .catch(function () { /* the next event or poll tries again */ })
