@@ -189,4 +189,7 @@ def test_a_tenant_table_without_its_forced_policy_is_a_row_security_failure(aos_
         assert got["row security"].fix
     finally:
         with psycopg.connect(libpq_url(pg_url), autocommit=True) as conn:
-            conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            # back to a fresh database's public schema (PG 15: owned by the database owner, usable by everyone),
+            # which other modules share (the scratch database of the session)
+            conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public AUTHORIZATION pg_database_owner; "
+                         "GRANT USAGE ON SCHEMA public TO PUBLIC")

@@ -34,9 +34,23 @@ def _failing_run(ctx, url: str, method: str = "GET"):
     return run_id
 
 
+def _forget_deployment_wide_suggestions() -> None:
+    """Other tests of the session (other tenants) may have taught the deployment-wide cache this very failure
+    (an HTTP 503 of a local URL): this test starts from a deployment that has learned nothing yet."""
+    from aos.config import get_settings
+    from aos.services.recovery.cache import GLOBAL, namespace, redis_client
+
+    settings = get_settings()
+    client = redis_client(settings)
+    if client is not None:
+        for key in client.scan_iter(f"aos:recovery:{namespace(settings)}:exact:{GLOBAL}:*"):
+            client.delete(key)
+
+
 def test_a_failure_is_learned_then_answered_by_cache_and_similarity_and_success_counts(tenant, worker, aos_env):
     ctx, _ = tenant
     replies = {"status": 503}
+    _forget_deployment_wide_suggestions()
     with serve_http({"/upstream": lambda req: Reply(replies["status"], json={"ok": replies["status"] == 200})}) as srv:
         url = srv.url("/upstream")
         first_run = _failing_run(ctx, url)
