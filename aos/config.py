@@ -509,6 +509,16 @@ class Settings:
         return self.broker_url
 
 
+def redis_py_url(url: str | None) -> str | None:
+    """A Redis URL as redis-py spells it (kombu's ``redis+socket://`` is redis-py's ``unix://``); None when
+    ``url`` is not a Redis URL (AMQP, unset)."""
+    if not url:
+        return None
+    if url.startswith("redis+socket://"):
+        return "unix://" + url.removeprefix("redis+socket://")
+    return url if url.startswith(("redis://", "rediss://", "unix://")) else None
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; raise ConfigError naming the first bad variable (in production,
     also the first secret that is a placeholder or too short)."""

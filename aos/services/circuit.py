@@ -29,7 +29,7 @@ from typing import Any
 import redis
 
 from aos import metrics
-from aos.config import Settings, get_settings
+from aos.config import Settings, get_settings, redis_py_url
 from aos.runtime.outcome import StructuredOutcome
 
 log = logging.getLogger(__name__)
@@ -143,12 +143,7 @@ def _transition(state: str, skill: str, upstream: str, why: str = "") -> None:
 
 def redis_url(settings: Settings) -> str | None:
     """Where the breakers' state lives: AOS_CIRCUIT_REDIS_URL, else a Redis broker; None: nowhere (off)."""
-    url = settings.circuit_redis_url or settings.broker_url
-    if not url or not url.startswith(("redis://", "rediss://", "redis+socket://")):
-        return None
-    if url.startswith("redis+socket://"):  # kombu's spelling of a Unix socket; redis-py's is unix://
-        url = "unix://" + url[len("redis+socket://"):]
-    return url
+    return redis_py_url(settings.circuit_redis_url or settings.broker_url)
 
 
 _breakers: tuple[int, Breakers | None] | None = None

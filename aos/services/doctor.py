@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import Engine
 
-from aos.config import ConfigError, Settings, load_settings
+from aos.config import ConfigError, Settings, load_settings, redis_py_url
 from aos.skills.postgres import open_connection, role_power
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,7 @@ def _check_beat_leader(conn: Any) -> Finding:
 def _redis_client(url: str) -> Any:
     import redis
 
-    if url.startswith("redis+socket://"):
-        url = "unix://" + url[len("redis+socket://"):]
-    return redis.Redis.from_url(url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S)
+    return redis.Redis.from_url(redis_py_url(url) or url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S)
 
 
 def _config_get(client: Any, key: str) -> str | None:

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from aos.config import Settings, get_settings
+from aos.config import Settings, get_settings, redis_py_url
 from aos.db import direct
 from aos.db.models import Run, Tenant, TenantDailySpend, TenantQuota
 from aos.db.session import session_scope
@@ -45,12 +45,7 @@ def rate_limit_storage(settings: Settings) -> str:
     Redis (same server, own keys), else ``memory://`` (per API process)."""
     if settings.rate_limit_storage_url:
         return settings.rate_limit_storage_url
-    broker = settings.broker_url or ""
-    if broker.startswith(("redis://", "rediss://")):
-        return broker
-    if broker.startswith("redis+socket://"):
-        return "unix://" + broker.removeprefix("redis+socket://")
-    return "memory://"
+    return redis_py_url(settings.broker_url) or "memory://"
 
 
 def day_key(tenant_id: Any, now: datetime | None = None) -> str:

@@ -19,9 +19,10 @@ import socket
 import threading
 import uuid
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
+
+from aos.config import redis_py_url
 
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
 _clients: dict[str, redis.Redis] = {}
@@ -29,7 +30,7 @@ _lock = threading.Lock()
 
 
 def supported(broker_url: str) -> bool:
-    return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
+    return redis_py_url(broker_url) is not None
 
 
 def _client(broker_url: str) -> redis.Redis:
@@ -45,12 +46,7 @@ def _client(broker_url: str) -> redis.Redis:
 def _connect(broker_url: str) -> redis.Redis:
     # timeouts like Celery's broker_connection_timeout: a broker that is down fails the publish fast and the
     # outbox row stays pending for beat's drain
-    opts: dict[str, Any] = {"socket_connect_timeout": 3, "socket_timeout": 5}
-    if broker_url.startswith("redis+socket://"):
-        parts = urlsplit(broker_url)
-        db = int(parse_qs(parts.query).get("virtual_host", ["0"])[0] or 0)
-        return redis.Redis(unix_socket_path=unquote(parts.path), db=db, **opts)
-    return redis.Redis.from_url(broker_url, **opts)
+    return redis.Redis.from_url(redis_py_url(broker_url), socket_connect_timeout=3, socket_timeout=5)
 
 
 def message(task: str, args: list[Any], task_id: str, *, queue: str, soft_time_limit: float,

@@ -17,7 +17,7 @@ import threading
 import uuid
 from typing import Any
 
-from aos.config import Settings
+from aos.config import Settings, redis_py_url
 from aos.services.recovery.sanitize import recovery_logger
 
 log = recovery_logger(__name__)
@@ -28,12 +28,7 @@ _lock = threading.Lock()
 
 def redis_url(settings: Settings) -> str | None:
     """The cache's Redis URL: AOS_RECOVERY_CACHE_URL, else the broker's when it is Redis, else none."""
-    url = settings.recovery_cache_url or settings.broker_url
-    if not url:
-        return None
-    if url.startswith("redis+socket://"):
-        return "unix://" + url.removeprefix("redis+socket://")
-    return url if url.startswith(("redis://", "rediss://", "unix://")) else None
+    return redis_py_url(settings.recovery_cache_url or settings.broker_url)
 
 
 def redis_client(settings: Settings) -> Any | None:
