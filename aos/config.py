@@ -519,6 +519,15 @@ def redis_py_url(url: str | None) -> str | None:
     return url if url.startswith(("redis://", "rediss://", "unix://")) else None
 
 
+_PG_SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://")
+
+
+def libpq_url(url: str) -> str:
+    """A Postgres URL as libpq spells it: SQLAlchemy's ``postgresql+psycopg://`` (what settings hold) and
+    ``postgres://`` become ``postgresql://``; the rest (credentials, host, query) is kept as written."""
+    return _PG_SCHEME.sub("postgresql://", url, count=1)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; raise ConfigError naming the first bad variable (in production,
     also the first secret that is a placeholder or too short)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from aos.db import models
+from aos.db import vocabulary
 
 if TYPE_CHECKING:
     from aos.runtime.outcome import StructuredOutcome
@@ -30,11 +30,11 @@ OTHER = "other"
 NONE = "none"
 
 # --- closed label sets -----------------------------------------------------------------
-RUN_STATUS = frozenset(models.RUN_STATUSES)
-STEP_STATUS = frozenset(models.CHECKPOINT_STATUSES) | {"retrying", "fallback"}
-OUTBOX_TOPICS = frozenset(models.OUTBOX_TOPICS)
-OUTBOX_RESULTS = frozenset({"delivered", "retry", "dead"}) | frozenset(models.OUTBOX_STATUSES)
-DEAD_LETTER_KINDS = frozenset(models.DEAD_LETTER_KINDS)
+RUN_STATUS = frozenset(vocabulary.RUN_STATUSES)
+STEP_STATUS = frozenset(vocabulary.CHECKPOINT_STATUSES) | {"retrying", "fallback"}
+OUTBOX_TOPICS = frozenset(vocabulary.OUTBOX_TOPICS)
+OUTBOX_RESULTS = frozenset({"delivered", "retry", "dead"}) | frozenset(vocabulary.OUTBOX_STATUSES)
+DEAD_LETTER_KINDS = frozenset(vocabulary.DEAD_LETTER_KINDS)
 RETENTION_TABLES = frozenset({"runs", "checkpoints", "run_events", "outbox", "replay_log", "dead_letter_archive"})
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HTTP_STATUS_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
@@ -235,7 +235,7 @@ def retention_deleted(table: str, rows: int) -> None:
 
 # --- failure recovery (aos/services/recovery) -------------------------------------------------------------
 
-RECOVERY_LAYERS = frozenset(models.RECOVERY_LAYERS)
+RECOVERY_LAYERS = frozenset(vocabulary.RECOVERY_LAYERS)
 RECOVERY_PROVIDER_KINDS = frozenset({"embedding", "llm"})
 RECOVERY_RESULTS = frozenset({"succeeded", "failed"})
 RECOVERY_LOOKUPS = Counter("aos_recovery_lookups_total",

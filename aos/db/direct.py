@@ -27,14 +27,12 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
-import sqlalchemy.exc
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from aos.config import get_settings
+from aos.config import get_settings, libpq_url
 from aos.db.scope import Scope
 from aos.db.scope import current as current_scope
-from aos.db.session import libpq_url, on_engine_reset
 
 
 class DatabaseOperationalError(Exception):
@@ -45,9 +43,8 @@ class DatabaseOperationalError(Exception):
         super().__init__(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
 
 
-# Errors after which the same work may simply be tried again later: the step task retries on them.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DatabaseOperationalError, psycopg.OperationalError,
-                                                 sqlalchemy.exc.OperationalError)
+# Errors after which the same work may simply be tried again later (with SQLAlchemy's: aos.db.session).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DatabaseOperationalError, psycopg.OperationalError)
 
 BORROW_TIMEOUT_S = 30.0  # how long a thread waits for a connection when the process has its cap open
 # How long connections past AOS_DB_POOL_SIZE stay open after the last time all were busy.
@@ -220,5 +217,3 @@ def reset() -> None:
     for pool in pools:
         pool.close()
 
-
-on_engine_reset(reset)

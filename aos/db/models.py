@@ -34,6 +34,22 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from aos.db.types import Embedding
+from aos.db.vocabulary import (  # noqa: F401 — the vocabularies are read as models.X too
+    CHECKPOINT_STATUSES,
+    DEAD_LETTER_KINDS,
+    DEAD_LETTER_STATUSES,
+    ENQUEUE_TOPIC,
+    FINAL_RUN_STATUSES,
+    OUTBOX_STATUSES,
+    OUTBOX_TOPICS,
+    RECOVERY_LAYERS,
+    RUN_EVENT_TYPES,
+    RUN_STATUSES,
+    SUGGESTION_STATUSES,
+    WAIT_KINDS,
+    WAIT_STATUSES,
+    WEBHOOK_EVENTS,
+)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -42,32 +58,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-# waiting: parked until a signal arrives or its deadline passes (no worker held; the wait is a run_waits row)
-RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "dead_lettered")
-FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled", "dead_lettered"})
-CHECKPOINT_STATUSES = ("running", "succeeded", "failed", "skipped")
-OUTBOX_STATUSES = ("pending", "delivered", "dead")
-DEAD_LETTER_STATUSES = ("open", "replayed", "discarded", "resolved")
-DEAD_LETTER_KINDS = ("step", "outbox", "task")
-# a wait: open, then ended by its signal, its deadline, or the run leaving it (cancel, resume)
-WAIT_STATUSES = ("waiting", "signalled", "expired", "cancelled")
-# what parked the run: a step of a waiting skill (signal.wait, human.approve) or an ESCALATE on_error
-WAIT_KINDS = ("signal", "escalation")
-
-# The timeline: the closed set of run_events.type values; metrics and docs take their labels from here.
-RUN_EVENT_TYPES = (
-    "run.queued", "run.started", "run.succeeded", "run.failed", "run.cancelled", "run.resumed",
-    "step.started", "step.succeeded", "step.retrying", "step.failed", "step.skipped", "step.fallback",
-    "step.redelivered", "budget.warning", "budget.exceeded",
-    "run.waiting", "signal.received", "signal.expired", "step.deferred",
-    "circuit.opened", "circuit.half_open", "circuit.closed", "run.recovery",
-)
-# Events that also leave as webhooks through the outbox (in the order docs and the API list them).
-WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "budget.warning", "run.waiting", "run.recovery")
-# The outbox topic that publishes a run's step messages; every other topic is a webhook event.
-ENQUEUE_TOPIC = "run.enqueue"
-OUTBOX_TOPICS = (ENQUEUE_TOPIC, *WEBHOOK_EVENTS)
 
 Money = Numeric(14, 6)
 
@@ -488,8 +478,6 @@ class TenantQuota(Base):
 
 # --- failure recovery (aos/services/recovery) -----------------------------------------------------------------
 
-RECOVERY_LAYERS = ("cache", "vector", "llm", "catalog")
-SUGGESTION_STATUSES = ("offered", "applied", "succeeded", "failed")
 
 
 class RecoverySuggestion(Base):

@@ -8,22 +8,27 @@ called in ``worker_process_init`` so each child builds its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
+import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from aos.config import get_settings
+from aos.config import get_settings, libpq_url
+from aos.db import direct
 from aos.db.scope import current as current_scope
 
 _lock = threading.Lock()
 _engine: Engine | None = None
 _sessionmaker: sessionmaker[Session] | None = None
-# Other per-process connection holders (aos.db.direct) that forget their connections with the engine.
-_reset_hooks: list[Callable[[], None]] = []
+# Errors after which the same work may simply be tried again later (the step task retries on them): the
+# direct connections' and the same category met through SQLAlchemy, which wraps psycopg's in its own class.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (*direct.TRANSIENT_ERRORS, sqlalchemy.exc.OperationalError)
+__all__ = ["TRANSIENT_ERRORS", "build_engine", "get_engine", "libpq_url", "reset_engine", "session_scope",
+           "sqlalchemy_url"]
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -32,11 +37,6 @@ def sqlalchemy_url(url: str) -> str:
     if u.drivername in ("postgresql", "postgres"):
         u = u.set(drivername="postgresql+psycopg")
     return u.render_as_string(hide_password=False)
-
-
-def libpq_url(url: str) -> str:
-    """The same URL for plain psycopg/libpq (no SQLAlchemy driver suffix)."""
-    return make_url(sqlalchemy_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def build_engine(url: str | None = None, *, pool_size: int | None = None, null_pool: bool = False,
@@ -81,11 +81,6 @@ def get_engine() -> Engine:
     return _engine
 
 
-def on_engine_reset(hook: Callable[[], None]) -> None:
-    """Call ``hook`` whenever this process's engine is reset (after fork, or a configuration change)."""
-    _reset_hooks.append(hook)
-
-
 def reset_engine() -> None:
     """Forget this process's engine (after fork, or when the configuration changed)."""
     global _engine, _sessionmaker
@@ -94,8 +89,7 @@ def reset_engine() -> None:
             _engine.dispose(close=False)  # close=False: never touch the parent's sockets
         _engine = None
         _sessionmaker = None
-    for hook in _reset_hooks:
-        hook()
+    direct.reset()  # the direct connections are forgotten with the engine
 
 
 def _apply_scope(_session: Session, _transaction: object, connection: Connection) -> None:

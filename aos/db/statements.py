@@ -170,6 +170,11 @@ class Statement:
         res, tx = self._execute(conn, values)
         return tx.load_rows(0, res.ntuples, tuple)
 
+    def dicts(self, conn: psycopg.Connection[Any], **values: Any) -> list[dict[str, Any]]:
+        """Every row, as a dict by column name."""
+        res, tx = self._execute(conn, values)
+        return [dict(zip(self._columns or (), row, strict=True)) for row in tx.load_rows(0, res.ntuples, tuple)]
+
     def run(self, conn: psycopg.Connection[Any], **values: Any) -> int:
         """Execute; the number of rows it touched."""
         res, _ = self._execute(conn, values)

@@ -27,6 +27,7 @@ from decimal import Decimal
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from aos.config import libpq_url
 from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def connect_options(url: str, timeout_ms: int) -> str:
 
 def open_connection(url: str, *, timeout_ms: int, connect_timeout: int) -> psycopg.Connection:
     """A connection for plan SQL (or for `aos doctor` to judge one): read-only, with its timeouts."""
-    libpq = _libpq_url(url)
+    libpq = libpq_url(url)
     return _psycopg().connect(libpq, connect_timeout=connect_timeout, application_name="aos postgres.query",
                            options=connect_options(libpq, timeout_ms))
 
@@ -129,11 +130,6 @@ def _iso_duration(delta: timedelta) -> str:
     seconds = delta.seconds + delta.microseconds / 1_000_000
     text = f"{seconds:f}".rstrip("0").rstrip(".")
     return f"{sign}P{delta.days}DT{text}S"
-
-
-def _libpq_url(url: str) -> str:
-    # settings hold SQLAlchemy-style URLs too; libpq knows only postgresql:// and postgres://
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _connect_failure(name: str, exc: psycopg.Error) -> SkillError:
@@ -273,7 +269,7 @@ class PostgresQuery(Skill):
         if dropped or (state or "").startswith(("08", "57P0")):
             return _connect_failure(name, exc)  # the connection was lost: psycopg's text names the server
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        text = _Scrubber(_libpq_url(url))(exc.diag.message_primary or first_line)
+        text = _Scrubber(libpq_url(url))(exc.diag.message_primary or first_line)
         details: dict[str, Any] = {"connection": name}
         if state:
             details["sqlstate"] = state

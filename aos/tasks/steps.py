@@ -7,8 +7,8 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from aos.db.direct import TRANSIENT_ERRORS
 from aos.db.scope import as_operator
+from aos.db.session import TRANSIENT_ERRORS
 from aos.runtime.backoff import retry_countdown
 from aos.services.enqueue import publish_segment
 from aos.services.execution import execute_step, step_crashed
