@@ -13,7 +13,7 @@ import click
 from rich.text import Text
 
 from aos.cli.base import console, emit_json, json_option, print_table
-from aos.db.models import DEAD_LETTER_KINDS, DEAD_LETTER_STATUSES
+from aos.db.vocabulary import DEAD_LETTER_KINDS, DEAD_LETTER_STATUSES
 
 _tenant_option = click.option("--tenant", "tenant_name", default=None,
                               help="Only this tenant's (by name); default: every tenant's.")
@@ -22,11 +22,9 @@ _tenant_option = click.option("--tenant", "tenant_name", default=None,
 def _tenant_id(name: str | None) -> uuid.UUID | None:
     if name is None:
         return None
-    from aos.db.session import session_scope
-    from aos.services.tenancy import get_tenant_by_name
+    from aos.services.listings import tenant_id_by_name
 
-    with session_scope() as s:
-        return get_tenant_by_name(s, name).id
+    return tenant_id_by_name(name)
 
 
 def _publisher() -> Any:
@@ -60,9 +58,9 @@ def dlq() -> None:
 def dlq_list(status: str, all_statuses: bool, kind: str | None, limit: int, cursor: str | None,
              tenant_name: str | None, as_json: bool) -> None:
     """List dead letters, newest first."""
-    from aos.services.dead_letters import list_dead_letters
+    from aos.services.listings import dead_letters
 
-    page = list_dead_letters(_tenant_id(tenant_name), status=None if all_statuses else status, kind=kind,
+    page = dead_letters(_tenant_id(tenant_name), status=None if all_statuses else status, kind=kind,
                              limit=limit, cursor=cursor)
     if as_json:
         emit_json(page)
@@ -174,7 +172,7 @@ def outbox() -> None:
 @json_option
 def outbox_status_cmd(tenant_name: str | None, as_json: bool) -> None:
     """Rows by status and topic, how many are due now, and the oldest pending row's age."""
-    from aos.services.outbox import outbox_status
+    from aos.services.listings import outbox_status
 
     st = outbox_status(_tenant_id(tenant_name))
     if as_json:

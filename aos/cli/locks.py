@@ -19,7 +19,7 @@ def locks_list(as_json: bool) -> None:
     """List every lease: holder, fencing token, and whether it is held now (by the database clock).
 
     A lease that is not held is free: the next tick of its job takes it with a bigger fencing token."""
-    from aos.services.locks import list_locks
+    from aos.services.listings import locks as list_locks
 
     rows = list_locks()
     if as_json:

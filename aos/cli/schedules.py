@@ -53,9 +53,10 @@ def schedules_create(workflow: str, cron: str, timezone: str, inputs_file: str |
 @_json
 def schedules_list(tenant: str, as_json: bool) -> None:
     """List the tenant's schedules, soonest first, with what their last tick did."""
-    from aos.services.schedules import list_schedules
+    from aos.services.listings import schedules as list_schedules
+    from aos.services.listings import tenant_id_by_name
 
-    rows = list_schedules(_ctx(tenant))
+    rows = list_schedules(tenant_id_by_name(tenant))
     if as_json:
         emit_json(rows)
         return

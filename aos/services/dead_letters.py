@@ -38,7 +38,6 @@ from aos import metrics
 from aos.config import get_settings
 from aos.db.models import (
     DEAD_LETTER_KINDS,
-    DEAD_LETTER_STATUSES,
     FINAL_RUN_STATUSES,
     DeadLetter,
     DeadLetterArchive,
@@ -51,6 +50,7 @@ from aos.errors import AosError
 from aos.runtime.catalog import CATALOG
 from aos.services import outbox
 from aos.services.enqueue import requeue
+from aos.services.listings import dead_letter_view as view
 from aos.services.publisher import CONTINUE_TASK, STEP_TASK, Publisher
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,6 @@ Fence = Callable[[Session], None]
 
 def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt else None
-
-
-def view(dl: DeadLetter, replay: ReplayLog | None = None) -> dict[str, Any]:
-    entry = CATALOG.get(dl.error_code) if dl.error_code in CATALOG else CATALOG.fallback
-    return {
-        "id": dl.id, "kind": dl.kind, "status": dl.status,
-        "run_id": str(dl.run_id) if dl.run_id else None, "step_id": dl.step_id,
-        "error": {"code": dl.error_code, "message": dl.error_message, "category": str(entry.category),
-                  "retryable": entry.retryable},
-        "attempts": dl.attempts, "payload": dl.payload,
-        "created_at": _iso(dl.created_at), "resolved_at": _iso(dl.resolved_at),
-        "replay": {"result": replay.result, "replayed_at": _iso(replay.replayed_at)} if replay else None,
-    }
 
 
 def _parse_id(dl_id: int | str) -> int:
@@ -115,30 +102,6 @@ def get_dead_letter(tenant_id: uuid.UUID | None, dl_id: int | str) -> dict[str, 
     with session_scope() as s:
         dl = _get(s, tenant_id, dl_id)
         return view(dl, _replay_of(s, dl.id))
-
-
-def list_dead_letters(tenant_id: uuid.UUID | None, *, status: str | None = None, kind: str | None = None,
-                      limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
-    """A page of dead letters, newest first: ``{"items", "next_cursor"}``."""
-    from aos.services.pagination import paginate
-
-    if status is not None and status not in DEAD_LETTER_STATUSES:
-        raise AosError("VALIDATION_ERROR", f"status must be one of {', '.join(DEAD_LETTER_STATUSES)}")
-    if kind is not None and kind not in DEAD_LETTER_KINDS:
-        raise AosError("VALIDATION_ERROR", f"kind must be one of {', '.join(DEAD_LETTER_KINDS)}")
-    with session_scope() as s:
-        q = select(DeadLetter)
-        if tenant_id is not None:
-            q = q.where(DeadLetter.tenant_id == tenant_id)
-        if status:
-            q = q.where(DeadLetter.status == status)
-        if kind:
-            q = q.where(DeadLetter.kind == kind)
-        page = paginate(s, q, created_col=DeadLetter.created_at, id_col=DeadLetter.id, limit=limit, cursor=cursor,
-                        view=lambda dl: dl)
-        ids = [dl.id for dl in page["items"]]
-        replays = {r.dead_letter_id: r for r in s.scalars(select(ReplayLog).where(ReplayLog.dead_letter_id.in_(ids)))}
-        return {"items": [view(dl, replays.get(dl.id)) for dl in page["items"]], "next_cursor": page["next_cursor"]}
 
 
 def open_counts() -> dict[str, int]:

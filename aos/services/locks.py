@@ -147,21 +147,6 @@ def release(lease: Lease) -> bool:
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
-def list_locks() -> list[dict[str, Any]]:
-    """Every lease, with whether it is held right now (by the database clock)."""
-    with session_scope() as s:
-        rows = s.execute(text("""
-            SELECT name, holder, fencing_token, acquired_at, expires_at, expires_at > now() AS held,
-                   now() AS db_now
-            FROM distributed_locks ORDER BY name
-        """)).all()
-    return [{"name": r.name, "holder": r.holder, "fencing_token": int(r.fencing_token),
-             "acquired_at": r.acquired_at.isoformat(), "expires_at": r.expires_at.isoformat(),
-             "held": bool(r.held),
-             "expires_in_s": round((r.expires_at - r.db_now).total_seconds(), 1) if r.held else 0.0}
-            for r in rows]
-
-
 @contextmanager
 def singleton(job: str, *, ttl_s: float | None = None) -> Iterator[Lease | None]:
     """Run a job only in the leader: yields the lease to the one process that holds it, ``None`` to the rest.

@@ -313,23 +313,3 @@ def reopen(s: Session, outbox_id: int) -> str:
     row.status, row.attempts, row.next_attempt_at = "pending", 0, datetime.now(UTC)
     row.last_error = f"replayed after: {row.last_error or ''}"[:2000]
     return "requeued"
-
-
-def outbox_status(tenant_id: uuid.UUID | None = None) -> dict[str, Any]:
-    """Counts by status and topic, how many pending rows are due, and the age of the oldest pending row."""
-    with session_scope() as s:
-        scope = [] if tenant_id is None else [OutboxMessage.tenant_id == tenant_id]
-        counts = s.execute(select(OutboxMessage.status, OutboxMessage.topic, func.count())
-                           .where(*scope).group_by(OutboxMessage.status, OutboxMessage.topic)).all()
-        oldest, due = s.execute(select(
-            func.min(OutboxMessage.created_at),
-            func.count().filter(OutboxMessage.next_attempt_at <= func.now()))
-            .where(OutboxMessage.status == "pending", *scope)).one()
-        now = s.scalar(select(func.now()))
-    by_status: dict[str, int] = {"pending": 0, "delivered": 0, "dead": 0}
-    by_topic: dict[str, dict[str, int]] = {}
-    for status, topic, n in counts:
-        by_status[status] = by_status.get(status, 0) + n
-        by_topic.setdefault(topic, {})[status] = n
-    return {**by_status, "due": due or 0, "by_topic": by_topic,
-            "oldest_pending_age_s": round((now - oldest).total_seconds(), 3) if oldest else None}

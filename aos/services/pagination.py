@@ -14,12 +14,13 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Select, literal, tuple_
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from aos.errors import AosError
+
+if TYPE_CHECKING:  # the cursors alone serve listings read without SQLAlchemy (aos.services.listings)
+    from sqlalchemy import Select
+    from sqlalchemy.orm import Session
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -69,6 +70,8 @@ def paginate(s: Session, query: Select, *, created_col: Any, id_col: Any, limit:
     ``created_col``/``id_col`` are the mapped columns of the row's creation time and id; rows come
     newest first and the page after a cursor holds only rows strictly older than it.
     """
+    from sqlalchemy import literal, tuple_
+
     check_limit(limit)
     if cursor:
         at, key = decode_cursor(cursor, int if id_col.type.python_type is int else uuid.UUID)

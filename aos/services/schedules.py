@@ -40,6 +40,7 @@ from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import parse_plan
 from aos.services import outbox
+from aos.services.listings import schedule_view
 from aos.services.locks import Lease
 from aos.services.publisher import Publisher
 from aos.services.runs import persist_run
@@ -86,17 +87,6 @@ def next_fire(cron: str, tz: str, after: datetime) -> datetime:
     """The first cron time strictly after ``after``, read in time zone ``tz``; returned in UTC."""
     local = after.astimezone(ZoneInfo(tz))
     return croniter(cron.strip(), local).get_next(datetime).astimezone(UTC)
-
-
-def schedule_view(sc: Schedule, workflow_name: str | None = None) -> dict[str, Any]:
-    def iso(dt: datetime | None) -> str | None:
-        return dt.isoformat() if dt else None
-
-    return {"id": str(sc.id), "workflow_id": str(sc.workflow_id), "workflow": workflow_name, "cron": sc.cron,
-            "timezone": sc.timezone, "inputs": sc.inputs, "enabled": sc.enabled,
-            "next_fire_at": iso(sc.next_fire_at), "last_fired_at": iso(sc.last_fired_at),
-            "last_run_id": str(sc.last_run_id) if sc.last_run_id else None, "last_error": sc.last_error,
-            "created_at": iso(sc.created_at)}
 
 
 def _latest_workflow(s: Session, tenant_id: uuid.UUID, name: str) -> Workflow | None:
@@ -146,15 +136,6 @@ def _names(s: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     if not ids:
         return {}
     return {wid: name for wid, name in s.execute(select(Workflow.id, Workflow.name).where(Workflow.id.in_(ids)))}
-
-
-def list_schedules(ctx: TenantContext) -> list[dict[str, Any]]:
-    """This tenant's schedules, soonest first."""
-    with session_scope() as s:
-        rows = s.scalars(select(Schedule).where(Schedule.tenant_id == ctx.tenant_id)
-                         .order_by(Schedule.next_fire_at, Schedule.id)).all()
-        names = _names(s, {r.workflow_id for r in rows})
-        return [schedule_view(r, names.get(r.workflow_id)) for r in rows]
 
 
 def get_schedule(ctx: TenantContext, schedule_id: str | uuid.UUID) -> dict[str, Any]:

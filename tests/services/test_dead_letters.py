@@ -16,7 +16,7 @@ from aos.db.models import DeadLetter, DeadLetterArchive, OutboxMessage, ReplayLo
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.services import dead_letters as dlq
-from aos.services import webhooks
+from aos.services import listings, webhooks
 from aos.services.outbox import deliver_one, drain_outbox
 from aos.services.runs import resume_run, submit_run
 from aos.tasks.publisher import CeleryPublisher
@@ -266,7 +266,7 @@ def test_another_tenants_dead_letter_is_not_found_and_never_listed(tenant):
         with pytest.raises(AosError) as err:
             call()
         assert err.value.code == "DEAD_LETTER_NOT_FOUND"
-    listed = [d["id"] for d in dlq.list_dead_letters(ctx.tenant_id, limit=200)["items"]]
+    listed = [d["id"] for d in listings.dead_letters(ctx.tenant_id, limit=200)["items"]]
     assert mine in listed and theirs not in listed
     assert _dl(theirs).status == "open"
 

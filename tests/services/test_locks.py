@@ -17,7 +17,8 @@ from sqlalchemy import text
 
 from aos.db.session import session_scope
 from aos.errors import AosError
-from aos.services.locks import acquire, list_locks, release, renew, singleton, singleton_job
+from aos.services.listings import locks as list_locks
+from aos.services.locks import acquire, release, renew, singleton, singleton_job
 
 
 def _name(prefix: str = "test") -> str:

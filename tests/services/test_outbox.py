@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from aos.db.models import DeadLetter, OutboxMessage
 from aos.db.session import session_scope
-from aos.services import outbox, webhooks
+from aos.services import listings, outbox, webhooks
 from aos.services.outbox import claim, deliver_one, drain_outbox, settle
 from aos.services.runs import submit_run
 from aos.services.webhooks import DeliveryResult, verify_signature
@@ -322,11 +322,11 @@ def test_outbox_status_counts_rows_and_the_oldest_pending_age(tenant):
         s.execute(update(OutboxMessage).where(OutboxMessage.id == ids[1]).values(status="dead"))
         s.execute(update(OutboxMessage).where(OutboxMessage.id == ids[2])
                   .values(next_attempt_at=datetime.now(UTC) + timedelta(hours=1)))
-    st = outbox.outbox_status(ctx.tenant_id)
+    st = listings.outbox_status(ctx.tenant_id)
     assert (st["pending"], st["dead"], st["due"]) == (2, 1, 1)
     assert st["by_topic"] == {"run.failed": {"pending": 2, "dead": 1}}
     assert 119 <= st["oldest_pending_age_s"] < 200
     by_tenant = defaultdict(int)
     for status in ("pending", "delivered", "dead"):
-        by_tenant[status] = outbox.outbox_status()[status]
+        by_tenant[status] = listings.outbox_status()[status]
     assert by_tenant["pending"] >= 2 and by_tenant["dead"] >= 1

@@ -13,12 +13,12 @@ from sqlalchemy import func, select, update
 from aos.db.models import Run, RunEvent, Schedule, Workflow
 from aos.db.session import session_scope
 from aos.errors import AosError
+from aos.services import listings
 from aos.services.schedules import (
     create_schedule,
     delete_schedule,
     fire_due,
     get_schedule,
-    list_schedules,
     next_fire,
     set_enabled,
 )
@@ -73,7 +73,7 @@ def test_bad_cron_timezone_and_inputs_are_refused_with_their_paths(tenant):
     with pytest.raises(AosError) as e:
         create_schedule(ctx, "no-such-workflow", "* * * * *")
     assert e.value.code == "NOT_FOUND"
-    assert list_schedules(ctx) == []
+    assert listings.schedules(ctx.tenant_id) == []
 
 
 def test_cron_is_read_in_the_schedules_time_zone_across_daylight_saving():
@@ -93,12 +93,12 @@ def test_create_list_pause_resume_delete_and_other_tenants_see_nothing(tenant, a
     sc = create_schedule(ctx, _workflow(ctx), "*/5 * * * *", timezone="Europe/Paris", inputs={"x": {"a": 3}})
     assert sc["enabled"] and sc["timezone"] == "Europe/Paris"
     assert datetime.fromisoformat(sc["next_fire_at"]) > datetime.now(UTC)
-    assert [s["id"] for s in list_schedules(ctx)] == [sc["id"]]
+    assert [s["id"] for s in listings.schedules(ctx.tenant_id)] == [sc["id"]]
     with scope() as s:
         other_t = create_tenant(s, f"t-{uuid.uuid4().hex[:10]}")
         key, _ = create_api_key(s, other_t, "k", ("admin",))
         other = authenticate(s, key)
-    assert list_schedules(other) == []
+    assert listings.schedules(other.tenant_id) == []
     for call in (lambda: get_schedule(other, sc["id"]), lambda: delete_schedule(other, sc["id"]),
                  lambda: set_enabled(other, sc["id"], False), lambda: get_schedule(ctx, "not-a-uuid")):
         with pytest.raises(AosError) as e:
@@ -110,7 +110,7 @@ def test_create_list_pause_resume_delete_and_other_tenants_see_nothing(tenant, a
     resumed = set_enabled(ctx, sc["id"], True)  # from the next tick after now: the paused hours do not fire
     assert datetime.fromisoformat(resumed["next_fire_at"]) > datetime.now(UTC)
     delete_schedule(ctx, sc["id"])
-    assert list_schedules(ctx) == []
+    assert listings.schedules(ctx.tenant_id) == []
 
 
 def test_a_due_schedule_fires_exactly_once_when_four_firers_race(tenant):

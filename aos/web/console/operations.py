@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from aos.db.models import DEAD_LETTER_KINDS, DEAD_LETTER_STATUSES
+from aos.db.vocabulary import DEAD_LETTER_KINDS, DEAD_LETTER_STATUSES
 from aos.services import dead_letters as dead_letter_service
+from aos.services import listings
 from aos.services import schedules as schedule_service
 from aos.web.console.blueprint import bp
 from aos.web.console.session import current
@@ -27,7 +28,7 @@ def dead_letters() -> str:
     ctx.require("admin")
     status = request.args.get("status", "open").strip() or None
     kind = request.args.get("kind", "").strip() or None
-    page = dead_letter_service.list_dead_letters(ctx.tenant_id, status=status, kind=kind, limit=PAGE_SIZE,
+    page = listings.dead_letters(ctx.tenant_id, status=status, kind=kind, limit=PAGE_SIZE,
                                                  cursor=request.args.get("cursor") or None)
     return render_template("console/dead_letters.html", page=page, status=status or "", kind=kind or "",
                            statuses=DEAD_LETTER_STATUSES, kinds=DEAD_LETTER_KINDS,
@@ -62,7 +63,7 @@ def schedules() -> str:
     """This tenant's schedules, soonest first."""
     ctx = current()
     ctx.require("runs:read")
-    return render_template("console/schedules.html", schedules=schedule_service.list_schedules(ctx))
+    return render_template("console/schedules.html", schedules=listings.schedules(ctx.tenant_id))
 
 
 @bp.post("/schedules/<schedule_id>/<any(pause, resume):action>")

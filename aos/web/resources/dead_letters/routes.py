@@ -6,6 +6,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from aos.services import dead_letters as service
+from aos.services import listings
 from aos.web.access import require_scopes
 from aos.web.auth import ProtectedBlueprint, current_tenant
 from aos.web.resources.dead_letters.schemas import (
@@ -28,7 +29,7 @@ class DeadLetters(MethodView):
     @blp.alt_response(400, response="BAD_REQUEST", description="The cursor is not one this API returned")
     def get(self, args):  # noqa: ANN001, ANN201
         """List this tenant's dead letters, newest first (filter by status and kind)."""
-        return service.list_dead_letters(current_tenant().tenant_id, status=args.get("status"), kind=args.get("kind"),
+        return listings.dead_letters(current_tenant().tenant_id, status=args.get("status"), kind=args.get("kind"),
                                          limit=args["limit"], cursor=args["cursor"])
 
 
