@@ -13,14 +13,13 @@ import uuid
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import icalendar
-from dateutil.rrule import rruleset, rrulestr
-from icalendar.prop import vRecur
-
 from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
+
+if TYPE_CHECKING:  # at run time icalendar is imported where a calendar is read or written (warm_up in a worker),
+    import icalendar  # not when the skills are merely loaded (`aos skills list`)
 
 Interval = tuple[datetime, datetime]  # aware, UTC, half-open [start, end)
 
@@ -86,7 +85,15 @@ def _minutes(hhmm: str, field: str) -> int:
 # --- busy intervals from ICS --------------------------------------------------------------
 
 
+def _import_icalendar() -> None:
+    """A worker imports icalendar and dateutil before it forks (``warm_up``), not in a step's time limit."""
+    import dateutil.rrule  # noqa: F401
+    import icalendar  # noqa: F401
+
+
 def _parse_calendars(text: str, index: int) -> list[icalendar.Calendar]:
+    import icalendar
+
     try:
         cals = icalendar.Calendar.from_ical(text, multiple=True)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -135,6 +142,9 @@ def _recurrences(event: icalendar.cal.Component, start: datetime, lo: datetime,
     rdates = _values(event, "RDATE")
     if not rules and not rdates:
         return [start]
+    from dateutil.rrule import rruleset, rrulestr
+    from icalendar.prop import vRecur
+
     rset = rruleset()
     for rule in rules:
         parts = dict(rule)
@@ -305,6 +315,9 @@ class FreeSlots(Skill):
     default_retry = RetryPolicy(max_attempts=1)
     recommended = 5
 
+    def warm_up(self) -> None:
+        _import_icalendar()
+
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
         tz = _zone(args["timezone"])
         lo = _aware(_parse_iso(args["start"], "start"), tz)
@@ -369,6 +382,9 @@ class CreateEvent(Skill):
     default_retry = RetryPolicy(max_attempts=1)
     recommended = None
 
+    def warm_up(self) -> None:
+        _import_icalendar()
+
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
         tz = _zone(args["timezone"])
         start = self._datetime(args["start"], "start", tz)
@@ -380,6 +396,8 @@ class CreateEvent(Skill):
             raise SkillError("CALENDAR_RANGE_INVALID", "end must be after start")
         seed = ctx.idempotency_key or json.dumps(args, sort_keys=True, separators=(",", ":"))
         uid = args.get("uid") or f"{uuid.uuid5(uuid.NAMESPACE_URL, 'aos:calendar.create_event:' + seed)}@aos"
+
+        import icalendar
 
         cal = icalendar.Calendar()
         cal.add("prodid", "-//AOS//calendar.create_event 1//EN")

@@ -19,20 +19,20 @@ address meaningless.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import ModuleType
-from typing import Any
-
-import httpcore
-import httpcore2
-import httpx
-import httpx2
+from typing import TYPE_CHECKING, Any
 
 from aos.config import Settings
 from aos.skills.base import SkillError
 from aos.skills.ssrf import AllowList, IPAddress, Resolver, check_host, host_matches
+
+if TYPE_CHECKING:
+    import httpx
+    import httpx2
 
 # Connections are not kept alive past their request: one call, one connection. A pooled connection
 # would outlive the policy it was vetted under (the next call may be another agent's).
@@ -139,27 +139,46 @@ def _transport_class(hx: ModuleType, core: ModuleType) -> type:
     return GuardedTransport
 
 
-_HTTPX = _transport_class(httpx, httpcore)
-_HTTPX2 = _transport_class(httpx2, httpcore2)
+# Built at first use: the HTTP stacks (httpcore pulls in trio where it is installed) cost a tenth of a second
+# to import, which every `aos` command that only loads the skills (`aos skills list`) would pay for nothing.
+@functools.cache
+def _transport(flavour: int) -> type:
+    import httpcore
+    import httpcore2
+    import httpx
+    import httpx2
+
+    return _transport_class(httpx, httpcore) if flavour == 1 else _transport_class(httpx2, httpcore2)
+
+
+def load_transports() -> None:
+    """Import the HTTP stacks and build both guarded transports now: a worker does it before it forks
+    (the skills' ``warm_up``), so no step spends its time limit on it."""
+    _transport(1)
+    _transport(2)
 
 
 def guarded_transport(policy: EgressPolicy) -> httpx.BaseTransport:
     """For an ``httpx.Client`` (http.request, webhooks)."""
-    return _HTTPX(policy)
+    return _transport(1)(policy)
 
 
 def guarded_transport2(policy: EgressPolicy) -> httpx2.BaseTransport:
     """For an ``httpx2.Client``: the LLM SDKs' ``http_client``."""
-    return _HTTPX2(policy)
+    return _transport(2)(policy)
 
 
 def guarded_client(policy: EgressPolicy, **kwargs: Any) -> httpx.Client:
     """An httpx client that follows no redirect by itself and connects only where ``policy`` allows."""
+    import httpx
+
     return httpx.Client(transport=guarded_transport(policy), follow_redirects=False, trust_env=False, **kwargs)
 
 
 def guarded_client2(policy: EgressPolicy, **kwargs: Any) -> httpx2.Client:
     """The same for httpx2, to hand to the Anthropic and OpenAI SDKs as their ``http_client``."""
+    import httpx2
+
     return httpx2.Client(transport=guarded_transport2(policy), follow_redirects=False, trust_env=False, **kwargs)
 
 

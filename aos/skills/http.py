@@ -24,7 +24,7 @@ import httpx
 
 from aos.redaction import redact_url
 from aos.skills.base import CostModel, RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
-from aos.skills.egress import EgressPolicy, guarded_client
+from aos.skills.egress import EgressPolicy, guarded_client, load_transports
 from aos.skills.retry_after import parse_retry_after
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -100,6 +100,9 @@ class HttpRequest(Skill):
             return f"{host}:{parts.port}" if parts.port else host or None
         except (KeyError, TypeError, ValueError):
             return None  # the skill itself reports a bad URL
+
+    def warm_up(self) -> None:
+        load_transports()
 
     def run(self, args: dict[str, Any], ctx: SkillContext) -> SkillResult:
         method: str = args.get("method", "GET")

@@ -26,7 +26,7 @@ from aos.skills.base import (
     SkillError,
     SkillResult,
 )
-from aos.skills.egress import EgressPolicy
+from aos.skills.egress import EgressPolicy, load_transports
 from aos.skills.llm import pricing
 from aos.skills.llm.providers import (
     ANTHROPIC_DEFAULT_BASE_URL,
@@ -159,6 +159,7 @@ class LlmComplete(Skill):
 
     def warm_up(self) -> None:
         import_sdks()
+        load_transports()
 
     def upstream(self, args: dict[str, Any], ctx: SkillContext) -> str | None:
         """The provider (what a circuit breaker guards); the offline provider has no upstream."""
