@@ -5,7 +5,6 @@ It ships inside the ``aos`` distribution (``from aos.sdk import Client``) and im
 server: only httpx and the standard library. See docs/sdk.md.
 """
 
-from aos.sdk.aio import AsyncClient, AsyncPaginator
 from aos.sdk.client import Client, Paginator
 from aos.sdk.errors import (
     AosApiError,
@@ -53,3 +52,13 @@ __all__ = [
     "ServiceUnavailable", "SignalRecord", "SignalResult", "SimulatedStep", "Simulation", "Skill", "Step", "StepAttempt", "StepDetail",
     "Unauthorized", "ValidationFailed", "Verdict", "Waiting", "Workflow",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # the async client on first use: asyncio and its event-loop machinery are a cost every `aos` command
+    # that talks to the API (all of them synchronous) would otherwise pay
+    if name in ("AsyncClient", "AsyncPaginator"):
+        from aos.sdk import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
