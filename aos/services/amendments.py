@@ -83,17 +83,21 @@ def amend_step(s: Session, ctx: TenantContext, run: Run, parameters: dict[str, A
 
 
 def _pinned_skill(run: Run, step: dict[str, Any]) -> Skill | None:
+    return _skill(str((run.skill_versions or {}).get(step.get("id"), step.get("skill"))))
+
+
+def _skill(ref: Any) -> Skill | None:
     try:
-        return default_registry().resolve(str((run.skill_versions or {}).get(step.get("id"), step.get("skill"))))
+        return default_registry().resolve(str(ref))
     except AosError:
-        return None
+        return None  # validation names it
 
 
 def _amended(step: dict[str, Any], skill: Skill | None,
              wanted: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The step with the wanted changes, and what changed: field → {"from", "to"} (the value in force before,
     a skill's default included, so that a person reads "timeout_s 30→60"; args shown as the skill's
-    redaction shows them, never a secret)."""
+    redaction shows them, never a secret). With a ``fallback_skill``, ``args`` are the fallback's."""
     out = copy.deepcopy(step)
     changes: dict[str, dict[str, Any]] = {}
     if "timeout_s" in wanted:
@@ -105,6 +109,7 @@ def _amended(step: dict[str, Any], skill: Skill | None,
         was = retry.get("max_attempts", skill.default_retry.max_attempts if skill else None)
         out["retry"] = {**retry, "max_attempts": wanted["max_attempts"]}
         changes["max_attempts"] = {"from": was, "to": wanted["max_attempts"]}
+    fallback_args = wanted.pop("args") if "fallback_skill" in wanted and "args" in wanted else None
     if "args" in wanted:
         # the fields given replace the step's own; the others stay (a writer saw sanitised args, so a field it
         # left out may hold a secret it never saw)
@@ -122,11 +127,15 @@ def _amended(step: dict[str, Any], skill: Skill | None,
         on_error = dict(step.get("on_error") or {})
         fallback = on_error.get("fallback") if on_error.get("mode") == "FALLBACK" else None
         was = fallback.get("skill") if isinstance(fallback, dict) else None
-        if was != wanted["fallback_skill"]:
-            # the fallback gets the step's args (as amended): the same request to another skill
-            out["on_error"] = {"mode": "FALLBACK",
-                               "fallback": {"skill": wanted["fallback_skill"], "args": out.get("args", {})}}
-            changes["fallback_skill"] = {"from": was, "to": wanted["fallback_skill"]}
+        # the fallback gets the suggestion's args when it has some (they are the fallback's then, the step keeps its
+        # own), else the step's: the same request to another version or provider
+        args = fallback_args if fallback_args is not None else out.get("args", {})
+        was_args = fallback.get("args") if isinstance(fallback, dict) else None
+        if was != wanted["fallback_skill"] or (fallback_args is not None and was_args != fallback_args):
+            out["on_error"] = {"mode": "FALLBACK", "fallback": {"skill": wanted["fallback_skill"], "args": args}}
+            fb_skill = _skill(wanted["fallback_skill"])
+            changes["fallback_skill"] = {"from": was, "to": wanted["fallback_skill"],
+                                         "args": redact_args(fb_skill, args)}
     for field in [f for f in ("timeout_s", "max_attempts") if f in changes]:
         if changes[field]["from"] == changes[field]["to"]:
             del changes[field]
