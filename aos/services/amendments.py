@@ -83,7 +83,7 @@ def amend_step(s: Session, ctx: TenantContext, run: Run, parameters: dict[str, A
 
 
 def _pinned_skill(run: Run, step: dict[str, Any]) -> Skill | None:
-    return _skill(str((run.skill_versions or {}).get(step.get("id"), step.get("skill"))))
+    return _skill((run.skill_versions or {}).get(str(step.get("id")), step.get("skill")))
 
 
 def _skill(ref: Any) -> Skill | None:

@@ -195,3 +195,25 @@ def test_a_plan_cached_before_the_amendment_can_neither_claim_the_step_nor_be_se
     refused, state = claim(0)
     assert refused is None and state["plan_revision"] == 1 and state["status"] == "queued"
     assert claim(1)[0] is not None
+
+
+def test_auto_apply_never_amends_a_plan(tenant):
+    from aos.config import get_settings
+    from aos.services.recovery.cache import namespace, redis_client
+
+    ctx, _ = tenant
+    recovery.update_settings(ctx, auto_apply=True)
+    message = f"GET https://api.example.com/{word()} timed out"
+    first = recovery.suggest_for_run(failed_run(ctx, "HTTP_TIMEOUT", message))
+    assert first["status"] == "applied" and first["parameters"].get("timeout_s") is None  # timing only: applied
+    with session_scope() as s:  # the pattern learned a longer timeout (what a model writer may answer)
+        s.execute(text("UPDATE failure_patterns SET recovery = recovery || CAST(:r AS jsonb) WHERE id = :p"),
+                  {"r": json.dumps({"mode": "RETRY", "parameters": {"timeout_s": 120}}), "p": first["pattern_id"]})
+    client = redis_client(get_settings())
+    if client is not None:  # the next lookup reads the pattern from Postgres, as after a cache expiry
+        for key in client.scan_iter(f"aos:recovery:{namespace(get_settings())}:exact:*"):
+            client.delete(key)
+    run_id = failed_run(ctx, "HTTP_TIMEOUT", message)
+    again = recovery.suggest_for_run(run_id)
+    assert again["parameters"] == {"timeout_s": 120} and again["status"] == "offered"
+    assert _stored(run_id)[2:4] == (0, "failed")
