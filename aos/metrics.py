@@ -237,7 +237,7 @@ def retention_deleted(table: str, rows: int) -> None:
 
 RECOVERY_LAYERS = frozenset(vocabulary.RECOVERY_LAYERS)
 RECOVERY_PROVIDER_KINDS = frozenset({"embedding", "llm"})
-RECOVERY_RESULTS = frozenset({"succeeded", "failed"})
+RECOVERY_RESULTS = frozenset({"succeeded", "failed", "abandoned"})
 RECOVERY_LOOKUPS = Counter("aos_recovery_lookups_total",
                            "Recovery suggestions answered, by the layer that answered (cache, vector, llm, catalog).",
                            ["layer"])
@@ -250,7 +250,8 @@ RECOVERY_COST_USD = Counter("aos_recovery_cost_usd_total", "Money spent by recov
                             ["kind"])
 RECOVERY_QUOTA_REFUSED = Counter("aos_recovery_quota_refused_total",
                                  "Provider calls recovery skipped because the tenant's daily quota was spent.", ["kind"])
-RECOVERY_APPLIED = Counter("aos_recovery_applied_total", "Applied suggestions whose step then succeeded or failed.",
+RECOVERY_APPLIED = Counter("aos_recovery_applied_total", "Applied suggestions by what came of them: the step "
+                           "succeeded, failed, or the run was cancelled first (abandoned).",
                            ["result"])
 
 

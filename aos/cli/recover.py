@@ -51,7 +51,9 @@ def show_learned(client: Any, run_id: str, wait_s: float = 0.0) -> None:
 
 @click.command("recover")
 @click.argument("run_id")
-@click.option("--apply", "do_apply", is_flag=True, help="Apply the suggestion: the run resumes from its failed step.")
+@click.option("--apply", "do_apply", is_flag=True,
+              help="Apply the suggestion: the run resumes from its failed step, amended first when the suggestion "
+                   "changes it (timeout_s, max_attempts, args, fallback_skill; shown by `aos runs show`).")
 @click.option("--suggestion", "suggestion_id", default=None, help="Which suggestion (default: the newest).")
 @click.option("--helpful/--not-helpful", default=None, help="Say whether the suggestion helped.")
 @click.option("--wait", "wait_s", type=float, default=5.0, show_default=True,
@@ -61,6 +63,11 @@ def show_learned(client: Any, run_id: str, wait_s: float = 0.0) -> None:
 def runs_recover(run_id: str, do_apply: bool, suggestion_id: str | None, helpful: bool | None, wait_s: float,
                  url: str, api_key: str, as_json: bool) -> None:
     """Show the learned recovery suggestion of a failed run; --apply applies it, --helpful/--not-helpful judges it.
+
+    Applying a suggestion that changes the failed step (a longer timeout_s, more max_attempts, corrected args, a
+    fallback_skill) amends that step of this run only, validated like a submitted plan (AMENDMENT_INVALID when it
+    would not be), recorded as an amendment; the run's plan_hash stays the submitted plan's. ABORT, SKIP and
+    ESCALATE suggestions are not applied (SUGGESTION_NOT_APPLICABLE says what to do instead).
 
     A suggestion comes from the cheapest layer that has one: the same failure seen before (cache), a similar one
     (vector), or a newly written one (llm); `catalog` is the code's own advice when the quota is spent."""

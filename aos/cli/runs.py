@@ -145,6 +145,9 @@ def print_run(run: Run) -> None:
     if run.waiting is not None:
         print_waiting(run.id, run.waiting.signal, run.waiting.step_id, run.waiting.reason,
                       run.waiting.deadline.isoformat() if run.waiting.deadline else None, run.waiting.schema)
+    for a in run.amendments:  # the plan_hash is the submitted plan's: say what changed since, and who did it
+        console.print(f"  amended: {a.summary} (after attempt {a.after_attempt}, by {a.applied_by})", markup=False,
+                      soft_wrap=True)
     print_table(["step", "status", "error", "tries", "duration", "cost", "skill"],
                 [[st.id, styled_status(st.status), _step_error(st), str(st.attempts),
                   ms(st.duration_ms), money(st.cost_usd), st.skill] for st in run.steps],
@@ -163,7 +166,8 @@ def _step_error(st: Any) -> str:
 @api_options
 @json_option
 def runs_show(run_id: str, url: str, api_key: str, as_json: bool) -> None:
-    """Show a run: status, budget, error with its suggested recovery, and a table of its steps."""
+    """Show a run: status, budget, error with its suggested recovery, its amended steps, and a table of its
+    steps."""
     client = api_client(url, api_key)
     run = client.runs.get(run_id)
     if as_json:

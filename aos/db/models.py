@@ -201,6 +201,9 @@ class Run(Base):
     # NULL: no limit applied when it was queued), and since when a queued run waits for a slot (NULL: it
     # holds one, or never needed one). A run holds a slot while queued or running and not waiting.
     concurrency: Mapped[list[Any] | None] = mapped_column(JSONB)
+    # how many times a person amended the stored plan (run_amendments): a worker's cached plan of an older
+    # revision may not run a step (every claim is fenced by it), so an amended step never runs as it was
+    plan_revision: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now_col()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -515,6 +518,31 @@ class RecoverySuggestion(Base):
         CheckConstraint(_in("status", SUGGESTION_STATUSES), name="status"),
         CheckConstraint(_in("layer", RECOVERY_LAYERS), name="layer"),
     )
+
+
+class RunAmendment(Base):
+    """One step of one run changed after submission, by a person applying a recovery suggestion: what changed
+    (``changes``: field → {"from", "to"}), the step's hash before and after, and who did it. The run's
+    ``plan_hash`` stays the submitted plan's; its stored plan holds the amended step."""
+
+    __tablename__ = "run_amendments"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    tenant_id: Mapped[uuid.UUID] = _tenant_col()
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("runs.id", ondelete="CASCADE"),
+                                              nullable=False)
+    plan_revision: Mapped[int] = mapped_column(Integer, nullable=False)  # the run's revision this one made
+    step_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    step_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    after_attempt: Mapped[int] = mapped_column(Integer, nullable=False)  # the step's attempts that ran before it
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    step_hash_before: Mapped[str] = mapped_column(String(64), nullable=False)
+    step_hash_after: Mapped[str] = mapped_column(String(64), nullable=False)
+    suggestion_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("recovery_suggestions.id", ondelete="SET NULL"))
+    applied_by: Mapped[str] = mapped_column(String(20), nullable=False)  # person | auto
+    key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))  # the API key a person used, if any
+    created_at: Mapped[datetime] = _now_col()
+    __table_args__ = (UniqueConstraint("run_id", "plan_revision"),)
 
 
 class RecoveryUsage(Base):

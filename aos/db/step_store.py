@@ -11,7 +11,8 @@ cancelled, the version moved on), the run row is not changed and nothing else is
   step's estimate on the run's budget (refusing it past a limit), and records ``run.started`` on a
   run's start. The attempt's ``step.started`` event is the row's ``attempt_event_id``, not a row.
   An open attempt that already took ``poison`` deliveries is not taken over (they all died): the
-  caller quarantines the step instead.
+  caller quarantines the step instead. The claim holds only for the plan revision the claimer holds
+  (``runs.plan_revision``: a person amended a step since it cached the plan), so a stale plan never runs.
   The common case (the next step, or a retry, of a running run) is a plain ``UPDATE``; the full
   statement runs when that one does not hold.
 - ``settle``: inserts the attempt's checkpoint (the attempt as it ended: an attempt row exists only
@@ -62,6 +63,8 @@ WITH prior AS (
         reserved_cost_usd = reserved_cost_usd + CASE WHEN attempt_open THEN 0 ELSE %(cost)s END,
         reserved_tokens = reserved_tokens + CASE WHEN attempt_open THEN 0 ELSE %(tokens)s END
     WHERE id = %(run)s AND status IN ('queued', 'running') AND next_step = %(index)s
+      -- the plan the claimer holds is the run's current one (a person may have amended the step since)
+      AND plan_revision = %(revision)s
       AND (lease_expires_at IS NULL OR lease_expires_at <= now()
            OR lease_owner = ANY(string_to_array(%(mine)s, E'\n')))
       -- an attempt whose deliveries kept dying is not taken over again: it is quarantined (poison)
@@ -104,6 +107,7 @@ UPDATE runs SET
     steps_started = steps_started + 1,
     reserved_cost_usd = reserved_cost_usd + %(cost)s, reserved_tokens = reserved_tokens + %(tokens)s
 WHERE id = %(run)s AND status = 'running' AND NOT attempt_open AND next_step = %(index)s
+  AND plan_revision = %(revision)s
   AND (lease_expires_at IS NULL OR lease_expires_at <= now() OR lease_owner = ANY(string_to_array(%(mine)s, E'\n')))
   AND (max_wall_s IS NULL OR started_at IS NULL OR now() - started_at <= make_interval(secs => max_wall_s))
   AND (max_cost_usd IS NULL OR spent_cost_usd + reserved_cost_usd + %(cost)s <= max_cost_usd)
@@ -172,7 +176,7 @@ _SETTLE_PARTS = {
         steps_started = steps_started + 1,
         attempt = CASE WHEN %(next_step)s::int <> %(cp_index)s::int THEN 0 ELSE 1 END
     WHERE id = %(run)s AND status = 'running' AND next_step = %(cp_index)s AND attempt = 0 AND NOT attempt_open
-      AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+      AND (lease_expires_at IS NULL OR lease_expires_at <= now()) AND plan_revision = %(revision)s
     RETURNING tenant_id, %(started_at)s::timestamptz AS attempt_started_at, 1 AS attempt_deliveries,
               nextval('run_events_id_seq'::regclass) AS attempt_event_id
 ), checkpoint AS (""" + _CHECKPOINT,
@@ -228,19 +232,19 @@ _RUN_STATE = Statement("""
 SELECT r.status, r.next_step, r.step_count, r.version, r.lease_owner, r.lease_expires_at, now() AS now,
        r.started_at, r.tenant_id, r.max_wall_s, r.max_cost_usd, r.max_tokens, r.max_steps,
        r.spent_cost_usd, r.spent_tokens, r.reserved_cost_usd, r.reserved_tokens, r.steps_started, r.attempt_open,
-       r.attempt, r.attempt_deliveries,
+       r.attempt, r.attempt_deliveries, r.plan_revision,
        (SELECT c.status FROM checkpoints c WHERE c.run_id = r.id AND c.step_index = %(index)s
         ORDER BY c.attempt DESC LIMIT 1) AS last_status
 FROM runs r WHERE r.id = %(run)s
 """)
 
 _RUN_PLAN = Statement("""
-SELECT tenant_id, agent_id, replay_of, plan, inputs, skill_versions, step_count,
+SELECT tenant_id, agent_id, replay_of, plan, inputs, skill_versions, step_count, plan_revision,
        max_cost_usd, max_tokens, max_steps, max_wall_s, concurrency IS NOT NULL AS limited
 FROM runs WHERE id = %(run)s
 """)
 
-_RUN_STATUS = Statement("SELECT status FROM runs WHERE id = %(run)s")
+_RUN_STATUS = Statement("SELECT status, plan_revision FROM runs WHERE id = %(run)s")
 
 _OUTPUTS = Statement("""
 SELECT step_id, outcome->'output' AS output FROM checkpoints
@@ -296,6 +300,7 @@ class ClaimRequest:
     cost_usd: Decimal
     tokens: int
     poison: int = 1_000_000  # deliveries of one attempt after which it is no longer taken over
+    plan_revision: int = 0   # the revision of the plan the claimer holds (runs.plan_revision fences it)
 
 
 def claim(conn: psycopg.Connection[Any], req: ClaimRequest) -> Row | None:
@@ -305,7 +310,8 @@ def claim(conn: psycopg.Connection[Any], req: ClaimRequest) -> Row | None:
         "run": req.run_id, "index": req.index, "step_id": req.step_id, "skill": req.skill, "worker": req.worker,
         # one text of the owners it may take over, newline-separated (a delivery id never holds one)
         "mine": "\n".join([req.worker, *req.takeover]),
-        "lease_s": req.lease_s, "cost": req.cost_usd, "tokens": req.tokens, "poison": req.poison}
+        "lease_s": req.lease_s, "cost": req.cost_usd, "tokens": req.tokens, "poison": req.poison,
+        "revision": req.plan_revision}
     if req.index > 0:  # step 0 is a run's start: straight to the full claim
         row = _CLAIM_NEXT.one(conn, **values)
         if row is not None:
@@ -376,6 +382,7 @@ class Settlement:
     # run being at the step with no attempt yet; ``started_at`` is when the delivery began
     claimless: bool = False
     started_at: datetime | None = None
+    plan_revision: int = 0            # a claimless settle's fence: the plan it ran the step from is the run's
 
 
 def settle(conn: psycopg.Connection[Any], st: Settlement) -> bool:
@@ -399,7 +406,8 @@ def settle(conn: psycopg.Connection[Any], st: Settlement) -> bool:
         "duration_ms": st.duration_ms, "reserved_cost": st.reserved_cost_usd, "reserved_tokens": st.reserved_tokens,
         "cost": st.cost_usd, "tokens": st.input_tokens + st.output_tokens, "input_tokens": st.input_tokens,
         "output_tokens": st.output_tokens, "day": st.day, "events": st.events, "outbox": st.outbox,
-        "dead_letters": st.dead_letters, "wait": st.wait, "started_at": st.started_at})
+        "dead_letters": st.dead_letters, "wait": st.wait, "started_at": st.started_at,
+        "revision": st.plan_revision})
     return bool(row and row["settled"])
 
 
@@ -409,13 +417,14 @@ def run_state(conn: psycopg.Connection[Any], run_id: uuid.UUID, index: int) -> R
 
 
 def run_plan(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> Row | None:
-    """What never changes about a run after submission: its plan, inputs, pinned skills, limits."""
+    """What a worker holds of a run: its plan (and the plan's revision), inputs, pinned skills, limits."""
     return _RUN_PLAN.one(conn, **{"run": run_id})
 
 
-def run_status(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> str | None:
+def run_status(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> tuple[str, int] | None:
+    """The run's status and plan revision (None: no such run)."""
     row = _RUN_STATUS.one(conn, **{"run": run_id})
-    return row["status"] if row else None
+    return (row["status"], row["plan_revision"]) if row else None
 
 
 def outputs(conn: psycopg.Connection[Any], run_id: uuid.UUID, step_ids: Sequence[str]) -> dict[str, Any]:

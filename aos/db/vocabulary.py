@@ -25,7 +25,7 @@ RUN_EVENT_TYPES = (
     "step.started", "step.succeeded", "step.retrying", "step.failed", "step.skipped", "step.fallback",
     "step.redelivered", "budget.warning", "budget.exceeded",
     "run.waiting", "signal.received", "signal.expired", "step.deferred",
-    "circuit.opened", "circuit.half_open", "circuit.closed", "run.recovery",
+    "circuit.opened", "circuit.half_open", "circuit.closed", "run.recovery", "run.amended",
 )
 # Events that also leave as webhooks through the outbox (in the order docs and the API list them).
 WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "budget.warning", "run.waiting", "run.recovery")
@@ -34,4 +34,5 @@ ENQUEUE_TOPIC = "run.enqueue"
 OUTBOX_TOPICS = (ENQUEUE_TOPIC, *WEBHOOK_EVENTS)
 
 RECOVERY_LAYERS = ("cache", "vector", "llm", "catalog")
-SUGGESTION_STATUSES = ("offered", "applied", "succeeded", "failed")
+# abandoned: applied, then the run was cancelled before the step could answer; counts neither for nor against its pattern
+SUGGESTION_STATUSES = ("offered", "applied", "succeeded", "failed", "abandoned")

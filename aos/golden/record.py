@@ -1,6 +1,8 @@
 """The body of a golden file, built from a run and its checkpoints; per-step hashes; the sealed document.
 
-A body holds the pinned plan, the inputs, the pinned skill versions and, per step,
+A body holds the pinned plan (as amended, when a person amended a step: ``amendments``
+then says what changed, after which attempt; ``plan_hash`` stays the submitted plan's),
+the inputs, the pinned skill versions and, per step,
 every attempt: the call the engine made (skill, resolved args, outcome) and, when
 the step's fallback answered, the fallback call. Calls of non-deterministic skills
 (``http.request``, ``llm.complete``, ``postgres.query``) keep the skill's raw
@@ -39,6 +41,16 @@ class RunFacts:
     plan_hash: str
     inputs: dict[str, Any]
     skill_versions: dict[str, Any]
+    # steps a person amended after submission (``amendment``), oldest first; ``plan`` is the plan as amended
+    amendments: tuple[dict[str, Any], ...] = ()
+
+
+def amendment(step_index: int, step_id: str, after_attempt: int, changes: dict[str, Any], step_hash_before: str,
+              step_hash_after: str) -> dict[str, Any]:
+    """An amendment as a body holds it: what changed of which step after which attempt, and the step's hashes;
+    no id, time or person (recording the run twice gives the same bytes)."""
+    return {"step_index": step_index, "step_id": step_id, "after_attempt": after_attempt, "changes": changes,
+            "step_hash_before": step_hash_before, "step_hash_after": step_hash_after}
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,7 @@ def build_body(run: RunFacts, attempts: Iterable[AttemptFacts], skill_info: Skil
     for i, plan_step in enumerate(run.plan.get("steps") or []):
         pinned = str(run.skill_versions.get(plan_step.get("id"), plan_step.get("skill")))
         steps.append(build_step(i, plan_step, pinned, by_step.get(i, []), skill_info))
-    return {
+    body = {
         "source": {"run_id": run.id, "identity": run.identity, "name": run.name, "status": run.status,
                    "error_code": run.error_code},
         "plan": run.plan,
@@ -123,6 +135,9 @@ def build_body(run: RunFacts, attempts: Iterable[AttemptFacts], skill_info: Skil
         "skill_versions": run.skill_versions,
         "steps": steps,
     }
+    if run.amendments:  # only then: the bodies (and hashes) of runs never amended stay as they were
+        body["amendments"] = list(run.amendments)
+    return body
 
 
 def seal(body: dict[str, Any], keys: KeyRing) -> dict[str, Any]:

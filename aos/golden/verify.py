@@ -92,6 +92,8 @@ def _check_fields(obj: Mapping[str, Any], fields: Mapping[str, type | tuple[type
 def check_structure(body: Mapping[str, Any]) -> None:
     """Every field a replay and the hashes rely on, with its JSON path when missing."""
     _check_fields(body, BODY_FIELDS, "$.body")
+    if "amendments" in body and not isinstance(body["amendments"], list):
+        raise _invalid("field $.body.amendments must be array", path="$.body.amendments")
     for i, step in enumerate(body["steps"]):
         where = f"$.body.steps[{i}]"
         if not isinstance(step, dict):

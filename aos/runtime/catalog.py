@@ -293,8 +293,13 @@ ENTRIES: list[CatalogEntry] = [
     _e("SUGGESTION_NOT_FOUND", C.REQUEST, False, R.ABORT, 404,
        "No such recovery suggestion for this run and tenant; list them with `GET /api/v1/runs/{id}/recovery`."),
     _e("SUGGESTION_NOT_APPLICABLE", C.REQUEST, False, R.ABORT, 409,
-       "This suggestion cannot be applied to the run as it is (the run is no longer failed at that step, or the "
-       "suggestion changes the plan: submit the amended plan); read the run and its latest suggestion again."),
+       "This suggestion cannot be applied to the run as it is: the run is no longer failed at that step, or its "
+       "mode is not one AOS can carry out (ABORT, SKIP, ESCALATE: the message says what to do instead); read the "
+       "run and its latest suggestion again."),
+    _e("AMENDMENT_INVALID", C.PLAN, False, R.ABORT, 422,
+       "The suggestion's change to the failed step would make a plan that submission refuses (args against the "
+       "skill's schema, an unknown fallback skill, a timeout or attempt count out of range, the agent's "
+       "capability policy); `problems` names each. Nothing was changed: fix the plan and submit it as a new run."),
     _e("RUN_NOT_RESUMABLE", C.REQUEST, False, R.ABORT, 409,
        "Only a failed or dead-lettered run can be resumed; check the run's status before resuming it."),
     _e("RUN_ALREADY_FINISHED", C.REQUEST, False, R.ABORT, 409,

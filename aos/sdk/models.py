@@ -211,10 +211,29 @@ class SignalRecord(Waiting):
 
 
 @dataclass
+class Amendment(Model):
+    """A step of the run changed after submission by applying a recovery suggestion (the plan_hash is not)."""
+
+    id: str = ""
+    plan_revision: int = 0
+    step_index: int = 0
+    step_id: str = ""
+    after_attempt: int = 0    # the step's attempts that ran before it
+    changes: dict[str, Any] = field(default_factory=dict)  # field -> {"from", "to"}
+    step_hash_before: str = ""
+    step_hash_after: str = ""
+    suggestion_id: str | None = None
+    applied_by: str = ""
+    created_at: datetime | None = _conv(_dt)
+    summary: str = ""         # "step 0 (fetch) amended by suggestion …: timeout_s 30→60"
+
+
+@dataclass
 class Run(RunSummary):
     inputs: dict[str, Any] = field(default_factory=dict)
     steps: list[Step] = _conv(_list_of(Step), factory=list)
     waiting: Waiting | None = _conv(Waiting.from_dict)
+    amendments: list[Amendment] = _conv(_list_of(Amendment), factory=list)
 
     @property
     def is_waiting(self) -> bool:

@@ -4,8 +4,10 @@
   the run: submission, resume, the reaper, a dead letter's replay);
 - each step's soft timeout, which the step messages carry;
 - the run's plan as workers see it (``run_plan``): loaded once per process and run, because a
-  run's plan, inputs and pinned skills never change after submission. Per step, the worker then
-  needs nothing of the plan from Postgres, whatever the plan's size.
+  run's plan, inputs and pinned skills change only when a person amends a step of a failed run
+  (``aos.services.amendments``), which bumps the run's ``plan_revision``. Per step, the worker then
+  needs nothing of the plan from Postgres, whatever the plan's size: the step's claim is fenced by
+  the revision, and a claim refused for a stale one reloads the plan.
 
 Services that queue a run import this module; of the other services it imports only the timeline and
 the concurrency limits.
@@ -72,8 +74,8 @@ def publish_segment(run_id: str, from_step: int, generation: int, publisher: Pub
     """Publish the next segment of a long run's chain (called by the chain itself)."""
     rid = uuid.UUID(run_id)
     with direct.relaxed(OPERATOR) as conn:  # the engine's own lookup by run id: its tenant is not known yet
-        status = step_store.run_status(conn, rid)
-    rp = run_plan(rid) if status is not None and status not in FINAL_RUN_STATUSES else None
+        state = step_store.run_status(conn, rid)
+    rp = run_plan(rid, revision=state[1]) if state is not None and state[0] not in FINAL_RUN_STATUSES else None
     if rp is not None:
         publisher.enqueue_run(run_id, from_step, list(rp.timeouts), generation=generation)
 
@@ -110,9 +112,10 @@ def requeue(s: Session, run: Run, *, reason: str, fresh_retries: bool = False) -
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What never changes about a run after submission, parsed once per process."""
+    """What a worker needs of a run, parsed once per process (and again after a person amends a step)."""
 
     run_id: uuid.UUID
+    revision: int                     # runs.plan_revision this was read at: the claims' fence
     tenant_id: uuid.UUID
     agent_id: uuid.UUID | None
     replay_of: uuid.UUID | None  # a golden replay: the recorded run it re-executes
@@ -142,11 +145,12 @@ _cache: OrderedDict[uuid.UUID, RunPlan] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def run_plan(run_id: uuid.UUID) -> RunPlan | None:
-    """The run's plan (None: no such run), from this process's cache or, once, from Postgres."""
+def run_plan(run_id: uuid.UUID, revision: int | None = None) -> RunPlan | None:
+    """The run's plan (None: no such run), from this process's cache or, once, from Postgres. A caller that
+    read the run's ``plan_revision`` passes it: a cached plan older than that is read again."""
     with _cache_lock:
         hit = _cache.get(run_id)
-        if hit is not None:
+        if hit is not None and (revision is None or hit.revision >= revision):
             _cache.move_to_end(run_id)
             return hit
     with direct.relaxed(OPERATOR) as conn:  # a worker learns the run's tenant from this row
@@ -188,7 +192,7 @@ def _build(run_id: uuid.UUID, row: dict[str, Any]) -> RunPlan:
                       and not k.cost_model.estimate(st.args).tokens
                       for st, k in zip(plan.steps, skills, strict=True))
     return RunPlan(
-        run_id=run_id, tenant_id=row["tenant_id"], agent_id=row["agent_id"], replay_of=row["replay_of"],
+        run_id=run_id, revision=row["plan_revision"], tenant_id=row["tenant_id"], agent_id=row["agent_id"], replay_of=row["replay_of"],
         plan=plan, skills=tuple(skills), missing=missing, refs=tuple(referenced_steps(st.args) for st in plan.steps),
         timeouts=tuple(st.timeout_s or (k.default_timeout_s if k else Skill.default_timeout_s)
                        for st, k in zip(plan.steps, skills, strict=True)),

@@ -187,7 +187,8 @@ def _claim(rp: RunPlan, index: int, worker: str, abandoned: Sequence[str]) -> Cl
     req = step_store.ClaimRequest(
         run_id=rp.run_id, index=index, step_id=step.id, skill=skill.ref, worker=worker, takeover=tuple(abandoned),
         lease_s=rp.timeouts[index] + settings.hard_timeout_grace_s + settings.lease_grace_s,
-        cost_usd=reservation.cost_usd, tokens=reservation.tokens, poison=settings.poison_deliveries)
+        cost_usd=reservation.cost_usd, tokens=reservation.tokens, poison=settings.poison_deliveries,
+        plan_revision=rp.revision)
     try:
         with direct.relaxed() as conn:
             if reservation.cost_usd > 0:  # the tenant's day is reserved in the same (rolled back if refused) transaction
@@ -224,6 +225,10 @@ def _why_not(rp: RunPlan, step: Step, estimate: budget.Estimate, worker: str,
         st = step_store.run_state(conn, rp.run_id, step.index)
     if st is None:
         return StepDecision.stop("run does not exist")
+    if st["plan_revision"] != rp.revision and st["status"] in ("queued", "running"):
+        # a person amended a step since this process cached the plan: read it again, then claim anew
+        run_plan(rp.run_id, revision=st["plan_revision"])
+        return StepDecision.retry(0, "the run's plan was amended; claiming with the amended plan")
     if st["status"] in FINAL_RUN_STATUSES or st["status"] == "waiting":
         return StepDecision.stop(f"run is {st['status']}")  # a waiting run goes on when its signal queues it
     if st["last_status"] in ("succeeded", "skipped"):
@@ -442,7 +447,7 @@ def _write(c: Claim, plan: outcomes.Settled,
            claimless_since: datetime | None = None) -> tuple[bool, outcomes.Settled, tuple[int, ...]]:
     """Write the settlement: whether its fence held, the settlement written (or refused), the runs it admitted."""
     if claimless_since is not None:
-        plan.settlement.claimless, plan.settlement.started_at = True, claimless_since
+        _claimless(plan.settlement, c.rp, claimless_since)
     try:
         settled, admitted = _write_settlement(c.rp, plan.settlement)
         return settled, plan, admitted
@@ -452,9 +457,14 @@ def _write(c: Claim, plan: outcomes.Settled,
         log.warning("run %s step %s: output not storable: %s", c.rp.run_id, c.step.id, exc)
         plan = outcomes.finished(c, _failed_attempt("DATA_NOT_STORABLE", f"{type(exc).__name__}: {exc}"[:500]))
         if claimless_since is not None:
-            plan.settlement.claimless, plan.settlement.started_at = True, claimless_since
+            _claimless(plan.settlement, c.rp, claimless_since)
         settled, admitted = _write_settlement(c.rp, plan.settlement)
         return settled, plan, admitted
+
+
+def _claimless(settlement: step_store.Settlement, rp: RunPlan, since: datetime) -> None:
+    """A settle that opens the attempt too, fenced by the run being at the step and the plan's revision."""
+    settlement.claimless, settlement.started_at, settlement.plan_revision = True, since, rp.revision
 
 
 def _settle(c: Claim, plan: outcomes.Settled) -> StepDecision:

@@ -1,5 +1,9 @@
 """Golden files as use cases: record a run, verify a document, replay it through the real engine.
 
+A run a person amended (``aos.services.amendments``) is recorded with its plan as amended and the
+amendments beside it; its replay runs the amended plan from the first attempt, so the attempts that
+ran before the amendment (the recording keeps them) are the first divergence a replay reports.
+
 Replay submits the recorded plan as a new run (``runs.replay_of`` = the recorded
 run) together with the recorded calls of its non-deterministic skills
 (``golden_replay_calls``), in one transaction, and publishes it like any run: the
@@ -23,12 +27,13 @@ from aos.db.models import FINAL_RUN_STATUSES, Checkpoint, GoldenReplayCall, Run,
 from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.golden.diff import compare_steps
-from aos.golden.record import AttemptFacts, RunFacts, build_body, seal
+from aos.golden.record import AttemptFacts, RunFacts, amendment, build_body, seal
 from aos.golden.sign import KeyRing
 from aos.golden.verify import Verified, verify_document
 from aos.plan import parse_plan
 from aos.redaction import redact_args, redact_value
 from aos.services import outbox
+from aos.services.amendments import amendments_of
 from aos.services.publisher import Publisher
 from aos.services.runs import persist_run
 from aos.services.tenancy import TenantContext
@@ -113,9 +118,11 @@ def recording_body(s: Session, run: Run) -> dict[str, Any]:
             fallback_from = {**fallback_from, "args": redact_args(primary, fallback_from.get("args"))}
         attempts.append(AttemptFacts(step_index=r.step_index, attempt=r.attempt, status=r.status, skill=r.skill,
                                      args=args, outcome=r.outcome, raw=r.raw, fallback_from=fallback_from))
+    changed = tuple(amendment(a.step_index, a.step_id, a.after_attempt, dict(a.changes), a.step_hash_before,
+                              a.step_hash_after) for a in amendments_of(s, run))
     facts = RunFacts(id=str(run.id), identity=str(run.replay_of or run.id), name=run.name, status=run.status,
                      error_code=run.error_code, plan=_redacted_plan(run.plan), plan_hash=run.plan_hash,
-                     inputs=redact_value(run.inputs), skill_versions=run.skill_versions)
+                     inputs=redact_value(run.inputs), skill_versions=run.skill_versions, amendments=changed)
     return build_body(facts, attempts, _skill_info)
 
 

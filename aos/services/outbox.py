@@ -129,8 +129,10 @@ def _prepare_safely(s: Session, c: Claimed, tenants: dict[uuid.UUID, tuple[str |
 def _prepare(s: Session, c: Claimed, tenants: dict[uuid.UUID, tuple[str | None, str | None]]) -> Delivery:
     if c.topic == ENQUEUE:
         run_id = uuid.UUID(c.payload["run_id"])
-        status = s.scalar(select(Run.status).where(Run.id == run_id))
-        rp = enqueue.run_plan(run_id) if status in ("queued", "running") else None
+        status, revision = s.execute(select(Run.status, Run.plan_revision).where(Run.id == run_id)).one_or_none() \
+            or (None, 0)
+        # the revision: the step timeouts the messages carry come from the plan as a person may have amended it
+        rp = enqueue.run_plan(run_id, revision=revision) if status in ("queued", "running") else None
         if rp is None:
             return Delivery(c, note="run no longer queued; nothing to publish")
         return Delivery(c, publish=(str(run_id), int(c.payload.get("from_step", 0)), list(rp.timeouts)))

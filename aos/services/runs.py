@@ -21,7 +21,7 @@ from aos.db.session import session_scope
 from aos.errors import AosError
 from aos.plan import Plan, parse_plan
 from aos.runtime import budget
-from aos.services import concurrency, enqueue, outbox, quotas, signals, timeline
+from aos.services import amendments, concurrency, enqueue, outbox, quotas, signals, timeline
 from aos.services.capabilities import capability_problems, load_agent, raise_if_denied
 from aos.services.failures import error_view, final_error_view
 from aos.services.pagination import DEFAULT_LIMIT, paginate
@@ -54,7 +54,7 @@ def accept_run(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, 
     view ``get_run`` gives of a new run, built from what was stored rather than read back."""
     run, plan = _submit(ctx, plan_data, publisher, inputs=inputs, agent_id=agent_id, workflow_id=workflow_id)
     steps = [_step_view(run, i, st, [], None, 0) for i, st in enumerate(run.plan["steps"])]
-    return {**run_summary(run), "inputs": run.inputs, "steps": steps, "waiting": None}
+    return {**run_summary(run), "inputs": run.inputs, "steps": steps, "waiting": None, "amendments": []}
 
 
 def _submit(ctx: TenantContext, plan_data: Any, publisher: Publisher | None, *, inputs: dict[str, Any] | None,
@@ -261,7 +261,8 @@ def get_run(ctx: TenantContext, run_id: uuid.UUID | str) -> dict[str, Any]:
             attempts = by_step.get(i, [])
             last = attempts[-1] if attempts else None
             steps.append(_step_view(run, i, st, attempts, last, large))
-        return {**run_summary(run), "inputs": run.inputs, "steps": steps, "waiting": signals.waiting_for(s, run)}
+        return {**run_summary(run), "inputs": run.inputs, "steps": steps, "waiting": signals.waiting_for(s, run),
+                "amendments": [amendments.view(a) for a in amendments.amendments_of(s, run)]}
 
 
 def _open_attempt(run: Run) -> list[Checkpoint]:

@@ -112,6 +112,9 @@ def _two_tenants_everywhere(worker) -> list[uuid.UUID]:
             s.execute(text("INSERT INTO recovery_suggestions (id, tenant_id, run_id, step_index, step_id, attempt, "
                            "error_code, signature, layer, mode, explanation, confidence) VALUES "
                            "(gen_random_uuid(), :t, :r, 0, 'a', 1, 'X', 's', 'catalog', 'RETRY', 'e', 0.5)"), p)
+            s.execute(text("INSERT INTO run_amendments (id, tenant_id, run_id, plan_revision, step_index, step_id, "
+                           "after_attempt, changes, step_hash_before, step_hash_after, applied_by) VALUES "
+                           "(gen_random_uuid(), :t, :r, 1, 0, 'a', 1, '{}', 'x', 'y', 'person')"), p)
             s.execute(text("INSERT INTO run_waits (tenant_id, run_id, step_index, step_id, attempt, kind, signal, "
                            "status) VALUES (:t, :r, 0, 'a', 1, 'signal', 'go', 'cancelled')"), p)
         tenants.append(tid)

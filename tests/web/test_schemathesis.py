@@ -70,7 +70,7 @@ SEMANTIC: dict[str, list[tuple[str, str]]] = {
     # quotas are the operator's (the seeded key is a tenant admin): another tenant's, or a change, is refused
     "GET /api/v1/quotas": [("FORBIDDEN_SCOPE", ANY)],
     "PUT /api/v1/quotas": [("FORBIDDEN_SCOPE", ANY)] + BODY,
-    # a suggestion applies only to a run failed at its step, as a retry of the pinned plan (docs/recovery.md)
+    # a suggestion applies only to a run failed at its step, in a mode AOS carries out (docs/recovery.md)
     "POST /api/v1/runs/{run_id}/recovery/{suggestion_id}/apply": [("SUGGESTION_NOT_APPLICABLE", ANY)],
     **{f"GET {p}": CURSOR for p in ("/api/v1/runs", "/api/v1/workflows", "/api/v1/agents", "/api/v1/dead-letters",
                                     "/api/v1/agents/{agent_id}/runs", "/api/v1/agents/{agent_id}/provenance")},

@@ -5,10 +5,12 @@ reads the failed run, builds the failure's signature and sanitised context, asks
 suggestion per failure (a redelivered task finds it and stops). A tenant that enabled auto-apply gets its
 safe suggestions (a retry of the step with changed timing) applied at once.
 
-Applying resumes the run from the failed step (``services.runs.resume_run``); the suggestion is then
-``applied`` until ``settle`` sees the step succeed (its pattern's success count grows) or the run fail at
-that step again (its failure count grows; under the floor the pattern is escalated: dropped from the
-cache, skipped by similarity, the LLM asked anew).
+Applying resumes the run from the failed step (``services.enqueue.requeue``), after amending the step when
+the suggestion changes it (``services.amendments``: a longer timeout, more attempts, corrected args, a
+fallback skill), all in one transaction; the suggestion is then ``applied`` until ``settle`` sees the step
+succeed (its pattern's success count grows) or the run fail at that step again (its failure count grows;
+under the floor the pattern is escalated: dropped from the cache, skipped by similarity, the LLM asked
+anew), or the run cancelled first (``abandoned``: it counts neither way).
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ from aos.config import get_settings
 from aos.db.models import RecoverySuggestion, Run
 from aos.db.session import session_scope
 from aos.errors import AosError
-from aos.services import runs as run_service
-from aos.services import timeline
+from aos.services import amendments, enqueue, timeline
+from aos.services.amendments import plan_changes
 from aos.services.publisher import Publisher
 from aos.services.recovery import patterns, quota
 from aos.services.recovery.lookup import Answer, exact_cache, lookup
 from aos.services.recovery.sanitize import recovery_logger, sanitize_for_embedding
 from aos.services.recovery.signature import signature_of
-from aos.services.recovery.writer import PLAN_CHANGES, SAFE_MODES, FailureContext
+from aos.services.recovery.writer import SAFE_MODES, FailureContext
+from aos.services.runs import deliver_admitted
 from aos.services.tenancy import TenantContext
 from aos.skills.registry import default_registry
 
@@ -64,8 +67,9 @@ def suggest_for_run(run_id: str | uuid.UUID, publisher: Publisher | None = None)
                                 timeout_s=step.get("timeout_s"), attempts=run.attempt)
         answer = lookup(s, settings, run.tenant_id, sig, ctx)
         row = _insert(s, run, step, sig.digest, answer)
+        # auto-apply: timing-only retries; a change of the plan is a person's to make
         auto = quota.tenant_settings(s, run.tenant_id)["auto_apply"] and row.mode in SAFE_MODES \
-            and not _plan_changes(row.parameters)
+            and not plan_changes(row.parameters)
         suggestion_id, tenant_id = row.id, run.tenant_id
         shown = view(s, row)
     if auto:
@@ -126,10 +130,6 @@ def _insert(s: Session, run: Run, step: dict[str, Any], signature: str, answer: 
                         explanation=row.explanation, confidence=float(row.confidence), pattern_id=row.pattern_id,
                         apply_command=f"aos runs recover {run.id} --apply --suggestion {row.id}")
     return row
-
-
-def _plan_changes(parameters: dict[str, Any]) -> list[str]:
-    return [k for k in PLAN_CHANGES if k in (parameters or {})]
 
 
 def _system(tenant_id: uuid.UUID) -> TenantContext:
@@ -207,35 +207,52 @@ def feedback(ctx: TenantContext, run_id: str | uuid.UUID, suggestion_id: str | u
         return view(s, row)
 
 
+# What to do instead of applying a suggestion of a mode AOS does not carry out itself.
+INSTEAD = {
+    "ABORT": "the step cannot succeed as written: fix the plan and submit it as a new run",
+    "SKIP": "AOS does not skip a failed step of a run: submit the plan with the step's on_error SKIP as a new run",
+    "ESCALATE": "a person decides: look into the failure, then resume the run (aos runs resume) or submit a fixed "
+                "plan as a new run",
+    "CIRCUIT_OPEN": "the upstream's circuit breaker is open: wait until it closes, then resume the run",
+    "FALLBACK": "it names no fallback_skill to amend the step with: submit the plan with the step's on_error "
+                "FALLBACK as a new run",
+}
+
+
 def apply_suggestion(ctx: TenantContext, run_id: str | uuid.UUID, suggestion_id: str | uuid.UUID,
                      publisher: Publisher | None, *, by: str = "person") -> dict[str, Any]:
-    """Apply a suggestion: resume the run from its failed step. Idempotent: an applied one is returned as is."""
+    """Apply a suggestion: amend the failed step when the suggestion changes it, and resume the run from that
+    step, in one transaction. Idempotent: an applied one is returned as is."""
     with session_scope() as s:
         run = _run(s, ctx, run_id)
         row = _suggestion(s, ctx, run, suggestion_id, lock=True)
         if row.status != "offered":
             return view(s, row)
-        changes = _plan_changes(row.parameters)
-        if row.mode not in SAFE_MODES or changes:
-            what = f"changes the plan ({', '.join(changes)})" if changes else f"is {row.mode}, not a retry"
-            raise AosError("SUGGESTION_NOT_APPLICABLE",
-                           f"this suggestion {what}: AOS cannot apply it to the run's pinned plan; submit the "
-                           "amended plan as a new run", details={"mode": row.mode, "plan_changes": changes})
-        if run.status not in ("failed", "dead_lettered") or run.next_step != row.step_index:
-            raise AosError("SUGGESTION_NOT_APPLICABLE",
-                           f"the run is {run.status} at step {run.next_step}; the suggestion is for a failure of "
-                           f"step {row.step_index}", details={"run_status": run.status})
+        changes = plan_changes(row.parameters)
+        _check_applicable(row, run, changes, by)
+        if changes:
+            amendments.amend_step(s, ctx, run, dict(row.parameters), suggestion_id=row.id, applied_by=by)
         row.status, row.applied_by, row.applied_at = "applied", by, datetime.now(UTC)
+        outbox_ids = enqueue.requeue(s, run, reason="recovery", fresh_retries=True)
         suggestion = row.id
-    try:
-        run_service.resume_run(ctx, run_id, publisher)
-    except AosError:
-        with session_scope() as s:  # the run changed meanwhile: the suggestion was not applied after all
-            s.execute(text("UPDATE recovery_suggestions SET status = 'offered', applied_by = NULL, applied_at = NULL "
-                           "WHERE id = :id AND status = 'applied'"), {"id": suggestion})
-        raise
+    deliver_admitted(outbox_ids, publisher)
     with session_scope() as s:
         return view(s, s.get(RecoverySuggestion, suggestion))  # type: ignore[arg-type]
+
+
+def _check_applicable(row: RecoverySuggestion, run: Run, changes: list[str], by: str) -> None:
+    if row.mode not in SAFE_MODES and not (row.mode == "FALLBACK" and "fallback_skill" in changes):
+        raise AosError("SUGGESTION_NOT_APPLICABLE",
+                       f"this suggestion is {row.mode}, which AOS does not carry out by itself: "
+                       f"{INSTEAD.get(row.mode, 'decide what to do and resume the run or submit a new one')}",
+                       details={"mode": row.mode, "plan_changes": changes})
+    if changes and by != "person":  # auto-apply never gets here with one; this says why if it ever does
+        raise AosError("SUGGESTION_NOT_APPLICABLE", "a suggestion that changes the plan is applied by a person only",
+                       details={"mode": row.mode, "plan_changes": changes})
+    if run.status not in amendments.AMENDABLE_STATUSES or run.next_step != row.step_index:
+        raise AosError("SUGGESTION_NOT_APPLICABLE",
+                       f"the run is {run.status} at step {run.next_step}; the suggestion is for a failure of "
+                       f"step {row.step_index}", details={"run_status": run.status})
 
 
 # --- what came of applied suggestions ------------------------------------------------------------------------
@@ -263,11 +280,13 @@ def settle_run(run_id: uuid.UUID) -> int:
                 result = "succeeded"
             elif r.status in ("failed", "dead_lettered") and r.next_step == r.step_index:
                 result = "failed"
+            elif r.status == "cancelled":
+                result = "abandoned"  # a person stopped the run before the step could answer: no verdict
             else:
-                continue  # still running (or cancelled before the step ran): nothing to judge yet
+                continue  # still queued or running: nothing to judge yet
             s.execute(text("UPDATE recovery_suggestions SET status = :st, settled_at = now() WHERE id = :id"),
                       {"st": result, "id": r.id})
-            if r.pattern_id is not None:
+            if r.pattern_id is not None and result != "abandoned":
                 _count(s, r.tenant_id, r.pattern_id, succeeded=result == "succeeded")
             metrics.recovery_applied(result)
             settled += 1

@@ -31,9 +31,9 @@ from aos.skills.llm.providers import (
 )
 
 MODES = [str(m) for m in RecoveryMode]
-# Modes ``apply`` can carry out on the run as it is (a retry of the pinned step, with changed timing).
+# Retries: ``apply`` carries them out with changed timing alone (auto-apply too), or with the changes of
+# ``aos.services.amendments.AMENDABLE`` as an amendment of the step (a person only).
 SAFE_MODES = frozenset({"RETRY", "RETRY_AFTER"})
-PLAN_CHANGES = ("timeout_s", "fallback_skill", "args", "max_attempts")
 DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o-mini"}
 SUGGESTION_SCHEMA: dict[str, Any] = {
     "type": "object",

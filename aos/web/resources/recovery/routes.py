@@ -56,11 +56,17 @@ class SuggestionApply(MethodView):
     @blp.response(200, SuggestionSchema)
     @blp.alt_response(404, response="NOT_FOUND",
                       description="NOT_FOUND (no such run) or SUGGESTION_NOT_FOUND (another tenant's is not found either)")
-    @blp.alt_response(409, response="CONFLICT", description="SUGGESTION_NOT_APPLICABLE: not a retry, it changes the "
-                                                            "plan, or the run is no longer failed at that step")
+    @blp.alt_response(409, response="CONFLICT", description="SUGGESTION_NOT_APPLICABLE: a mode AOS does not carry "
+                                                            "out (ABORT, SKIP, ESCALATE; the message says what to do "
+                                                            "instead), or the run is no longer failed at that step")
+    @blp.alt_response(422, description="AMENDMENT_INVALID: the change would make a plan that submission refuses "
+                                       "(`problems`); nothing was changed")
     def post(self, run_id, suggestion_id):  # noqa: ANN001, ANN201
-        """Apply a suggestion: the run resumes from the failed step. Whether the step then succeeds counts toward
-        the pattern's success rate. Applying an applied suggestion changes nothing."""
+        """Apply a suggestion: the run resumes from the failed step. A suggestion that changes the step
+        (`timeout_s`, `max_attempts`, `args`, `fallback_skill`) first amends that step of this run, validated like
+        a submitted plan and recorded in the run's `amendments` (its `plan_hash` stays the submitted plan's).
+        Whether the step then succeeds counts toward the pattern's success rate; a run cancelled first leaves the
+        suggestion `abandoned`. Applying an applied suggestion changes nothing."""
         return service.apply_suggestion(current_tenant(), run_id, suggestion_id,
                                         current_app.extensions["aos.publisher"])
 

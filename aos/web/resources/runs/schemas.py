@@ -139,7 +139,8 @@ class RunSummarySchema(ma.Schema):
     workflow_id = ma.fields.String(required=True, allow_none=True)
     error = ma.fields.Nested(FailureSchema, required=True, allow_none=True)
     budget = ma.fields.Nested(BudgetSchema, required=True)
-    plan_hash = ma.fields.String(required=True)
+    plan_hash = ma.fields.String(required=True, metadata={
+        "description": "SHA-256 of the plan as submitted; an amended step does not change it (see `amendments`)."})
     created_at = timestamp(required=True, allow_none=True)
     started_at = timestamp(required=True, allow_none=True)
     finished_at = timestamp(required=True, allow_none=True)
@@ -159,11 +160,35 @@ class WaitingSchema(ma.Schema):
     since = timestamp(required=True, allow_none=True)
 
 
+class AmendmentSchema(ma.Schema):
+    """A step of the run changed after submission, by a person applying a recovery suggestion."""
+
+    id = ma.fields.String(required=True)
+    plan_revision = ma.fields.Integer(required=True, metadata={"description": "The run's plan revision it made "
+                                                                             "(1 for the first)."})
+    step_index = ma.fields.Integer(required=True)
+    step_id = ma.fields.String(required=True)
+    after_attempt = ma.fields.Integer(required=True, metadata={
+        "description": "The step's attempts that ran before it; later attempts ran the amended step."})
+    changes = ma.fields.Dict(required=True, metadata={
+        "description": "Each changed field (timeout_s, max_attempts, args, fallback_skill): {\"from\", \"to\"}; "
+                       "args show only the fields that changed, secrets read ***."})
+    step_hash_before = ma.fields.String(required=True)
+    step_hash_after = ma.fields.String(required=True)
+    suggestion_id = ma.fields.String(required=True, allow_none=True)
+    applied_by = ma.fields.String(required=True, metadata={"description": "person (auto-apply never amends)."})
+    created_at = timestamp(required=True, allow_none=True)
+    summary = ma.fields.String(required=True, metadata={
+        "description": "One line: `step 0 (fetch) amended by suggestion …: timeout_s 30→60`."})
+
+
 class RunSchema(RunSummarySchema):
     inputs = ma.fields.Dict(required=True, metadata={"description": "The run's inputs; secrets read ***."})
     steps = ma.fields.List(ma.fields.Nested(StepSchema), required=True)
     waiting = ma.fields.Nested(WaitingSchema, required=True, allow_none=True,
                                metadata={"description": "What a waiting run waits for (null otherwise)."})
+    amendments = ma.fields.List(ma.fields.Nested(AmendmentSchema), required=True, metadata={
+        "description": "The run's amended steps, oldest first (empty: the run runs its plan as submitted)."})
 
     @ma.post_dump
     def _redact(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
