@@ -38,6 +38,7 @@ from pathlib import Path
 
 import psycopg
 
+from aos.db import scope
 from bench.steps import TAG, admin_execute, libpq, say, start_servers, with_database
 
 CODES = [("HTTP_TIMEOUT", "http.request"), ("HTTP_SERVICE_UNAVAILABLE", "http.request"),
@@ -112,7 +113,7 @@ def run_stream(args: argparse.Namespace, tenant_id, rng: random.Random) -> dict:
         ctx = FailureContext.of(code=code, skill=skill, message=msg, args={}, args_schema={}, timeout_s=30,
                                 attempts=3)
         t0 = time.perf_counter()
-        with session_scope() as s:
+        with scope.as_tenant(tenant_id), session_scope() as s:  # as the worker's recovery task runs
             answer = lookup(s, settings, tenant_id, sig, ctx)
         seconds.setdefault(answer.layer, []).append(time.perf_counter() - t0)
         layers[answer.layer] += 1
@@ -178,7 +179,7 @@ def vector_latency(db_url: str, patterns_n: int, queries: int, rng: random.Rando
         sig = signature_of("HTTP_TIMEOUT", skill, draw(tpl, rng, reword=True))
         vec = emb.vector(sig.normalised, f"{sig.code} {sig.skill}")
         t0 = time.perf_counter()
-        with session_scope() as s:
+        with scope.as_tenant(tid), session_scope() as s:
             near = patterns.nearest(s, tid, "HTTP_TIMEOUT", vec, floor=0.9, min_uses=5, k=10,
                                     scan=patterns_n)
         times.append(time.perf_counter() - t0)
@@ -230,6 +231,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # the harness sets up tenants and patterns as an operator does; lookups run in the tenant's scope, as the
+    # worker's recovery task does (row-level security, aos/db/scope.py)
+    scope.set_process_default(scope.OPERATOR)
     cleanups: list[tuple[str, Callable[[], None]]] = []
     tmp = Path(tempfile.mkdtemp(prefix="aos-bench-recovery-"))
     atexit.register(shutil.rmtree, tmp, True)
