@@ -72,7 +72,8 @@ def print_event(ev: Event, run_id: str | None = None) -> None:
     elif t == "run.cancelled":
         console.print("  [yellow]run cancelled[/yellow]")
     elif t == "run.resumed":
-        console.print(f"  resumed from step {d.get('from_step')} ({d.get('reason', 'resume')})", markup=False)
+        later = f"; the step runs again at {d['resumes_at']}" if d.get("resumes_at") else ""
+        console.print(f"  resumed from step {d.get('from_step')} ({d.get('reason', 'resume')}){later}", markup=False)
     elif t == "run.waiting":
         print_waiting(run_id, d.get("signal", ""), sid, d.get("reason"), d.get("deadline"), None)
     elif t == "signal.received":

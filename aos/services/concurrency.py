@@ -72,10 +72,12 @@ WITH a AS (
     UPDATE runs SET waiting_since = NULL, updated_at = now()
     WHERE id IN (SELECT id FROM runs WHERE id = ANY(%(ids)s::uuid[]) AND status = 'queued'
                  AND waiting_since IS NOT NULL FOR UPDATE SKIP LOCKED)
-    RETURNING id, tenant_id, next_step
+    RETURNING id, tenant_id, next_step, wake_at
 )
-INSERT INTO outbox (tenant_id, topic, payload)
-SELECT a.tenant_id, %(topic)s, jsonb_build_object('run_id', a.id::text, 'from_step', a.next_step) FROM a
+-- a run resumed with a delay (an applied suggestion's delay_s: its wake_at) is published no earlier
+INSERT INTO outbox (tenant_id, topic, payload, next_attempt_at)
+SELECT a.tenant_id, %(topic)s, jsonb_build_object('run_id', a.id::text, 'from_step', a.next_step),
+       greatest(now(), a.wake_at) FROM a
 RETURNING (payload->>'run_id')::uuid AS run_id, id
 """)
 

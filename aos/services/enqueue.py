@@ -52,9 +52,12 @@ def enqueue_payload(run_id: uuid.UUID | str, from_step: int) -> dict[str, Any]:
     return {"run_id": str(run_id), "from_step": from_step}
 
 
-def add_enqueue(s: Session, tenant_id: uuid.UUID, run_id: uuid.UUID, from_step: int) -> int:
-    """Add a ``run.enqueue`` row to the session's transaction; its id (the enqueue's generation)."""
-    row = OutboxMessage(tenant_id=tenant_id, topic=ENQUEUE, payload=enqueue_payload(run_id, from_step))
+def add_enqueue(s: Session, tenant_id: uuid.UUID, run_id: uuid.UUID, from_step: int,
+                due: datetime | None = None) -> int:
+    """Add a ``run.enqueue`` row to the session's transaction; its id (the enqueue's generation). With ``due``
+    the outbox publishes it no earlier (the drain claims only due rows)."""
+    row = OutboxMessage(tenant_id=tenant_id, topic=ENQUEUE, payload=enqueue_payload(run_id, from_step),
+                        **({"next_attempt_at": due} if due is not None else {}))
     s.add(row)
     s.flush()
     return row.id
@@ -80,9 +83,18 @@ def publish_segment(run_id: str, from_step: int, generation: int, publisher: Pub
         publisher.enqueue_run(run_id, from_step, list(rp.timeouts), generation=generation)
 
 
-def requeue(s: Session, run: Run, *, reason: str, fresh_retries: bool = False) -> list[int]:
+def requeue(s: Session, run: Run, *, reason: str, fresh_retries: bool = False,
+            not_before: datetime | None = None) -> list[int]:
     """Put a run back in the queue from its first unfinished step (resume, a dead letter's replay, the
-    reaper); the ids of the ``run.enqueue`` outbox rows to deliver after the commit.
+    reaper, an applied recovery suggestion); the ids of the ``run.enqueue`` outbox rows to deliver after the
+    commit.
+
+    With ``not_before`` (a suggestion's ``delay_s``) the step waits as a retry waits: the run's ``wake_at``
+    says when (the run's view shows the step ``retrying`` until then) and its enqueue row is due then, so the
+    outbox publishes it no earlier — however long the delay, no message waits in a worker meanwhile (unlike a
+    Celery countdown, capped at AOS_MAX_COUNTDOWN_S), and the reaper leaves a run with a pending enqueue alone.
+    A run that waits for a concurrency slot is admitted with its enqueue due then too
+    (``concurrency.admit``).
 
     With ``fresh_retries`` (a person stepped in: resume, dead-letter replay) the step's retry budget starts
     over; its attempts keep their numbers (idempotency keys, recordings). A finished run that a concurrency
@@ -93,7 +105,7 @@ def requeue(s: Session, run: Run, *, reason: str, fresh_retries: bool = False) -
     res = s.execute(update(Run).where(Run.id == run.id, Run.version == run.version)
                     .values(status="queued", cancel_requested=False, version=Run.version + 1,
                             error_code=None, error_message=None, finished_at=None, lease_owner=None,
-                            lease_expires_at=None, wake_at=None, updated_at=now,
+                            lease_expires_at=None, wake_at=not_before, updated_at=now,
                             waiting_since=now if wait else None,
                             **({"retry_base": Run.attempt} if fresh_retries else {})))
     if res.rowcount == 0:  # type: ignore[attr-defined]
@@ -101,10 +113,11 @@ def requeue(s: Session, run: Run, *, reason: str, fresh_retries: bool = False) -
     # a waiting run that is resumed leaves its wait: its step runs again (a waiting skill waits anew)
     s.execute(update(RunWait).where(RunWait.run_id == run.id, RunWait.status == "waiting")
               .values(status="cancelled", resolved_at=now))
-    timeline.record(s, run.tenant_id, run.id, "run.resumed", from_step=run.next_step, reason=reason)
+    timeline.record(s, run.tenant_id, run.id, "run.resumed", from_step=run.next_step, reason=reason,
+                    **({"resumes_at": not_before.isoformat()} if not_before is not None else {}))
     if wait:
         return list(concurrency.admit(step_store.session_connection(s), run.tenant_id).values())
-    return [add_enqueue(s, run.tenant_id, run.id, run.next_step)]
+    return [add_enqueue(s, run.tenant_id, run.id, run.next_step, due=not_before)]
 
 
 # --- the run's plan, as workers see it -------------------------------------------------------------

@@ -283,6 +283,9 @@ def _step_view(run: Run, i: int, st: dict[str, Any], attempts: list[Checkpoint],
     if status == "failed" and run.status == "running" and i == run.next_step and not run.attempt_open:
         # the failed attempt is not the step's end: the run keeps its place and the step waits for its retry
         status, next_attempt_at = "retrying", run.wake_at
+    elif status == "failed" and run.status == "queued" and i == run.next_step and run.wake_at is not None:
+        # resumed with a delay (an applied recovery suggestion's delay_s): the step waits as a retry does
+        status, next_attempt_at = "retrying", run.wake_at
     if run.status == "waiting" and i == run.next_step:
         status = "waiting"
     output: Any = None
