@@ -3,20 +3,23 @@
 ``suggest_for_run`` runs in a worker (the ``aos.recovery.suggest`` task), never on the step's path: it
 reads the failed run, builds the failure's signature and sanitised context, asks ``lookup`` and stores one
 suggestion per failure (a redelivered task finds it and stops). A tenant that enabled auto-apply gets its
-safe suggestions (a retry of the step with changed timing) applied at once.
+safe suggestions (a retry of the step with changed timing) applied at once — the retry itself still waits
+out the suggestion's ``delay_s``.
 
 Applying resumes the run from the failed step (``services.enqueue.requeue``), after amending the step when
 the suggestion changes it (``services.amendments``: a longer timeout, more attempts, corrected args, a
-fallback skill), all in one transaction; the suggestion is then ``applied`` until ``settle`` sees the step
-succeed (its pattern's success count grows) or the run fail at that step again (its failure count grows;
-under the floor the pattern is escalated: dropped from the cache, skipped by similarity, the LLM asked
-anew), or the run cancelled first (``abandoned``: it counts neither way).
+fallback skill), all in one transaction. The step runs no earlier than the suggestion's ``delay_s`` after it
+was applied, the way a retry waits: the run's ``wake_at`` says when and its enqueue is due then. The
+suggestion is then ``applied`` until ``settle`` sees the step succeed (its pattern's success count grows) or
+the run fail at that step again (its failure count grows; under the floor the pattern is escalated: dropped
+from the cache, skipped by similarity, the LLM asked anew), or the run cancelled first (``abandoned``: it counts
+neither way).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -34,7 +37,7 @@ from aos.services.recovery import patterns, quota
 from aos.services.recovery.lookup import Answer, exact_cache, lookup
 from aos.services.recovery.sanitize import recovery_logger, sanitize_for_embedding
 from aos.services.recovery.signature import signature_of
-from aos.services.recovery.writer import SAFE_MODES, FailureContext
+from aos.services.recovery.writer import MAX_DELAY_S, SAFE_MODES, FailureContext
 from aos.services.runs import deliver_admitted
 from aos.services.tenancy import TenantContext
 from aos.skills.registry import default_registry
@@ -222,7 +225,7 @@ INSTEAD = {
 def apply_suggestion(ctx: TenantContext, run_id: str | uuid.UUID, suggestion_id: str | uuid.UUID,
                      publisher: Publisher | None, *, by: str = "person") -> dict[str, Any]:
     """Apply a suggestion: amend the failed step when the suggestion changes it, and resume the run from that
-    step, in one transaction. Idempotent: an applied one is returned as is."""
+    step (after the suggestion's ``delay_s``), in one transaction. Idempotent: an applied one is returned as is."""
     with session_scope() as s:
         run = _run(s, ctx, run_id)
         row = _suggestion(s, ctx, run, suggestion_id, lock=True)
@@ -233,11 +236,21 @@ def apply_suggestion(ctx: TenantContext, run_id: str | uuid.UUID, suggestion_id:
         if changes:
             amendments.amend_step(s, ctx, run, dict(row.parameters), suggestion_id=row.id, applied_by=by)
         row.status, row.applied_by, row.applied_at = "applied", by, datetime.now(UTC)
-        outbox_ids = enqueue.requeue(s, run, reason="recovery", fresh_retries=True)
+        outbox_ids = enqueue.requeue(s, run, reason="recovery", fresh_retries=True,
+                                     not_before=_resume_at(row.parameters, row.applied_at))
         suggestion = row.id
     deliver_admitted(outbox_ids, publisher)
     with session_scope() as s:
         return view(s, s.get(RecoverySuggestion, suggestion))  # type: ignore[arg-type]
+
+
+def _resume_at(parameters: dict[str, Any] | None, applied_at: datetime) -> datetime | None:
+    """When the step of an applied suggestion may run again: ``delay_s`` after it was applied (None: at once).
+    A rate-limited step retried at once would only be refused again, so the delay is the suggestion's point."""
+    delay = (parameters or {}).get("delay_s")
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0:
+        return None
+    return applied_at + timedelta(seconds=min(float(delay), MAX_DELAY_S))
 
 
 def _check_applicable(row: RecoverySuggestion, run: Run, changes: list[str], by: str) -> None:

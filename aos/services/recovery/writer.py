@@ -34,6 +34,8 @@ MODES = [str(m) for m in RecoveryMode]
 # Retries: ``apply`` carries them out with changed timing alone (auto-apply too), or with the changes of
 # ``aos.services.amendments.AMENDABLE`` as an amendment of the step (a person only).
 SAFE_MODES = frozenset({"RETRY", "RETRY_AFTER"})
+# The longest wait a suggestion may ask for before its retry (``delay_s``); applying honours it.
+MAX_DELAY_S = 3600
 DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o-mini"}
 SUGGESTION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -44,7 +46,7 @@ SUGGESTION_SCHEMA: dict[str, Any] = {
         "parameters": {
             "type": "object", "additionalProperties": False,
             "properties": {
-                "delay_s": {"type": "number", "minimum": 0, "maximum": 3600},
+                "delay_s": {"type": "number", "minimum": 0, "maximum": MAX_DELAY_S},
                 "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
                 "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20},
                 "backoff_s": {"type": "number", "minimum": 0, "maximum": 3600},
@@ -174,5 +176,5 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or ""
 
 
-__all__ = ["SAFE_MODES", "FailureContext", "Written", "catalog_suggestion", "offline_suggestion",
+__all__ = ["MAX_DELAY_S", "SAFE_MODES", "FailureContext", "Written", "catalog_suggestion", "offline_suggestion",
            "validate", "write"]

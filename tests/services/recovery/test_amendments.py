@@ -5,7 +5,6 @@ a suggestion applied to a run that is then cancelled is abandoned, counted neith
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from sqlalchemy import text
@@ -18,26 +17,11 @@ from aos.services.runs import cancel_run, get_run, get_timeline, submit_run
 from aos.services.tenancy import TenantContext, create_tenant
 from aos.tasks.publisher import CeleryPublisher
 from tests.golden.conftest import SECRET
-from tests.services.recovery.helpers import failed_run, word
+from tests.services.recovery.helpers import failed_run, set_suggestion, wait_for_suggestion, word
 from tests.support.http_server import Reply, serve_http
 from tests.support.worker import wait_for_run
 
 PUB = CeleryPublisher()
-
-
-def _suggestion(ctx, run_id, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while not (got := recovery.list_for_run(ctx, run_id)):
-        assert time.monotonic() < deadline, f"no suggestion for run {run_id}"
-        time.sleep(0.2)
-    return got[0]
-
-
-def _suggest(suggestion_id: str, mode: str, parameters: dict) -> None:
-    """What a model writer may answer (the offline writer only ever suggests timing): stored as the suggestion."""
-    with session_scope() as s:
-        s.execute(text("UPDATE recovery_suggestions SET mode = :m, parameters = CAST(:p AS jsonb) WHERE id = :i"),
-                  {"m": mode, "p": json.dumps(parameters), "i": suggestion_id})
 
 
 def _pattern(ctx, pattern_id: int) -> tuple[int, int]:
@@ -59,9 +43,9 @@ def test_a_longer_timeout_amends_the_step_and_the_run_succeeds(tenant, worker):
                            "timeout_s": 0.5, "retry": {"max_attempts": 1}}]}
         run_id = submit_run(ctx, plan, PUB)
         assert wait_for_run(run_id).status in ("failed", "dead_lettered"), worker.tail()
-        sug = _suggestion(ctx, run_id)
+        sug = wait_for_suggestion(ctx, run_id)
         before = get_run(ctx, run_id)
-        _suggest(sug["id"], "RETRY", {"timeout_s": 10})
+        set_suggestion(sug["id"], "RETRY", {"timeout_s": 10})
         applied = recovery.apply_suggestion(ctx, run_id, sug["id"], PUB)
         assert applied["status"] == "applied" and applied["applied_by"] == "person"
         # the worker that ran the first attempt cached the plan of revision 0: the fence makes it read it again
@@ -87,7 +71,7 @@ def test_args_invalid_against_the_skills_schema_change_nothing(tenant):
     ctx, _ = tenant
     run_id = failed_run(ctx, "HTTP_BAD_REQUEST", f"GET https://example.com/{word()} returned 400")
     sug = recovery.suggest_for_run(run_id)
-    _suggest(sug["id"], "RETRY", {"args": {"method": "FETCH"}, "timeout_s": 60})
+    set_suggestion(sug["id"], "RETRY", {"args": {"method": "FETCH"}, "timeout_s": 60})
     stored = _stored(run_id)
     with pytest.raises(AosError) as err:
         recovery.apply_suggestion(ctx, run_id, sug["id"], None)
@@ -105,7 +89,7 @@ def test_an_unknown_fallback_skill_is_refused_and_abort_says_what_to_do(tenant):
     with pytest.raises(AosError) as err:
         recovery.apply_suggestion(ctx, run_id, sug["id"], None)
     assert err.value.code == "SUGGESTION_NOT_APPLICABLE" and "submit it as a new run" in err.value.message
-    _suggest(sug["id"], "FALLBACK", {"fallback_skill": "no.such_skill"})
+    set_suggestion(sug["id"], "FALLBACK", {"fallback_skill": "no.such_skill"})
     with pytest.raises(AosError) as err:
         recovery.apply_suggestion(ctx, run_id, sug["id"], None)
     assert err.value.code == "AMENDMENT_INVALID"
@@ -121,8 +105,8 @@ def test_a_fallback_skill_answers_the_failed_step_and_the_golden_file_carries_th
         plan = {"steps": [{"id": "fetch", "skill": "http.request", "args": {"url": srv.url("/gone")}}]}
         run_id = submit_run(ctx, plan, PUB)
         assert wait_for_run(run_id).status in ("failed", "dead_lettered"), worker.tail()
-        sug = _suggestion(ctx, run_id)
-        _suggest(sug["id"], "FALLBACK", {"fallback_skill": "json.transform",
+        sug = wait_for_suggestion(ctx, run_id)
+        set_suggestion(sug["id"], "FALLBACK", {"fallback_skill": "json.transform",
                                          "args": {"input": {"cached": "yes"}, "expr": "cached"}})
         recovery.apply_suggestion(ctx, run_id, sug["id"], PUB)
         assert wait_for_run(run_id).status == "succeeded", worker.tail()
@@ -145,7 +129,7 @@ def test_another_tenants_plan_changing_suggestion_is_not_found(tenant):
     ctx, _ = tenant
     run_id = failed_run(ctx, "HTTP_TIMEOUT", f"{word()} timed out")
     sug = recovery.suggest_for_run(run_id)
-    _suggest(sug["id"], "RETRY", {"timeout_s": 60})
+    set_suggestion(sug["id"], "RETRY", {"timeout_s": 60})
     with session_scope() as s:
         other = create_tenant(s, f"o-{word()}").id
     octx = TenantContext(tenant_id=other, tenant_name="o", key_id=None, scopes=frozenset({"admin"}))
@@ -180,7 +164,7 @@ def test_a_plan_cached_before_the_amendment_can_neither_claim_the_step_nor_be_se
     sug = recovery.suggest_for_run(run_id)
     stale = enqueue.run_plan(run_id)  # this process caches the plan as submitted
     assert (stale.revision, stale.timeouts) == (0, (5,))
-    _suggest(sug["id"], "RETRY", {"timeout_s": 60})
+    set_suggestion(sug["id"], "RETRY", {"timeout_s": 60})
     recovery.apply_suggestion(ctx, run_id, sug["id"], None)  # queued, not published
     assert enqueue.run_plan(run_id) is stale  # no revision asked: the cache answers
     fresh = enqueue.run_plan(run_id, revision=1)  # what a refused claim (or the publisher) asks for

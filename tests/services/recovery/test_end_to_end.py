@@ -10,6 +10,7 @@ from aos.services.runs import get_run, get_timeline, submit_run
 from aos.tasks.app import app
 from aos.tasks.publisher import CeleryPublisher
 from aos.tasks.recovery import SETTLE_TASK
+from tests.services.recovery.helpers import drain_until_final
 from tests.support.http_server import Reply, serve_http
 from tests.support.worker import wait_for_run
 
@@ -70,7 +71,8 @@ def test_a_failure_is_learned_then_answered_by_cache_and_similarity_and_success_
         replies["status"] = 200  # the upstream is back: applying the suggestion (a retry) now works
         applied = recovery.apply_suggestion(ctx, first_run, first["id"], PUB)
         assert applied["status"] == "applied" and applied["applied_by"] == "person"
-        assert wait_for_run(first_run).status == "succeeded"
+        assert first["parameters"]["delay_s"] == 5  # the retry waits for it: the outbox publishes the run then
+        assert drain_until_final(first_run, PUB) == "succeeded"
     app.send_task(SETTLE_TASK, queue=aos_env["AOS_STEP_QUEUE"])  # what beat sends every AOS_RECOVERY_VERIFY_S
     settled = _suggestion(ctx, first_run, status="succeeded")
     assert settled["success_rate"] == 1.0
