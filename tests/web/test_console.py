@@ -322,6 +322,47 @@ def test_the_run_page_shows_steps_budget_error_and_timeline(console, worker, aos
     assert "Attempt 1" in step and "raise_on_invalid" in step
 
 
+def test_the_run_page_shows_its_amendments_and_applied_suggestions(console, aos_env):
+    from aos.services import recovery
+    from tests.services.recovery.helpers import failed_run, set_suggestion, word
+
+    ctx, key = new_tenant()
+    sign_in(console, key)
+    amended = failed_run(ctx, "HTTP_TIMEOUT", f"{word()} timed out", timeout_s=5)
+    sug = recovery.suggest_for_run(amended)
+    set_suggestion(sug["id"], "RETRY", {"timeout_s": 60})
+    recovery.apply_suggestion(ctx, amended, sug["id"], None)  # no publisher: the run stays queued
+    section = _recovery_section(console.get(f"/console/runs/{amended}").get_data(as_text=True))
+    assert f"step 0 (fetch) amended by suggestion {sug['id']}: timeout_s 5→60" in section
+    assert '<th scope="row"><code>timeout_s</code></th><td class="mono small">5</td> <td class="mono small">60' \
+        in section
+    assert "Applied by person on " in section
+    assert f'suggestion <span class="mono">{sug["id"]}</span> (RETRY) <span class="badge s-applied">applied</span>' \
+        in section
+    # the live part, which the page swaps in as events arrive, shows the same
+    assert section == _recovery_section(console.get(f"/console/runs/{amended}/live").get_data(as_text=True))
+
+    delayed = failed_run(ctx, "RATE_LIMITED", f"{word()} returned 429")
+    sug = recovery.suggest_for_run(delayed)
+    set_suggestion(sug["id"], "RETRY_AFTER", {"delay_s": 30})
+    recovery.apply_suggestion(ctx, delayed, sug["id"], None)
+    page = console.get(f"/console/runs/{delayed}").get_data(as_text=True)
+    section = _recovery_section(page)
+    assert "Amended steps" not in section
+    assert f'Suggestion <span class="mono small">{sug["id"]}</span> (RETRY_AFTER, wait 30 s) for step ' \
+           '<code>fetch</code>, applied by person' in section
+    assert '<span class="badge s-retrying">retrying</span><div class="muted small">next try ' in page  # waits
+
+    plain = queued_run(ctx)
+    assert 'id="recovery"' not in console.get(f"/console/runs/{plain}").get_data(as_text=True)
+
+
+def _recovery_section(page: str) -> str:
+    """The run page's recovery section, its white space collapsed."""
+    start = page.index('id="recovery"')
+    return re.sub(r"\s+", " ", page[start:page.index("</section>", start)])
+
+
 def test_live_parts_stream_and_swap(console, aos_env):
     ctx, key = new_tenant()
     sign_in(console, key)

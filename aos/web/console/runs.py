@@ -1,5 +1,5 @@
-"""Console pages of runs: the list (status and name filters, keyset pages), a run (steps, budget, error, timeline,
-outputs) that follows itself live, a step's attempts, and the run's actions: cancel, resume, signal."""
+"""Console pages of runs: the list (status and name filters, keyset pages), a run (steps, budget, error, recovery
+applied to it and its amended steps, timeline, outputs) that follows itself live, a step's attempts, and the run's actions: cancel, resume, signal."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from flask.typing import ResponseReturnValue
 
 from aos.db.models import FINAL_RUN_STATUSES, RUN_EVENT_TYPES, RUN_STATUSES
 from aos.errors import AosError
+from aos.services import recovery
 from aos.services import runs as run_service
 from aos.services.failures import entry_for
 from aos.web.console import signals
@@ -58,8 +59,12 @@ def _run_view(run_id: str) -> dict:
     ctx = current()
     ctx.require("runs:read")
     run = run_service.get_run(ctx, run_id)
-    return {"run": run, "events": run_service.get_timeline(ctx, run_id), "final": run["status"] in FINAL_RUN_STATUSES,
+    events = run_service.get_timeline(ctx, run_id)
+    # every suggestion is announced by a run.recovery event: a run without one costs no query for them
+    suggestions = recovery.list_for_run(ctx, run_id) if any(e["type"] == "run.recovery" for e in events) else []
+    return {"run": run, "events": events, "final": run["status"] in FINAL_RUN_STATUSES,
             "cancellable": run["status"] in CANCELLABLE, "resumable": run["status"] in RESUMABLE,
+            "suggestions": {sg["id"]: sg for sg in suggestions},
             "signals_available": signals.available(), "signal_key": uuid.uuid4().hex}
 
 
