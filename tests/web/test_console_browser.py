@@ -18,12 +18,14 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
+from aos.services import recovery
 from aos.services import runs as run_service
 from aos.services import workflows as workflow_service
 from aos.services.agents import create_agent
 from aos.services.schedules import create_schedule
 from aos.tasks.publisher import CeleryPublisher
 from aos.web.console import signals as console_signals
+from tests.services.recovery.helpers import failed_run, set_suggestion, word
 from tests.support.browser import off_machine, requests_made, start_chromium
 from tests.support.http_server import Reply, serve_http
 from tests.support.worker import wait_for_run
@@ -248,6 +250,10 @@ def test_every_page_renders_from_this_server_only(browser, served, worker, aos_e
     failed = run_service.submit_run(ctx, FAILING_PLAN, CeleryPublisher())
     wait_for_run(run_id), wait_for_run(failed)
     stranger = run_service.submit_run(other_ctx, TRANSFORM_PLAN, None)
+    amended = failed_run(ctx, "HTTP_TIMEOUT", f"{word()} timed out", timeout_s=5)
+    suggestion = recovery.suggest_for_run(amended)
+    set_suggestion(suggestion["id"], "RETRY", {"timeout_s": 60})
+    recovery.apply_suggestion(ctx, amended, suggestion["id"], None)  # stays queued: its page stays as it is
     sign_in(browser, served, key)
     pages = {
         "08-step": (f"/console/runs/{failed}/steps/check", "Attempt 1"),
@@ -258,6 +264,8 @@ def test_every_page_renders_from_this_server_only(browser, served, worker, aos_e
         "13-agent": (f"/console/agents/{agent['id']}", "allowed_skills"),
         "14-another-tenants-run": (f"/console/runs/{stranger}", "NOT_FOUND"),
         "15-failed-run": (f"/console/runs/{failed}", "JSON_SCHEMA_MISMATCH"),
+        "16-amended-run": (f"/console/runs/{amended}", f"step 0 (fetch) amended by suggestion {suggestion['id']}: "
+                                                       "timeout_s 5→60"),
     }
     for name, (path, expect) in pages.items():
         browser.get(f"{served}{path}")
