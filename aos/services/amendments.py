@@ -206,7 +206,7 @@ def amendments_of(s: Session, run: Run) -> list[RunAmendment]:
 def parameters_of(changes: dict[str, Any]) -> dict[str, Any]:
     """The parameters that make ``changes`` (as ``_amended`` wrote them) again: a golden replay amends its run with
     them where the recording was amended."""
-    params = {field: changes[field]["to"] for field in ("timeout_s", "max_attempts", "args") if field in changes}
+    params: dict[str, Any] = {f: changes[f]["to"] for f in ("timeout_s", "max_attempts", "args") if f in changes}
     if "fallback_skill" in changes:
         fallback = changes["fallback_skill"]
         params["fallback_skill"] = fallback["to"]
