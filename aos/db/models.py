@@ -315,10 +315,12 @@ class GoldenReplayCall(Base):
                                               primary_key=True)
     step_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
-    role: Mapped[str] = mapped_column(String(10), primary_key=True)  # primary | fallback
+    # primary | fallback | amendment (the amendments a person made after that attempt, which the replay re-enacts)
+    role: Mapped[str] = mapped_column(String(10), primary_key=True)
     tenant_id: Mapped[uuid.UUID] = _tenant_col()
-    call: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)  # {skill, args, outcome, raw}
-    __table_args__ = (CheckConstraint("role IN ('primary', 'fallback')", name="role"),)
+    # {skill, args, outcome, raw}; for an amendment {"amendments": [{order, changes, …}]}
+    call: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    __table_args__ = (CheckConstraint("role IN ('primary', 'fallback', 'amendment')", name="role"),)
 
 
 class RunEvent(Base):

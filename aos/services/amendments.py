@@ -198,3 +198,68 @@ def amendments_of(s: Session, run: Run) -> list[RunAmendment]:
     return list(s.scalars(select(RunAmendment).where(RunAmendment.run_id == run.id,
                                                      RunAmendment.tenant_id == run.tenant_id)
                           .order_by(RunAmendment.plan_revision)))
+
+
+# --- a golden replay re-enacts a recorded amendment (aos.services.replay_amendments) -----------------------
+
+
+def parameters_of(changes: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that make ``changes`` (as ``_amended`` wrote them) again: a golden replay amends its run with
+    them where the recording was amended."""
+    params: dict[str, Any] = {f: changes[f]["to"] for f in ("timeout_s", "max_attempts", "args") if f in changes}
+    if "fallback_skill" in changes:
+        fallback = changes["fallback_skill"]
+        params["fallback_skill"] = fallback["to"]
+        if "args" in fallback:  # the fallback's own args (``_amended`` takes args beside a fallback_skill as its)
+            params["args"] = fallback["args"]
+    return params
+
+
+def undone(step: dict[str, Any], changes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The steps ``changes`` may have been made to, the likeliest first. A change keeps the value that was in force
+    (a skill's default included), not whether the step wrote it, nor the fields of an ``on_error`` it replaced: each
+    reading is a candidate, and the amendment's ``step_hash_before`` tells which one it was. Empty when the change
+    cannot be undone (args replaced by a non-object, which validation never lets through)."""
+    candidates = [copy.deepcopy(step)]
+    for field, change in changes.items():
+        was = change.get("from")
+        if field == "timeout_s":
+            candidates = [c for st in candidates for c in _either(st, "timeout_s", was)]
+        elif field == "max_attempts":
+            candidates = [c for st in candidates for c in _retry_undone(st, was)]
+        elif field == "args":
+            to = change.get("to")
+            if not isinstance(was, dict) or not isinstance(to, dict):
+                return []
+            for st in candidates:
+                args = dict(st.get("args") or {})
+                for key in to:  # a key the change added is dropped, one it changed gets its value back
+                    if key in was:
+                        args[key] = was[key]
+                    else:
+                        args.pop(key, None)
+                st["args"] = args
+        elif field == "fallback_skill":
+            candidates = [c for st in candidates for c in _fallback_undone(st, was)]
+    return candidates
+
+
+def _either(step: dict[str, Any], field: str, was: Any) -> list[dict[str, Any]]:
+    written = {**step, field: was}
+    absent = {k: v for k, v in step.items() if k != field}
+    return [absent] if was is None else [written, absent]
+
+
+def _retry_undone(step: dict[str, Any], was: Any) -> list[dict[str, Any]]:
+    retry = {k: v for k, v in (step.get("retry") or {}).items() if k != "max_attempts"}
+    others = {k: v for k, v in step.items() if k != "retry"}
+    out = [] if was is None else [{**others, "retry": {**retry, "max_attempts": was}}]
+    return [*out, {**others, "retry": retry}] + ([] if retry else [others])
+
+
+def _fallback_undone(step: dict[str, Any], was: Any) -> list[dict[str, Any]]:
+    others = {k: v for k, v in step.items() if k != "on_error"}
+    if was is None:  # the step had no fallback: no on_error, or a mode that let the run fail
+        return [others, *({**others, "on_error": {"mode": mode}} for mode in ("ABORT", "RETRY"))]
+    return [{**others, "on_error": {"mode": "FALLBACK", "fallback": {"skill": was, "args": step.get("args", {})}}},
+            {**others, "on_error": {"mode": "FALLBACK", "fallback": {"skill": was}}}]

@@ -1,8 +1,8 @@
 """Golden files as use cases: record a run, verify a document, replay it through the real engine.
 
 A run a person amended (``aos.services.amendments``) is recorded with its plan as amended and the
-amendments beside it; its replay runs the amended plan from the first attempt, so the attempts that
-ran before the amendment (the recording keeps them) are the first divergence a replay reports.
+amendments beside it; its replay starts from the plan as submitted and re-enacts each amendment where the
+recording says it came (``aos.services.replay_amendments``), so it matches attempt by attempt.
 
 Replay submits the recorded plan as a new run (``runs.replay_of`` = the recorded
 run) together with the recorded calls of its non-deterministic skills
@@ -35,6 +35,8 @@ from aos.redaction import redact_args, redact_value
 from aos.services import outbox
 from aos.services.amendments import amendments_of
 from aos.services.publisher import Publisher
+from aos.services.replay_amendments import ROLE as AMENDMENT_ROLE
+from aos.services.replay_amendments import awaiting_amendment, check_plan_hash, recorded_rows, submitted_plan
 from aos.services.runs import persist_run
 from aos.services.tenancy import TenantContext
 from aos.skills.base import Skill
@@ -161,10 +163,13 @@ def _recorded_calls(body: dict[str, Any]) -> list[tuple[str, int, str, dict[str,
 
 def start_replay(ctx: TenantContext, document: Any, publisher: Publisher | None, *,
                  plan: dict[str, Any] | None = None) -> uuid.UUID:
-    """Verify ``document`` and submit its replay run (or ``plan``'s, against the same recording)."""
+    """Verify ``document`` and submit its replay run (or ``plan``'s, against the same recording). The replay runs
+    the plan as submitted: a recording's amendments are undone here and re-enacted where they came
+    (``aos.services.replay_amendments``); ``plan`` stands for the plan as submitted."""
     verify(ctx, document)
     body = document["body"]
-    parsed = parse_plan(body["plan"] if plan is None else plan, default_registry(), inputs=body["inputs"])
+    as_recorded = plan is None
+    parsed = parse_plan(submitted_plan(body) if as_recorded else plan, default_registry(), inputs=body["inputs"])
     source = body["source"]
     try:
         identity = uuid.UUID(str(source.get("identity") or source.get("run_id")))
@@ -175,6 +180,8 @@ def start_replay(ctx: TenantContext, document: Any, publisher: Publisher | None,
         run_id, outbox_ids = persist_run(s, ctx, parsed, replay_of=str(identity), golden_hash=document["hash"])
         run = s.get(Run, run_id)
         assert run is not None
+        if as_recorded:
+            check_plan_hash(body, run.plan_hash)  # raising rolls the run back: nothing is published
         run.replay_of = identity
         # replay with the skill versions the recording ran, where this AOS still has them
         pinned = dict(run.skill_versions)
@@ -187,6 +194,9 @@ def start_replay(ctx: TenantContext, document: Any, publisher: Publisher | None,
         s.add_all(GoldenReplayCall(run_id=run_id, step_id=step_id, attempt=attempt, role=role,
                                    tenant_id=ctx.tenant_id, call=call)
                   for step_id, attempt, role, call in _recorded_calls(body))
+        s.add_all(GoldenReplayCall(run_id=run_id, step_id=step_id, attempt=after, role=AMENDMENT_ROLE,
+                                   tenant_id=ctx.tenant_id, call=call)
+                  for step_id, after, call in recorded_rows(body))
     if publisher is not None:
         for outbox_id in outbox_ids:
             outbox.deliver_one(outbox_id, publisher)
@@ -196,26 +206,32 @@ def start_replay(ctx: TenantContext, document: Any, publisher: Publisher | None,
 def wait_for_replay(ctx: TenantContext, run_id: uuid.UUID, timeout_s: float | None = None) -> str:
     """Wait until the replay run is final; its status."""
     timeout = get_settings().golden_replay_timeout_s if timeout_s is None else timeout_s
-    status = poll_replay(ctx, run_id, timeout)
-    if status not in FINAL_RUN_STATUSES:
+    status, final = poll_replay(ctx, run_id, timeout)
+    if not final:
         raise AosError("GOLDEN_REPLAY_TIMEOUT", f"replay run {run_id} is still {status} after {timeout:.0f}s "
                        "(AOS_GOLDEN_REPLAY_TIMEOUT_S); are workers running?", details={"run_id": str(run_id)})
     return status
 
 
-def poll_replay(ctx: TenantContext, run_id: uuid.UUID, wait_s: float) -> str:
-    """The replay run's status once it is final, or after ``wait_s`` (whatever it is then)."""
+def poll_replay(ctx: TenantContext, run_id: uuid.UUID, wait_s: float) -> tuple[str, bool]:
+    """The replay run's status once it is final, or after ``wait_s`` (whatever it is then), and whether it is."""
     deadline = time.monotonic() + wait_s
     pause = 0.02
     while True:
         with session_scope() as s:
-            status = s.scalar(select(Run.status).where(Run.id == run_id, Run.tenant_id == ctx.tenant_id))
-        if status is None:
-            raise AosError("NOT_FOUND", f"no run {run_id}")
-        if status in FINAL_RUN_STATUSES or time.monotonic() > deadline:
-            return status
+            run = s.scalar(select(Run).where(Run.id == run_id, Run.tenant_id == ctx.tenant_id))
+            if run is None:
+                raise AosError("NOT_FOUND", f"no run {run_id}")
+            status, final = run.status, _final(s, run)
+        if final or time.monotonic() > deadline:
+            return status, final
         time.sleep(pause)
         pause = min(pause * 1.5, 0.25)
+
+
+def _final(s: Session, run: Run) -> bool:
+    """Final, and not a replay run stopped where its recording was amended (its amendment is re-enacted next)."""
+    return run.status in FINAL_RUN_STATUSES and not awaiting_amendment(s, run)
 
 
 def _check_replay_of(s: Session, run: Run, document: dict[str, Any]) -> None:
@@ -232,7 +248,7 @@ def replay_report(ctx: TenantContext, document: dict[str, Any], run_id: uuid.UUI
     with session_scope() as s:
         run = _run_of(s, ctx, run_id)
         _check_replay_of(s, run, document)
-        if run.status not in FINAL_RUN_STATUSES:
+        if not _final(s, run):
             raise AosError("CONFLICT", f"replay run {run.id} is still {run.status}")
         replayed = recording_body(s, run)
         status = run.status
@@ -258,8 +274,8 @@ def replay_or_pending(ctx: TenantContext, document: Any, publisher: Publisher | 
     """Start the replay, wait at most ``wait_s`` for it: (True, the report) when it is final by then, else
     (False, where it stands); ``report`` gives the comparison later."""
     run_id = start_replay(ctx, document, publisher, plan=plan)
-    status = poll_replay(ctx, run_id, wait_s)
-    if status in FINAL_RUN_STATUSES:
+    status, final = poll_replay(ctx, run_id, wait_s)
+    if final:
         return True, replay_report(ctx, document, run_id)
     return False, pending_view(run_id, status)
 
@@ -276,7 +292,7 @@ def report(ctx: TenantContext, document: Any, run_id: uuid.UUID | str) -> tuple[
         run = _run_of(s, ctx, run_id)
         verify(ctx, document)
         _check_replay_of(s, run, document)
-        status = run.status
-    if status not in FINAL_RUN_STATUSES:
+        status, final = run.status, _final(s, run)
+    if not final:
         return False, pending_view(run_id, status)
     return True, replay_report(ctx, document, run_id)

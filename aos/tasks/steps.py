@@ -13,6 +13,7 @@ from aos.runtime.backoff import retry_countdown
 from aos.services.enqueue import publish_segment
 from aos.services.execution import execute_step, step_crashed
 from aos.services.publisher import CONTINUE_TASK, STEP_TASK
+from aos.services.replay_amendments import after_run_failed
 from aos.services.runs import deliver_admitted
 from aos.tasks.app import app, delivery_id
 from aos.tasks.publisher import CeleryPublisher
@@ -84,7 +85,10 @@ def execute(self: Any, run_id: str, step_index: int, abandoned: list[str] | None
     if decision.action in ("stop", "fail"):
         self.request.chain = None  # the run is final (or owned by another chain): end this one here
     if decision.action == "fail":
-        after_step_stopped(run_id, decision.reason)  # a failed run's recovery lookup, off the step's path
+        # off the step's path, once the failure is committed: a golden replay resumes where its recording was
+        # amended (as a person resumed the recorded run); any other failed run gets its recovery lookup
+        if not after_run_failed(run_id, CeleryPublisher()):
+            after_step_stopped(run_id, decision.reason)
         # The task fails too, so that Flower and the task events show a failed step as failed (an expected
         # error: logged in one line, no traceback; the message is acked like any finished delivery).
         raise StepFailed(decision.reason)
