@@ -135,3 +135,21 @@ def test_an_ambiguous_undo_is_decided_by_the_step_hash():
     args = undone({**absent, "args": {"url": "v", "method": "POST"}},
                   {"args": {"from": {"url": "u"}, "to": {"url": "v", "method": "POST"}}})
     assert args[0]["args"] == {"url": "u"}
+
+
+def test_a_replay_that_fails_as_recorded_gets_no_recovery_suggestion(tenant, worker, golden_key):
+    """The recorded run had its suggestion; one for the replay (auto-applied above all) would make it diverge."""
+    ctx, _ = tenant
+    plan = {"steps": [{"id": "check", "skill": "json.validate", "retry": {"max_attempts": 1},
+                       "args": {"input": {}, "schema": {"required": ["x"]}, "raise_on_invalid": True}}]}
+    run_id = submit_run(ctx, plan, PUB)
+    assert wait_for_run(run_id).status == "failed", worker.tail()
+    deadline = time.monotonic() + 30
+    while not recovery.list_for_run(ctx, run_id):  # the recorded run gets its suggestion from the worker
+        assert time.monotonic() < deadline, f"no suggestion for run {run_id}"
+        time.sleep(0.2)
+    report = golden.replay(ctx, golden.record_run(ctx, run_id), PUB, timeout_s=60)
+    assert report["identical"] and report["status"] == "failed", report
+    assert recovery.suggest_for_run(report["run_id"]) is None  # asked directly, as the worker's task asks
+    time.sleep(1.0)  # the worker's recovery task for the replay's failure has had its turn
+    assert recovery.list_for_run(ctx, report["run_id"]) == []

@@ -50,13 +50,18 @@ SYSTEM_SCOPES = frozenset({"runs:read", "runs:write"})
 
 
 def suggest_for_run(run_id: str | uuid.UUID, publisher: Publisher | None = None) -> dict[str, Any] | None:
-    """The suggestion for the run's failure (made once per failure); None when the run is not failed."""
+    """The suggestion for the run's failure (made once per failure); None when the run is not failed, or is a
+    golden replay."""
     settings = get_settings()
     rid = uuid.UUID(str(run_id))
     settle_run(rid)  # a suggestion applied earlier to this run has its answer now
     with session_scope() as s:
         run = s.get(Run, rid)
         if run is None or run.status not in ("failed", "dead_lettered") or not run.error_code:
+            return None
+        if run.replay_of is not None:
+            # a golden replay fails as its recording did: a suggestion (auto-applied, above all) would make it
+            # diverge, and the recorded run had its own
             return None
         existing = _for_failure(s, run)
         if existing is not None:
