@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: quickstart test lint venv bench clean docs promtool browser systemd-analyze determinism
+.PHONY: quickstart test lint venv bench bench-api wrk clean docs promtool browser systemd-analyze determinism
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,19 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.steps
+
+# bench.api loads the API with wrk (Debian package `wrk`): a load generator that costs the two cores little, so the
+# figure measures the server; without it the bench falls back to Python threads and says so (a floor, not the figure).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk (apt-get install wrk)"; \
+	    { apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
+	      apt-get install -y -qq wrk >/dev/null 2>&1; }; } || echo "warning: could not install wrk" >&2; \
+	  else echo "warning: wrk missing and cannot apt-get install it (not root)" >&2; fi; }
+
+bench-api: $(STAMP) wrk
+	$(BIN)/python -m bench.api --repeat 3 --dispatch
 
 determinism: $(STAMP)
 	$(BIN)/python -m bench.determinism --iterations $(or $(ITERATIONS),200) --workers $(or $(WORKERS),2)
