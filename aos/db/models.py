@@ -320,7 +320,11 @@ class GoldenReplayCall(Base):
     tenant_id: Mapped[uuid.UUID] = _tenant_col()
     # {skill, args, outcome, raw}; for an amendment {"amendments": [{order, changes, …}]}
     call: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    __table_args__ = (CheckConstraint("role IN ('primary', 'fallback', 'amendment')", name="role"),)
+    __table_args__ = (
+        CheckConstraint("role IN ('primary', 'fallback', 'amendment')", name="role"),
+        # the reaper finds replays left where an amendment is due through the (few) amendment rows
+        Index("ix_golden_replay_calls_amendments", "run_id", postgresql_where=text("role = 'amendment'")),
+    )
 
 
 class RunEvent(Base):

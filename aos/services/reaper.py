@@ -1,5 +1,8 @@
 """The reaper: resumes runs whose worker died or whose step message was lost.
 
+(Also golden replays whose worker died before re-enacting a recorded amendment:
+``aos.services.replay_amendments.reenact_stranded``.)
+
 A run is silent when it is queued or running, nobody holds a live lease on it,
 no retry wake-up is due, no enqueue is pending in the outbox, and nothing changed
 for AOS_REAPER_GRACE_S. Silence alone does not mean the message is gone: behind a
@@ -30,7 +33,7 @@ from aos.config import get_settings
 from aos.db import direct
 from aos.db.models import ENQUEUE_TOPIC, OutboxMessage, Run
 from aos.db.session import session_scope
-from aos.services import concurrency
+from aos.services import concurrency, replay_amendments
 from aos.services.enqueue import requeue
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,9 @@ def reap_silent_runs(limit: int = 100, step_queue: StepQueue | None = None) -> i
     admitted = concurrency.admit_all_waiting(direct.durable)
     if admitted:
         log.info("reaper: %d waiting runs given a free concurrency slot", len(admitted))
+    # a golden replay whose worker died before re-enacting its recorded amendment (its enqueue goes through the
+    # outbox, which the drain publishes)
+    replay_amendments.reenact_stranded(get_settings().reaper_grace_s, None)
     grace = timedelta(seconds=get_settings().reaper_grace_s)
     now = datetime.now(UTC)
     with session_scope() as s:

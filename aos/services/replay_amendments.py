@@ -12,7 +12,9 @@ the step and resumed the run (``aos.services.recovery.apply_suggestion``). Its r
   committed, like recovery's lookup) calls ``after_run_failed``: the amendment is made through the same
   ``amend_step`` (validation, ``plan_revision``, the audit row, ``applied_by`` "replay") and the run resumed
   with a fresh retry budget, as the person's apply did, in one transaction (``resume_as_recorded``);
-- until then such a failed replay run is not final (``awaiting_amendment``): a waiter goes on waiting.
+- until then such a failed replay run is not final (``awaiting_amendment``): a waiter goes on waiting;
+- a worker that dies between committing the failure and re-enacting leaves the run failed with its amendment
+  due: the reaper re-enacts it once the failure is older than its grace (``reenact_stranded``).
 
 A run is amended from outside the engine, by a person after its failure; the replay's amendment is made from
 the same place, after the failure, so the step path (claim, call, settle) knows nothing of it.
@@ -24,7 +26,7 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from aos.db.models import GoldenReplayCall, Run
@@ -154,3 +156,29 @@ def after_run_failed(run_id: str, publisher: Publisher | None) -> bool:
     except Exception:  # noqa: BLE001 — the failure is committed; a waiter sees the run awaiting its amendment
         log.exception("replay run %s: re-enacting the recorded amendment raised", run_id)
     return False
+
+
+# Failed replay runs whose next recorded amendment is due (as ``_due`` says, in SQL): found through the partial
+# index of the amendment rows, which only replays of amended recordings have.
+_STRANDED = text("""
+SELECT r.id FROM golden_replay_calls c
+JOIN runs r ON r.id = c.run_id AND c.step_id = r.plan->'steps'->r.next_step->>'id' AND c.attempt = r.attempt
+WHERE c.role = 'amendment' AND r.replay_of IS NOT NULL AND r.status IN ('failed', 'dead_lettered')
+  AND r.finished_at < now() - make_interval(secs => :grace)
+  AND EXISTS (SELECT 1 FROM jsonb_array_elements(c.call->'amendments') a
+              WHERE (a->>'order')::int = r.plan_revision + 1 AND NOT a ? 'refused')
+ORDER BY r.finished_at LIMIT :n
+""")
+
+
+def reenact_stranded(grace_s: float, publisher: Publisher | None, limit: int = 100) -> int:
+    """Re-enact the due amendment of replay runs that failed more than ``grace_s`` ago and were left there (the
+    worker died between the failure and ``after_run_failed``); how many were resumed. The reaper's job: it runs
+    in the operator's scope, as beat's jobs do."""
+    with session_scope() as s:
+        stranded = list(s.scalars(_STRANDED, {"grace": grace_s, "n": limit}))
+    resumed = 0
+    for run_id in stranded:
+        log.warning("replay run %s: failed where its recording was amended, and was left there; re-enacting", run_id)
+        resumed += resume_as_recorded(run_id, publisher)
+    return resumed

@@ -153,3 +153,35 @@ def test_a_replay_that_fails_as_recorded_gets_no_recovery_suggestion(tenant, wor
     assert recovery.suggest_for_run(report["run_id"]) is None  # asked directly, as the worker's task asks
     time.sleep(1.0)  # the worker's recovery task for the replay's failure has had its turn
     assert recovery.list_for_run(ctx, report["run_id"]) == []
+
+
+def test_the_reaper_re_enacts_an_amendment_a_dead_worker_left_due(tenant, worker, golden_key):
+    """A worker killed between committing the replay's failure and re-enacting leaves the replay failed with its
+    amendment due; the reaper re-enacts it once the failure is older than its grace, exactly once."""
+    from aos.services.reaper import reap_silent_runs
+    from tests.services.recovery.helpers import drain_until_final
+
+    ctx, _ = tenant
+    with serve_http({"/slow": Reply(json={"ok": True}, delay_s=1.0)}) as srv:
+        plan = {"steps": [{"id": "fetch", "skill": "http.request", "args": {"url": srv.url("/slow")},
+                           "timeout_s": 0.3, "retry": {"max_attempts": 1}}]}
+        doc = golden.record_run(ctx, _amended_run(ctx, worker, plan, "RETRY", {"timeout_s": 10}))
+    replay_id = golden.start_replay(ctx, doc, None)  # stored, not published
+    failure = {"r": replay_id, "code": doc["body"]["steps"][0]["attempts"][0]["call"]["outcome"]["error"]["code"]}
+    with session_scope() as s:
+        # the state the step task commits when the replay fails at the recorded attempt — then the worker dies
+        s.execute(text("UPDATE outbox SET status = 'delivered' WHERE payload->>'run_id' = CAST(:r AS text)"),
+                  {"r": replay_id})
+        s.execute(text("UPDATE runs SET status = 'failed', next_step = 0, attempt = 1, error_code = :code, "
+                       "finished_at = now(), updated_at = now() WHERE id = :r"), failure)
+    reap_silent_runs(step_queue=None)
+    assert get_run(ctx, replay_id)["status"] == "failed"  # younger than the reaper's grace: left to its worker
+    with session_scope() as s:
+        s.execute(text("UPDATE runs SET finished_at = now() - interval '1 hour' WHERE id = :r"), {"r": replay_id})
+    reap_silent_runs(step_queue=None)
+    reap_silent_runs(step_queue=None)  # once only: the run is resumed, nothing is due any more
+    run = get_run(ctx, replay_id)
+    assert run["status"] == "queued", run
+    [made] = run["amendments"]
+    assert (made["applied_by"], made["plan_revision"], made["after_attempt"]) == ("replay", 1, 1)
+    assert drain_until_final(replay_id, PUB) == "succeeded", worker.tail()
