@@ -1,7 +1,7 @@
 """Hybrid recovery: how many failures are answered without an LLM call, and how fast the cheap layers are.
 
     .venv/bin/python -m bench.recovery                       # 10,000 failures from 300 templates; 20,000 patterns
-    .venv/bin/python -m bench.recovery --patterns 100000     # the issue's vector figure (minutes, GBs of disk)
+    .venv/bin/python -m bench.recovery --patterns 100000     # the issue's vector figure (about 3 minutes)
     .venv/bin/python -m bench.recovery --json
 
 STREAM: ``--failures`` failures drawn (seeded) from ``--templates`` templates — a code, a skill and a message
