@@ -82,6 +82,13 @@ def amend_step(s: Session, ctx: TenantContext, run: Run, parameters: dict[str, A
     return row
 
 
+def would_change(run: Run, parameters: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What ``amend_step`` would change of the run's failed step, field → {"from", "to"}, written nowhere and not
+    validated (applying validates): a person reads it before choosing to apply."""
+    before = ((run.plan or {}).get("steps") or [])[run.next_step]
+    return _amended(before, _pinned_skill(run, before), {k: parameters[k] for k in plan_changes(parameters)})[1]
+
+
 def _pinned_skill(run: Run, step: dict[str, Any]) -> Skill | None:
     return _skill((run.skill_versions or {}).get(str(step.get("id")), step.get("skill")))
 

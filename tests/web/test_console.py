@@ -363,6 +363,188 @@ def _recovery_section(page: str) -> str:
     return re.sub(r"\s+", " ", page[start:page.index("</section>", start)])
 
 
+# --- acting on a recovery suggestion ----------------------------------------------------------------------------------
+
+
+def _offered(ctx, code: str = "RATE_LIMITED", *, mode: str | None = None, parameters: dict | None = None,
+             **run) -> tuple[str, dict]:
+    """A failed run (written to Postgres) and its offered suggestion, made as the worker's task makes it; with
+    ``mode`` the suggestion says what a model writer might (the offline one only suggests timing)."""
+    from aos.services import recovery
+    from tests.services.recovery.helpers import failed_run, set_suggestion, word
+
+    run_id = failed_run(ctx, code, f"{word()} failed with {code}", **run)
+    sug = recovery.suggest_for_run(run_id)
+    if mode:
+        set_suggestion(sug["id"], mode, parameters or {})
+    return str(run_id), sug
+
+
+def _flashes(page: str) -> list[str]:
+    return [re.sub(r"\s+", " ", m) for m in re.findall(r'<p class="flash [a-z]*">(.*?)</p>', page, re.S)]
+
+
+def _stored(run_id: str) -> tuple:
+    from sqlalchemy import text
+
+    with session_scope() as s:
+        return s.execute(text("SELECT plan, plan_revision, status, version, (SELECT array_agg(status::text) FROM "
+                              "recovery_suggestions sg WHERE sg.run_id = r.id) FROM runs r WHERE id = :r"),
+                         {"r": run_id}).one()
+
+
+def test_a_retry_applied_from_the_console_resumes_the_run_through_the_worker(console, worker, aos_env):
+    from aos.services import recovery
+    from tests.services.recovery.helpers import drain_until_final
+
+    ctx, key = new_tenant()
+    token = sign_in(console, key)
+    # a step that succeeds once it runs again: the run failed (as written) on a rate limit
+    run_id, sug = _offered(ctx, skill="json.transform", args={"input": {"a": 1}, "expr": "a"},
+                           mode="RETRY", parameters={"delay_s": 0.2})
+    page = console.get(f"/console/runs/{run_id}").get_data(as_text=True)
+    will = re.sub(r"\s+", " ", page[page.index(f'id="will-{sug["id"]}"'):])
+    assert "resume the run from step <code>fetch</code> after 0.2 s" in will and "amend step" not in will
+    assert f'action="/console/runs/{run_id}/recovery/{sug["id"]}/apply"' in page
+    assert 'data-confirm="Apply this suggestion? The run resumes from step fetch after 0.2 s."' in page
+    res = console.post(f"/console/runs/{run_id}/recovery/{sug['id']}/apply", data={"csrf_token": token})
+    assert res.status_code == 302 and res.location == f"/console/runs/{run_id}"
+    after = console.get(res.location).get_data(as_text=True)
+    assert _flashes(after) == ["Suggestion applied (RETRY): the run resumes from step fetch after 0.2 s."]
+    assert 'id="suggestions"' not in after and "Apply suggestion" not in after  # nothing offered any more
+    assert recovery.list_for_run(ctx, run_id)[0]["status"] == "applied"
+    # the delayed resume is published by the outbox drain (beat's job) once the delay has passed
+    assert drain_until_final(run_id, console.application.extensions["aos.publisher"]) == "succeeded", worker.tail()
+    # the form sent again changes nothing and says so
+    again = console.post(f"/console/runs/{run_id}/recovery/{sug['id']}/apply", data={"csrf_token": token})
+    assert "was already applied by person" in _flashes(console.get(again.location).get_data(as_text=True))[0]
+
+
+def test_a_plan_change_is_previewed_then_applied_as_an_amendment(console, aos_env):
+    ctx, key = new_tenant()
+    token = sign_in(console, key)
+    run_id, sug = _offered(ctx, "HTTP_TIMEOUT", timeout_s=5, mode="RETRY", parameters={"timeout_s": 10})
+    page = console.get(f"/console/runs/{run_id}").get_data(as_text=True)
+    will = re.sub(r"\s+", " ", page[page.index(f'id="will-{sug["id"]}"'):page.index("</form>",
+                                                                                        page.index("id=\"will-"))])
+    assert "amend step <code>fetch</code> of this run" in will
+    assert '<th scope="row"><code>timeout_s</code></th><td class="mono small">5</td> <td class="mono small">10' in will
+    assert "resume the run from step <code>fetch</code> at once" in will
+    assert "Step fetch of this run is amended (timeout_s 5 → 10), then the run resumes from step fetch at once." \
+        in page
+    assert _stored(run_id)[1] == 0  # previewing wrote nothing
+    res = console.post(f"/console/runs/{run_id}/recovery/{sug['id']}/apply", data={"csrf_token": token})
+    after = console.get(res.location).get_data(as_text=True)
+    assert _flashes(after) == ["Suggestion applied (RETRY, amending the step): the run resumes from step fetch."]
+    section = _recovery_section(after)
+    assert f"step 0 (fetch) amended by suggestion {sug['id']}: timeout_s 5→10" in section
+    plan, revision, _, _, statuses = _stored(run_id)  # requeued: a session's worker may be running it already
+    assert (plan["steps"][0]["timeout_s"], revision, statuses) == (10, 1, ["applied"])
+
+
+def test_an_invalid_amendment_is_flashed_with_its_code_and_changes_nothing(console, aos_env):
+    ctx, key = new_tenant()
+    token = sign_in(console, key)
+    run_id, sug = _offered(ctx, "HTTP_BAD_REQUEST", mode="RETRY", parameters={"args": {"method": "FETCH"}})
+    before = _stored(run_id)
+    res = console.post(f"/console/runs/{run_id}/recovery/{sug['id']}/apply", data={"csrf_token": token})
+    assert res.status_code == 302 and res.location == f"/console/runs/{run_id}"
+    [flashed] = _flashes(console.get(res.location).get_data(as_text=True))
+    assert flashed.startswith("Not applied, nothing was changed: AMENDMENT_INVALID: the amended step &#39;fetch&#39;")
+    assert flashed.endswith("(at $.steps[0].args.method)")
+    assert _stored(run_id) == before  # plan, revision, status, version; the suggestion still offered
+
+
+def test_a_suggestion_aos_does_not_carry_out_says_what_to_do_instead(console, aos_env):
+    ctx, key = new_tenant()
+    token = sign_in(console, key)
+    run_id, sug = _offered(ctx, "HTTP_NOT_FOUND")
+    assert sug["mode"] == "ABORT"
+    page = console.get(f"/console/runs/{run_id}").get_data(as_text=True)
+    will = re.sub(r"\s+", " ", page[page.index(f'id="will-{sug["id"]}"'):])
+    assert "Not applied from here:</strong> this suggestion is ABORT, which AOS does not carry out by itself: the step " \
+           "cannot succeed as written: fix the plan and submit it as a new run." in will
+    assert "<code>SUGGESTION_NOT_APPLICABLE</code>" in will and "Apply suggestion" not in page
+    res = console.post(f"/console/runs/{run_id}/recovery/{sug['id']}/apply", data={"csrf_token": token})
+    [flashed] = _flashes(console.get(res.location).get_data(as_text=True))
+    assert flashed.startswith("Not applied, nothing was changed: SUGGESTION_NOT_APPLICABLE: this suggestion is ABORT")
+    for forged in (uuid.uuid4(), "not-a-uuid"):  # a suggestion of no such id: flashed on the run's page too
+        res = console.post(f"/console/runs/{run_id}/recovery/{forged}/apply", data={"csrf_token": token})
+        assert res.status_code == 302
+        assert "SUGGESTION_NOT_FOUND" in _flashes(console.get(res.location).get_data(as_text=True))[0]
+    assert _stored(run_id)[2:] == ("failed", _stored(run_id)[3], ["offered"])
+
+
+@pytest.mark.parametrize("forged", [None, "forged-token", "other-session"])
+def test_apply_and_feedback_without_the_sessions_csrf_token_change_nothing(console, aos_env, forged):
+    ctx, key = new_tenant()
+    sign_in(console, key)
+    run_id, sug = _offered(ctx)
+    if forged == "other-session":
+        forged = sign_in(console.application.test_client(), key)
+    before = _stored(run_id)
+    data = {} if forged is None else {"csrf_token": forged}
+    for action, extra in (("apply", {}), ("feedback", {"helpful": "no"})):
+        res = console.post(f"/console/runs/{run_id}/recovery/{sug['id']}/{action}", data={**data, **extra})
+        assert res.status_code == 403 and code_of(res) == "CSRF_INVALID", action
+        assert "nothing was changed" in res.get_data(as_text=True)
+    assert _stored(run_id) == before
+    from aos.services import recovery
+
+    assert recovery.list_for_run(ctx, run_id)[0]["helpful"] is None
+
+
+def test_a_viewer_without_runs_write_sees_the_suggestion_but_cannot_act(console, aos_env):
+    from aos.db.models import Tenant
+    from aos.services import recovery
+    from aos.services.tenancy import authenticate, create_api_key
+
+    ctx, _ = new_tenant()
+    with session_scope() as s:
+        key, _ = create_api_key(s, s.get(Tenant, ctx.tenant_id), "ro", ("runs:read",))
+        authenticate(s, key)
+    run_id, sug = _offered(ctx)
+    token = sign_in(console, key)
+    page = console.get(f"/console/runs/{run_id}").get_data(as_text=True)
+    assert sug["explanation"] in page.replace("&#39;", "'") and "resume the run from step" in page
+    assert "Apply suggestion" not in page and "Helpful" not in page and "needs a key with the" in page
+    before = _stored(run_id)
+    for action in ("apply", "feedback"):
+        res = console.post(f"/console/runs/{run_id}/recovery/{sug['id']}/{action}",
+                           data={"csrf_token": token, "helpful": "yes"})
+        assert res.status_code == 403 and code_of(res) == "FORBIDDEN_SCOPE", action
+    assert _stored(run_id) == before and recovery.list_for_run(ctx, run_id)[0]["helpful"] is None
+    # another tenant's run: the 404 page, as for cancel
+    _, other_key = new_tenant()
+    other = console.application.test_client()
+    other_token = sign_in(other, other_key)
+    res = other.post(f"/console/runs/{run_id}/recovery/{sug['id']}/apply", data={"csrf_token": other_token})
+    assert res.status_code == 404 and code_of(res) == "NOT_FOUND"
+    assert _stored(run_id) == before
+
+
+def test_feedback_is_recorded_and_shown(console, aos_env):
+    from aos.services import recovery
+
+    ctx, key = new_tenant()
+    token = sign_in(console, key)
+    run_id, sug = _offered(ctx)
+    url = f"/console/runs/{run_id}/recovery/{sug['id']}/feedback"
+    page = console.get(f"/console/runs/{run_id}").get_data(as_text=True)
+    assert "Did this suggestion help?" in page and f'id="verdict-{sug["id"]}"' not in page
+    res = console.post(url, data={"csrf_token": token, "helpful": "no"})
+    page = console.get(res.location).get_data(as_text=True)
+    assert _flashes(page) == ["Thank you: recorded as not helpful."]
+    assert f'<span class="small" id="verdict-{sug["id"]}">You said: <strong>not helpful</strong>.</span>' in page
+    assert f'id="not-helpful-{sug["id"]}" aria-pressed="true"' in page
+    assert recovery.list_for_run(ctx, run_id)[0]["helpful"] is False
+    res = console.post(url, data={"csrf_token": token, "helpful": "maybe"})
+    assert "VALIDATION_ERROR" in _flashes(console.get(res.location).get_data(as_text=True))[0]
+    console.post(url, data={"csrf_token": token, "helpful": "yes"})
+    assert "You said: <strong>helpful</strong>." in console.get(f"/console/runs/{run_id}").get_data(as_text=True)
+    assert recovery.list_for_run(ctx, run_id)[0]["helpful"] is True
+
+
 def test_live_parts_stream_and_swap(console, aos_env):
     ctx, key = new_tenant()
     sign_in(console, key)

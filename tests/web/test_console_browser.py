@@ -278,6 +278,32 @@ def test_every_page_renders_from_this_server_only(browser, served, worker, aos_e
         assert any("/console/assets/console.css" in u for u in urls)
 
 
+def test_apply_a_suggestion_that_amends_the_failed_step_and_see_the_run_succeed(browser, served, worker, aos_env):
+    ctx, key = new_tenant()
+    # failed as written (a timeout); the step succeeds once it runs again
+    run_id = failed_run(ctx, "HTTP_TIMEOUT", f"{word()} timed out", skill="json.transform",
+                        args={"input": {"a": 1}, "expr": "a"}, timeout_s=5)
+    suggestion = recovery.suggest_for_run(run_id)
+    set_suggestion(suggestion["id"], "RETRY", {"timeout_s": 10})
+    sign_in(browser, served, key)
+    browser.get(f"{served}/console/runs/{run_id}")
+    will = browser.find_element(By.ID, f"will-{suggestion['id']}").text
+    assert "amend step fetch of this run" in will and "resume the run from step fetch at once" in will
+    shot(browser, "17-run-suggestion")
+    browser.execute_script(f"document.getElementById('apply-{suggestion['id']}').focus()")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()  # from the keyboard
+    alert = browser.switch_to.alert
+    assert alert.text == ("Apply this suggestion? Step fetch of this run is amended (timeout_s 5 → 10), then the run "
+                          "resumes from step fetch at once.")
+    alert.accept()
+    wait_until(browser, lambda: run_status(browser) == "succeeded", what="the amended run to succeed")
+    assert "Suggestion applied (RETRY, amending the step)" in browser.find_element(By.CSS_SELECTOR, ".flashes").text
+    assert f"step 0 (fetch) amended by suggestion {suggestion['id']}: timeout_s 5→10" in main_text(browser)
+    click(browser, By.ID, f"helpful-{suggestion['id']}")
+    wait_until(browser, lambda: "You said: helpful." in main_text(browser), what="the verdict")
+    shot(browser, "18-run-suggestion-applied")
+
+
 def test_screenshots_are_ignored_by_git():
     import subprocess
 

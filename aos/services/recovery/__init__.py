@@ -14,6 +14,7 @@ from aos.services.recovery.suggestions import (
     get_settings_of,
     list_for_run,
     list_patterns,
+    previews,
     quota_status,
     settle,
     settle_run,
@@ -23,6 +24,6 @@ from aos.services.recovery.suggestions import (
 
 __all__ = [
     "FailureSignature", "SanitizingFilter", "apply_suggestion", "feedback", "get_settings_of", "list_for_run",
-    "list_patterns", "normalise_message", "quota_status", "sanitize_for_embedding", "sanitize_value", "settle",
+    "list_patterns", "normalise_message", "previews", "quota_status", "sanitize_for_embedding", "sanitize_value", "settle",
     "settle_run", "signature_of", "suggest_for_run", "update_settings",
 ]

@@ -249,13 +249,42 @@ def apply_suggestion(ctx: TenantContext, run_id: str | uuid.UUID, suggestion_id:
         return view(s, s.get(RecoverySuggestion, suggestion))  # type: ignore[arg-type]
 
 
+def previews(ctx: TenantContext, run_id: str | uuid.UUID) -> dict[str, dict[str, Any]]:
+    """What applying each of the run's offered suggestions would do, by suggestion id, read before a person
+    applies one: ``applicable``; if not, ``refusal`` (the code and message applying would answer, which says what
+    to do instead); else the step it resumes from, after ``delay_s`` (None: at once), and the ``changes`` to that
+    step (field → {"from", "to"}; empty: timing only). The same checks as ``apply_suggestion``, nothing written."""
+    out: dict[str, dict[str, Any]] = {}
+    with session_scope() as s:
+        run = _run(s, ctx, run_id)
+        for row in s.query(RecoverySuggestion).filter_by(tenant_id=ctx.tenant_id, run_id=run.id, status="offered"):
+            changes = plan_changes(row.parameters)
+            seen: dict[str, Any] = {"step_index": row.step_index, "step_id": row.step_id, "applicable": True,
+                                    "refusal": None, "delay_s": None, "changes": {}}
+            try:
+                _check_applicable(row, run, changes, "person")
+            except AosError as exc:
+                seen.update(applicable=False, refusal={"code": exc.code, "message": exc.message})
+            else:
+                seen["delay_s"] = _delay_s(row.parameters)
+                seen["changes"] = amendments.would_change(run, dict(row.parameters)) if changes else {}
+            out[str(row.id)] = seen
+    return out
+
+
 def _resume_at(parameters: dict[str, Any] | None, applied_at: datetime) -> datetime | None:
     """When the step of an applied suggestion may run again: ``delay_s`` after it was applied (None: at once).
     A rate-limited step retried at once would only be refused again, so the delay is the suggestion's point."""
+    delay = _delay_s(parameters)
+    return applied_at + timedelta(seconds=delay) if delay else None
+
+
+def _delay_s(parameters: dict[str, Any] | None) -> float | None:
+    """The suggestion's ``delay_s`` as applying honours it: positive, at most MAX_DELAY_S; None otherwise."""
     delay = (parameters or {}).get("delay_s")
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay > 0:
         return None
-    return applied_at + timedelta(seconds=min(float(delay), MAX_DELAY_S))
+    return min(float(delay), MAX_DELAY_S)
 
 
 def _check_applicable(row: RecoverySuggestion, run: Run, changes: list[str], by: str) -> None:

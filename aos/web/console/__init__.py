@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from aos.web.console import catalog, operations, runs, signin  # noqa: F401 — their routes join the blueprint
+from aos.web.console import catalog, operations, recovery, runs, signin  # noqa: F401 — their routes join the blueprint
 from aos.web.console.blueprint import bp
 from aos.web.console.session import configure_cookie
 

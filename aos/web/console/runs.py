@@ -1,5 +1,6 @@
 """Console pages of runs: the list (status and name filters, keyset pages), a run (steps, budget, error, recovery
-applied to it and its amended steps, timeline, outputs) that follows itself live, a step's attempts, and the run's actions: cancel, resume, signal."""
+suggested and applied, its amended steps, timeline, outputs) that follows itself live, a step's attempts, and the run's
+actions: cancel, resume, signal (applying a suggestion: console/recovery.py)."""
 
 from __future__ import annotations
 
@@ -62,9 +63,11 @@ def _run_view(run_id: str) -> dict:
     events = run_service.get_timeline(ctx, run_id)
     # every suggestion is announced by a run.recovery event: a run without one costs no query for them
     suggestions = recovery.list_for_run(ctx, run_id) if any(e["type"] == "run.recovery" for e in events) else []
+    # what applying an offered one would do, shown before a person applies it
+    previews = recovery.previews(ctx, run_id) if any(sg["status"] == "offered" for sg in suggestions) else {}
     return {"run": run, "events": events, "final": run["status"] in FINAL_RUN_STATUSES,
             "cancellable": run["status"] in CANCELLABLE, "resumable": run["status"] in RESUMABLE,
-            "suggestions": {sg["id"]: sg for sg in suggestions},
+            "suggestions": {sg["id"]: sg for sg in suggestions}, "previews": previews,
             "signals_available": signals.available(), "signal_key": uuid.uuid4().hex}
 
 
