@@ -328,7 +328,7 @@ def test_approve_a_waiting_run_and_see_it_finish(browser, served, worker, aos_en
     assert wait_for_run(run_id, statuses=("waiting",)).status == "waiting"
     browser.get(f"{served}/console/runs/{run_id}")
     assert "Waiting for approval" in main_text(browser) and "deploy v2?" in main_text(browser)
-    shot(browser, "16-run-waiting")
+    shot(browser, "19-run-waiting")
     # a payload that fails the wait's schema: refused with its code, the run still waits
     field = browser.find_element(By.ID, "signal-payload")
     field.send_keys('{"approved": "maybe"}')
