@@ -42,7 +42,7 @@ UNMATCHED_ROUTE = "unmatched"  # a request no route of the API answers (a 404 or
 # The route templates (`/api/v1/runs/<run_id>`) of the API: its URL map, declared by the app factory.
 _http_routes: frozenset[str] = frozenset({UNMATCHED_ROUTE})
 SINGLETON_JOBS = frozenset({"aos.outbox.drain", "aos.runs.reap", "aos.dlq.reconcile", "aos.retention.run",
-                            "aos.schedules.fire", "aos.views.refresh", "aos.beat"})
+                            "aos.schedules.fire", "aos.views.refresh", vocabulary.BEAT_LEASE})
 
 
 @lru_cache(maxsize=1)

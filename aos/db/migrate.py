@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -11,11 +9,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
+from aos.db.revisions import MIGRATIONS
 from aos.db.session import sqlalchemy_url
-
-# Inside the package (`aos.migrations`; in the source tree aos/migrations links to the top-level migrations/),
-# so an installed wheel migrates as well as a checkout does.
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
@@ -40,6 +35,7 @@ def current_revision(url: str) -> str | None:
 
 
 def head_revision() -> str | None:
+    """alembic's answer; `aos doctor` reads the same from the scripts without alembic (aos.db.revisions)."""
     return ScriptDirectory.from_config(alembic_config("")).get_current_head()
 
 

@@ -33,6 +33,10 @@ WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "budget.warning", "run.waiting"
 ENQUEUE_TOPIC = "run.enqueue"
 OUTBOX_TOPICS = (ENQUEUE_TOPIC, *WEBHOOK_EVENTS)
 
+# The lease (distributed_locks.name) of the beat process that sends ticks (aos.tasks.scheduler.LeaderScheduler):
+# here, not with the leases' code (aos.services.locks), so that `aos doctor` names it without importing a session.
+BEAT_LEASE = "aos.beat"
+
 RECOVERY_LAYERS = ("cache", "vector", "llm", "catalog")
 # abandoned: applied, then the run was cancelled before the step could answer; counts neither for nor against its pattern
 SUGGESTION_STATUSES = ("offered", "applied", "succeeded", "failed", "abandoned")

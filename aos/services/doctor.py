@@ -25,10 +25,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import create_engine, pool, text
-from sqlalchemy.engine import Engine
+import psycopg
 
-from aos.config import ConfigError, Settings, load_settings, redis_py_url
+from aos.config import ConfigError, Settings, libpq_url, load_settings, redis_py_url
+from aos.db import revisions
+from aos.db.rls import role_problems, tenant_tables, unguarded_tables
+from aos.db.vocabulary import BEAT_LEASE
 from aos.skills.postgres import open_connection, role_power
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,16 @@ def _info(check: str, detail: str, fix: str | None = None) -> Finding:
 # --- database ------------------------------------------------------------------------------------------
 
 
-def _engine(url: str) -> Engine:
-    from aos.db.session import sqlalchemy_url
+def _connect(url: str) -> psycopg.Connection[Any]:
+    """A connection of doctor's own to the AOS database, as its login (as the migrations connect), in autocommit:
+    plain psycopg, as the operator's listings read (aos.services.listings), for importing SQLAlchemy (and
+    alembic) cost doctor more CPU than all its checks."""
+    return psycopg.connect(libpq_url(url), connect_timeout=TIMEOUT_S, autocommit=True, application_name="aos doctor")
 
-    return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool, connect_args={"connect_timeout": TIMEOUT_S})
+
+def _scalar(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any] | None = None) -> Any:
+    row = conn.execute(sql, params).fetchone()
+    return row[0] if row else None
 
 
 def check_database(settings: Settings) -> list[Finding]:
@@ -74,33 +82,23 @@ def check_database(settings: Settings) -> list[Finding]:
     if not settings.database_url:
         return [_fail("database", "AOS_DATABASE_URL is not set",
                       "set AOS_DATABASE_URL to a postgresql:// URL (or run inside `aos dev`)")]
-    engine = _engine(settings.database_url)
     try:
-        with engine.connect() as conn:
-            version = conn.execute(text("SHOW server_version")).scalar_one()
+        conn = _connect(settings.database_url)
     except Exception as exc:  # noqa: BLE001 — any failure to connect is the finding
-        engine.dispose()
         return [_fail("database", f"cannot connect: {type(exc).__name__}: {_first_line(exc)}",
                       "start Postgres or correct AOS_DATABASE_URL (host, port, credentials, database)")]
-    findings = [_ok("database", f"reachable (PostgreSQL {version})")]
-    try:
-        findings.append(_check_migrations(settings.database_url))
-        with engine.connect() as conn:
-            findings.append(_check_pgvector(conn))
-            findings.append(_check_row_security(conn, settings))
-            findings.append(_check_beat_leader(conn))
-    finally:
-        engine.dispose()
-    return findings
+    with conn:
+        # what SHOW server_version says, as the server reports it when the connection starts
+        version = conn.info.parameter_status("server_version")
+        return [_ok("database", f"reachable (PostgreSQL {version})"), _check_migrations(conn), _check_pgvector(conn),
+                _check_row_security(conn, settings), _check_beat_leader(conn)]
 
 
-def _check_migrations(url: str) -> Finding:
+def _check_migrations(conn: psycopg.Connection[Any]) -> Finding:
     """The revision only: comparing every model with the live schema (`aos db check`) reflects the whole
     database, which made `aos doctor` slow; a deployment at head has the schema its code expects."""
-    from aos.db.migrate import current_revision, head_revision
-
     try:
-        current, head = current_revision(url), head_revision()
+        current, head = revisions.current_revision(conn), revisions.head_revision()
     except Exception as exc:  # noqa: BLE001
         return _fail("migrations", f"cannot read the revision: {type(exc).__name__}: {_first_line(exc)}",
                      "run `aos db upgrade`, then `aos db check`")
@@ -110,9 +108,7 @@ def _check_migrations(url: str) -> Finding:
     return _ok("migrations", f"database at head revision {head} (`aos db check` also compares models and schema)")
 
 
-def _check_row_security(conn: Any, settings: Settings) -> Finding:
-    from aos.db.rls import role_problems, tenant_tables, unguarded_tables
-
+def _check_row_security(conn: psycopg.Connection[Any], settings: Settings) -> Finding:
     if not tenant_tables(conn):
         return _info("row security", "no tables yet (the migrations finding says why)")
     problems = [*role_problems(conn, settings.db_app_role)] if settings.db_app_role else []
@@ -126,12 +122,12 @@ def _check_row_security(conn: Any, settings: Settings) -> Finding:
                f"{settings.db_app_role or 'its login'} (docs/security.md)")
 
 
-def _check_pgvector(conn: Any) -> Finding:
-    installed = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+def _check_pgvector(conn: psycopg.Connection[Any]) -> Finding:
+    installed = _scalar(conn, "SELECT extversion FROM pg_extension WHERE extname = 'vector'")
     if installed:
         return _info("pgvector", f"pgvector {installed} installed: failure_patterns.embedding is a vector column "
                      "with an HNSW index; recovery's similarity layer searches it in Postgres")
-    available = conn.execute(text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")).scalar()
+    available = _scalar(conn, "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
     if available:
         return _info("pgvector", "pgvector is available on the server but not installed: "
                      "failure_patterns.embedding is a float8[] column (the fallback: recovery's similarity layer "
@@ -144,12 +140,10 @@ def _check_pgvector(conn: Any) -> Finding:
                  "for HNSW search use a Postgres with pgvector (e.g. the pgvector/pgvector:pg16 image)")
 
 
-def _check_beat_leader(conn: Any) -> Finding:
-    from aos.services.locks import BEAT_LEASE
-
+def _check_beat_leader(conn: psycopg.Connection[Any]) -> Finding:
     try:
-        row = conn.execute(text("SELECT holder, expires_at > now() FROM distributed_locks WHERE name = :n"),
-                           {"n": BEAT_LEASE}).first()
+        row = conn.execute("SELECT holder, expires_at > now() FROM distributed_locks WHERE name = %(n)s",
+                           {"n": BEAT_LEASE}).fetchone()
     except Exception:  # noqa: BLE001 — before migrations there is no table; the migrations finding says so
         return _info("beat", "cannot read distributed_locks")
     if row is None or not row[1]:
@@ -262,21 +256,18 @@ def _longest_step(settings: Settings) -> tuple[float, str]:
 def _longest_active_plan_timeout(settings: Settings) -> float | None:
     if not settings.database_url:
         return None
-    engine = _engine(settings.database_url)
     try:
-        with engine.connect() as conn:
+        with _connect(settings.database_url) as conn:
             # One plan per distinct plan hash: a backlog of thousands of runs of a few workflows reads a few
             # plans, not thousands (unpacking every active plan made `aos doctor` take seconds).
-            conn.execute(text("SET statement_timeout = 2000"))
-            value = conn.execute(text(
-                "SELECT max((st->>'timeout_s')::float) FROM runs r, jsonb_array_elements(r.plan->'steps') st "
+            conn.execute("SET statement_timeout = 2000")
+            value = _scalar(
+                conn, "SELECT max((st->>'timeout_s')::float) FROM runs r, jsonb_array_elements(r.plan->'steps') st "
                 "WHERE r.id IN (SELECT DISTINCT ON (plan_hash) id FROM runs WHERE status IN ('queued', 'running') "
-                "ORDER BY plan_hash) AND st ? 'timeout_s'")).scalar()
+                "ORDER BY plan_hash) AND st ? 'timeout_s'")
         return float(value) if value is not None else None
     except Exception:  # noqa: BLE001 — the database finding reports connection problems
         return None
-    finally:
-        engine.dispose()
 
 
 def _check_visibility(settings: Settings) -> Finding:

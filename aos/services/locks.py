@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The lease of the beat process that sends ticks (aos.tasks.scheduler.LeaderScheduler).
-BEAT_LEASE = "aos.beat"
-
 _ACQUIRE = text("""
 INSERT INTO distributed_locks AS l (name, holder, fencing_token, acquired_at, expires_at)
 VALUES (:name, :holder, 1, now(), now() + make_interval(secs => :ttl))

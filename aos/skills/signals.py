@@ -14,8 +14,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import jsonschema
-
 from aos.skills.base import RetryPolicy, SideEffect, Skill, SkillContext, SkillError, SkillResult
 
 SIGNAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -32,6 +30,8 @@ _TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT_S,
 
 def schema_problems(schema: Any, path: str) -> list[dict[str, str]]:
     """Whether ``schema`` is a JSON Schema a payload can be checked against (draft 2020-12)."""
+    import jsonschema  # here, not on loading the skills: as in aos.skills.json_skills
+
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
@@ -43,6 +43,8 @@ def payload_problems(schema: dict[str, Any] | None, payload: Any) -> list[dict[s
     """Every problem of a signal's payload against the wait's schema, each with its JSON path."""
     if schema is None:
         return []
+    import jsonschema  # here, not on loading the skills: as in aos.skills.json_skills
+
     problems = []
     for err in sorted(jsonschema.Draft202012Validator(schema).iter_errors(payload),
                       key=lambda e: list(map(str, e.absolute_path))):

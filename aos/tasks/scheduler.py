@@ -25,7 +25,8 @@ from celery.beat import PersistentScheduler
 from aos import metrics
 from aos.config import get_settings
 from aos.db import scope
-from aos.services.locks import BEAT_LEASE, Lease, acquire, new_holder, release
+from aos.db.vocabulary import BEAT_LEASE
+from aos.services.locks import Lease, acquire, new_holder, release
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from aos.cli.main import cli
 from aos.config import reset_settings
-from aos.db.migrate import check, current_revision, head_revision, upgrade
+from aos.db import revisions
+from aos.db.migrate import alembic_config, check, current_revision, head_revision, upgrade
 from aos.db.session import libpq_url
 from aos.db.types import EMBEDDING_DIM
 
@@ -72,6 +73,24 @@ def test_upgrade_on_an_empty_database_reaches_head_and_check_finds_nothing(fresh
     tables = {r[0] for r in _sql(fresh_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"tenants", "api_keys", "runs", "checkpoints", "outbox", "run_events", "failure_patterns"} <= tables
     assert check(fresh_db) == []
+
+
+def test_the_revisions_read_without_alembic_are_alembics(fresh_db):
+    """`aos doctor` reads the shipped head from the scripts and the current revision with one SELECT, without
+    alembic: both must be what alembic itself says, before and after an upgrade."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import to_tuple
+
+    scripts = ScriptDirectory.from_config(alembic_config(""))
+    assert revisions.shipped_revisions() == {s.revision: to_tuple(s.down_revision, default=())
+                                            for s in scripts.walk_revisions()}
+    assert revisions.head_revision() == head_revision() is not None
+    with psycopg.connect(libpq_url(fresh_db), autocommit=True) as conn:
+        assert revisions.current_revision(conn) is None is current_revision(fresh_db)
+        upgrade(fresh_db, "0005_tenancy")
+        assert revisions.current_revision(conn) == current_revision(fresh_db) == "0005_tenancy"
+        upgrade(fresh_db)
+        assert revisions.current_revision(conn) == current_revision(fresh_db) == head_revision()
 
 
 def test_a_second_upgrade_on_an_up_to_date_database_changes_nothing(fresh_db):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from aos.config import get_settings
 from aos.db import direct, scope
@@ -20,17 +21,23 @@ from aos.db.statements import Statement
 from tests.support.worker import wait_for_run
 
 
-def _tenant_tables(conn: Any = None) -> list[dict[str, Any]]:
-    if conn is not None:
-        return tenant_tables(conn)
+def _pg(conn: Any) -> Any:
+    """The psycopg connection under a session or an SQLAlchemy connection (aos.db.rls asks on psycopg), in its
+    transaction."""
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    return conn.connection.driver_connection
+
+
+def _tenant_tables() -> list[dict[str, Any]]:
     with session_scope() as s:
-        return tenant_tables(s)
+        return tenant_tables(_pg(s))
 
 
 def test_every_tenant_table_has_a_forced_tenant_policy(aos_env):
     with session_scope() as s:
-        assert len(_tenant_tables(s)) >= 15
-        assert unguarded_tables(s) == [], "tenant tables without a forced tenant_rows policy on aos.tenant_id"
+        assert len(tenant_tables(_pg(s))) >= 15
+        assert unguarded_tables(_pg(s)) == [], "tenant tables without a forced tenant_rows policy on aos.tenant_id"
 
 
 def test_the_guard_finds_a_new_tenant_table_without_a_policy(aos_env):
@@ -40,14 +47,14 @@ def test_the_guard_finds_a_new_tenant_table_without_a_policy(aos_env):
     try:
         with engine.connect() as conn:
             conn.execute(text("CREATE TABLE rls_probe (id int, tenant_id uuid)"))
-            assert unguarded_tables(conn) == ["rls_probe"]
+            assert unguarded_tables(_pg(conn)) == ["rls_probe"]
             conn.execute(text("ALTER TABLE rls_probe ENABLE ROW LEVEL SECURITY"))
             conn.execute(text("CREATE POLICY tenant_rows ON rls_probe USING "
                               "(tenant_id = nullif(current_setting('aos.tenant_id', true), '')::uuid) WITH CHECK "
                               "(tenant_id = nullif(current_setting('aos.tenant_id', true), '')::uuid)"))
-            assert unguarded_tables(conn) == ["rls_probe"]  # enabled but not forced: its owner would skip it
+            assert unguarded_tables(_pg(conn)) == ["rls_probe"]  # enabled but not forced: its owner would skip it
             conn.execute(text("ALTER TABLE rls_probe FORCE ROW LEVEL SECURITY"))
-            assert unguarded_tables(conn) == []
+            assert unguarded_tables(_pg(conn)) == []
             conn.rollback()
     finally:
         engine.dispose()
@@ -56,8 +63,8 @@ def test_the_guard_finds_a_new_tenant_table_without_a_policy(aos_env):
 def test_the_application_role_cannot_bypass_the_policies(aos_env):
     settings = get_settings()
     with session_scope() as s:
-        assert role_problems(s, settings.db_app_role) == []
-        assert role_problems(s, "postgres")  # a superuser: the check can say no
+        assert role_problems(_pg(s), settings.db_app_role) == []
+        assert role_problems(_pg(s), "postgres")  # a superuser: the check can say no
     # and the application's connections do act as it
     with scope.as_tenant(uuid.uuid4()):
         with session_scope() as s:

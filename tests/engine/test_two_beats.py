@@ -24,7 +24,7 @@ from sqlalchemy import select, text
 
 from aos.db.models import Run, RunEvent, Workflow
 from aos.db.session import session_scope
-from aos.services.locks import BEAT_LEASE
+from aos.db.vocabulary import BEAT_LEASE
 from aos.services.schedules import create_schedule, delete_schedule
 from aos.services.workflows import save_workflow
 from tests.support.broker import PrivateRedis
