@@ -61,6 +61,7 @@ from bench.steps import (
     Worker,
     admin_execute,
     aos_env,
+    clean_up,
     libpq,
     machine_info,
     purge_queues,
@@ -396,12 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         say("\ninterrupted: cleaning up…")
         return 130
     finally:
-        for what, fn in reversed(cleanups):
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 — clean up the rest anyway
-                say(f"clean-up of {what} failed: {exc}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(cleanups, tmp)
 
 
 if __name__ == "__main__":

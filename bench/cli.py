@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from aos.db import scope
 from bench.api import Api
-from bench.steps import TAG, admin_execute, aos_env, say, setup_aos, start_servers, with_database
+from bench.steps import TAG, admin_execute, aos_env, clean_up, say, setup_aos, start_servers, with_database
 
 AOS = str(Path(sys.executable).parent / "aos")
 # command → where it reads: the HTTP API ("api") or Postgres itself ("db")
@@ -107,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                             for c, r in results.items()))
         return 0
     finally:
-        for what, fn in reversed(cleanups):
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 — clean up the rest anyway
-                say(f"clean-up of {what} failed: {exc}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(cleanups, tmp)
 
 
 if __name__ == "__main__":

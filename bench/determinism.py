@@ -47,6 +47,7 @@ from bench.steps import (
     Worker,
     admin_execute,
     aos_env,
+    clean_up,
     libpq,
     machine_info,
     purge_queues,
@@ -400,12 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for what, fn in reversed(cleanups):
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 — clean up the rest anyway
-                say(f"clean-up of {what} failed: {exc}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(cleanups, tmp)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

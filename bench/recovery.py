@@ -39,7 +39,7 @@ from pathlib import Path
 import psycopg
 
 from aos.db import scope
-from bench.steps import TAG, admin_execute, libpq, say, start_servers, with_database
+from bench.steps import TAG, admin_execute, clean_up, libpq, say, start_servers, with_database
 
 CODES = [("HTTP_TIMEOUT", "http.request"), ("HTTP_SERVICE_UNAVAILABLE", "http.request"),
          ("HTTP_CONNECT_ERROR", "http.request"), ("RATE_LIMITED", "http.request"),
@@ -277,12 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             print(text)
         return 0
     finally:
-        for what, fn in reversed(cleanups):
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 — clean up the rest anyway
-                say(f"clean-up of {what} failed: {exc}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(cleanups, tmp)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from bench.steps import (
     Worker,
     admin_execute,
     aos_env,
+    clean_up,
     machine_info,
     purge_queues,
     say,
@@ -166,12 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         say("\ninterrupted: cleaning up…")
         return 130
     finally:
-        for what, fn in reversed(cleanups):
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 — clean up the rest anyway
-                say(f"clean-up of {what} failed: {exc}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(cleanups, tmp)
 
 
 if __name__ == "__main__":

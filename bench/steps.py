@@ -702,14 +702,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for what, fn in reversed(cleanups):
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 — clean up the rest anyway
-                say(f"clean-up of {what} failed: {exc}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        clean_up(cleanups, tmp)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def clean_up(cleanups: list[tuple[str, Callable[[], None]]], tmp: Path) -> None:
+    """Undo what a benchmark started, newest first; one that fails is reported and the rest still run."""
+    for what, fn in reversed(cleanups):
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 — clean up the rest anyway
+            say(f"clean-up of {what} failed: {exc}")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def purge_queues(broker_url: str, queues: list[str]) -> None:
