@@ -488,7 +488,6 @@ class TenantQuota(Base):
 # --- failure recovery (aos/services/recovery) -----------------------------------------------------------------
 
 
-
 class RecoverySuggestion(Base):
     """A suggestion for one failure of a run's step: what to do, which layer said so, and what came of it."""
 

@@ -29,12 +29,17 @@ from aos.services.pagination import check_limit, decode_cursor, encode_cursor
 _TENANT_BY_NAME = Statement("SELECT id FROM tenants WHERE name = %(name)s")
 
 
+def no_such_tenant(name: str) -> AosError:
+    """NOT_FOUND for a tenant name, with the command that makes one (also ``tenancy.get_tenant_by_name``'s)."""
+    return AosError("NOT_FOUND", f"no tenant named {name!r}; create it with `aos tenants create {name}`")
+
+
 def tenant_id_by_name(name: str) -> uuid.UUID:
-    """The id of the tenant called ``name`` (NOT_FOUND, with the command that makes one)."""
+    """The id of the tenant called ``name`` (``no_such_tenant`` when there is none)."""
     with direct.relaxed() as conn:
         row = _TENANT_BY_NAME.one(conn, name=name)
     if row is None:
-        raise AosError("NOT_FOUND", f"no tenant named {name!r}; create it with `aos tenants create {name}`")
+        raise no_such_tenant(name)
     return row["id"]
 
 

@@ -19,6 +19,7 @@ from aos.db.models import ApiKey, Tenant
 from aos.db.scope import OPERATOR
 from aos.db.statements import Statement
 from aos.errors import AosError
+from aos.services.listings import no_such_tenant
 
 KEY_PREFIX = "aos_"
 PREFIX_SHAPE = re.compile(r"[0-9a-f]{12}")
@@ -86,7 +87,7 @@ def create_tenant(session: Session, name: str) -> Tenant:
 def get_tenant_by_name(session: Session, name: str) -> Tenant:
     tenant = session.scalar(select(Tenant).where(Tenant.name == name))
     if tenant is None:
-        raise AosError("NOT_FOUND", f"no tenant named {name!r}; create it with `aos tenants create {name}`")
+        raise no_such_tenant(name)
     return tenant
 
 
